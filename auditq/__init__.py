@@ -1,0 +1,13 @@
+"""auditq: asynchronous audit trails for Django, delivered exactly once by Celery workers."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from auditq.context import audit_context, disable_auditing
+from auditq.decorators import audited
+
+try:
+    __version__ = version("auditq")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["__version__", "audit_context", "audited", "disable_auditing"]

@@ -1,0 +1,96 @@
+"""System checks: configuration mistakes reported at start-up, each with an id and a hint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+
+from auditq import conf, registry
+
+MIDDLEWARE = "auditq.middleware.AuditContextMiddleware"
+AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+
+
+def check_audited_fields(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.E001: ``@audited`` names a field the model does not have."""
+    return [
+        checks.Error(message, hint=hint, obj=model, id="auditq.E001")
+        for model, message, hint in registry.problems()
+    ]
+
+
+def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.E002: ``AUDITQ`` has an unknown key, a wrong type or a bad value."""
+    return [checks.Error(message, hint=hint, id="auditq.E002") for message, hint in conf.problems()]
+
+
+def check_celery(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.E003: Celery may send or accept something else than JSON."""
+    from celery import current_app
+
+    serializer = current_app.conf.task_serializer
+    accepted = set(current_app.conf.accept_content or ())
+    if serializer == "json" and accepted <= {"json", "application/json"}:
+        return []
+    return [
+        checks.Error(
+            f"Celery must use JSON only (task_serializer={serializer!r}, "
+            f"accept_content={sorted(accepted)!r}).",
+            hint='Set CELERY_TASK_SERIALIZER = "json" and CELERY_ACCEPT_CONTENT = ["json"]: '
+            "auditq's messages carry keys and values, and accepting pickle lets whoever can "
+            "write to the broker run code in your workers.",
+            id="auditq.E003",
+        )
+    ]
+
+
+def check_middleware(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.W001 / auditq.E004: the context middleware is missing or placed too early."""
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
+    if MIDDLEWARE not in middleware:
+        return [
+            checks.Warning(
+                f"{MIDDLEWARE} is not in MIDDLEWARE: changes made in requests will be "
+                "recorded without actor, address or request id.",
+                hint=f"Add {MIDDLEWARE!r} after {AUTH_MIDDLEWARE!r}.",
+                id="auditq.W001",
+            )
+        ]
+    if AUTH_MIDDLEWARE in middleware and middleware.index(MIDDLEWARE) < middleware.index(
+        AUTH_MIDDLEWARE
+    ):
+        return [
+            checks.Error(
+                f"{MIDDLEWARE} comes before {AUTH_MIDDLEWARE}, so it cannot see request.user.",
+                hint=f"Move {MIDDLEWARE!r} after {AUTH_MIDDLEWARE!r}.",
+                id="auditq.E004",
+            )
+        ]
+    return []
+
+
+def check_results_app(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.W002: django-celery-results is not installed (the dashboard links to it)."""
+    if "django_celery_results" in settings.INSTALLED_APPS:
+        return []
+    return [
+        checks.Warning(
+            "django_celery_results is not in INSTALLED_APPS.",
+            hint='Add "django_celery_results" to INSTALLED_APPS to keep task results.',
+            id="auditq.W002",
+        )
+    ]
+
+
+def register() -> None:
+    """Register every auditq check (called from ``AppConfig.ready``)."""
+    for check in (
+        check_audited_fields,
+        check_settings,
+        check_celery,
+        check_middleware,
+        check_results_app,
+    ):
+        checks.register(check, "auditq")

@@ -1,0 +1,124 @@
+"""The ``AUDITQ`` settings: one typed object with defaults, read in one place.
+
+Nothing else in auditq reads ``settings.AUDITQ``. :func:`problems` validates the raw
+dict and returns what is wrong (``checks.py`` reports it); :func:`get` returns the typed
+settings, cached until Django's ``setting_changed`` signal clears it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, fields
+from functools import cache
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Settings:
+    """auditq's settings, with their defaults."""
+
+    QUEUE: str | None = None
+    """Celery queue for auditq's tasks; ``None`` is Celery's default queue."""
+    MASKED_FIELDS: tuple[str, ...] = ()
+    """Extra shell-style field-name patterns masked on every audited model."""
+    TRUSTED_PROXIES: tuple[Network, ...] = ()
+    """Proxies whose ``X-Forwarded-For`` header is believed; none by default."""
+    RELAY_AFTER_SECONDS: float = 60.0
+    """Age at which an undelivered outbox row is published again by the relay."""
+    PUBLISH_TIMEOUT: float = 1.0
+    """Seconds a commit may wait for the broker (connect and send) before leaving the row
+    to the relay."""
+    RELAY_BATCH_SIZE: int = 500
+    """Outbox rows the relay publishes per database round trip."""
+
+
+DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "QUEUE": (str, type(None)),
+    "MASKED_FIELDS": (list, tuple),
+    "TRUSTED_PROXIES": (list, tuple),
+    "RELAY_AFTER_SECONDS": (int, float),
+    "PUBLISH_TIMEOUT": (int, float),
+    "RELAY_BATCH_SIZE": (int,),
+}
+
+
+def _raw() -> Any:
+    return getattr(django_settings, "AUDITQ", {})
+
+
+def problems() -> list[tuple[str, str]]:
+    """Return ``(message, hint)`` for every problem in ``settings.AUDITQ``."""
+    raw = _raw()
+    if not isinstance(raw, dict):
+        return [(f"AUDITQ must be a dict, not {type(raw).__name__}.", "Use AUDITQ = {...}.")]
+    known = ", ".join(f.name for f in fields(Settings))
+    found = []
+    for key, value in raw.items():
+        if key not in _TYPES:
+            found.append((f"AUDITQ has an unknown key {key!r}.", f"Known keys: {known}."))
+            continue
+        expected = _TYPES[key]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in expected)
+            found.append(
+                (
+                    f"AUDITQ[{key!r}] must be {names}, not {type(value).__name__}.",
+                    f"Fix AUDITQ[{key!r}] in your settings.",
+                )
+            )
+            continue
+        found.extend(_value_problems(key, value))
+    return found
+
+
+def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
+    if key == "MASKED_FIELDS" and not all(isinstance(p, str) and p for p in value):
+        return [(f"AUDITQ[{key!r}] must hold non-empty strings.", 'For example ["*iban*"].')]
+    if key == "TRUSTED_PROXIES":
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except (TypeError, ValueError):
+                return [
+                    (
+                        f"AUDITQ['TRUSTED_PROXIES'] has {item!r}, not an IP address or network.",
+                        'Use addresses or CIDR networks, e.g. ["10.0.0.0/8", "127.0.0.1"].',
+                    )
+                ]
+    if key in ("RELAY_AFTER_SECONDS", "PUBLISH_TIMEOUT", "RELAY_BATCH_SIZE") and value <= 0:
+        return [(f"AUDITQ[{key!r}] must be greater than zero.", f"Got {value!r}.")]
+    return []
+
+
+@cache
+def get() -> Settings:
+    """Return the typed settings; raise ImproperlyConfigured if ``AUDITQ`` is invalid."""
+    found = problems()
+    if found:
+        raise ImproperlyConfigured("; ".join(message for message, _ in found))
+    raw = dict(_raw())
+    if "MASKED_FIELDS" in raw:
+        raw["MASKED_FIELDS"] = tuple(raw["MASKED_FIELDS"])
+    if "TRUSTED_PROXIES" in raw:
+        raw["TRUSTED_PROXIES"] = tuple(
+            ipaddress.ip_network(item, strict=False) for item in raw["TRUSTED_PROXIES"]
+        )
+    return Settings(**raw)
+
+
+@receiver(setting_changed)
+def _clear(setting: str, **kwargs: Any) -> None:
+    if setting == "AUDITQ":
+        get.cache_clear()
+        from auditq import registry
+
+        registry.clear_caches()

@@ -1,0 +1,157 @@
+"""Who, where and why a change was made: ``audit_context()`` over contextvars.
+
+Context variables follow the work into threads started with ``contextvars.copy_context``,
+into ``sync_to_async`` calls of async views, and into nested blocks, which override and
+extend the outer ones.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
+
+from django.db import models
+
+from auditq.encoding import encode
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """The context applied to every change made while it is current."""
+
+    actor: Any = None
+    """A user instance (possibly lazy, like ``request.user``), a user primary key, or None."""
+    remote_addr: str | None = None
+    """The client's IP address."""
+    request_id: str | None = None
+    """An identifier shared by every change of one request."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """JSON-safe keys stored in ``AuditEntry.context``."""
+    enabled: bool = True
+    """False inside ``disable_auditing()``: no audit entries are recorded."""
+
+    @cached_property
+    def payload(self) -> dict[str, Any]:
+        """The context as it travels in an outbox row, resolved once per context."""
+        actor_id, actor_repr = _resolve_actor(self.actor)
+        return {
+            "actor_id": actor_id,
+            "actor_repr": actor_repr,
+            "remote_addr": self.remote_addr,
+            "request_id": self.request_id,
+            "extra": dict(self.extra),
+        }
+
+
+def _resolve_actor(actor: Any) -> tuple[Any, str]:
+    if actor is None or not getattr(actor, "is_authenticated", True):
+        return None, ""
+    if isinstance(actor, models.Model) or hasattr(actor, "_meta"):
+        try:
+            text = str(actor)
+        except Exception:
+            text = ""
+        return encode(actor.pk), text[:255]
+    return encode(actor), str(actor)[:255]
+
+
+_current: ContextVar[AuditContext] = ContextVar("auditq_context", default=AuditContext())  # noqa: B039
+
+
+def current() -> AuditContext:
+    """Return the context in force here."""
+    return _current.get()
+
+
+def _check_actor(actor: Any) -> Any:
+    if actor is None or (isinstance(actor, int | str | uuid.UUID) and not isinstance(actor, bool)):
+        return actor
+    if hasattr(actor, "_meta") or hasattr(actor, "is_authenticated"):
+        return actor
+    raise ValueError(
+        f"audit_context(actor=...) takes a user, a user's primary key or None, "
+        f"not {type(actor).__name__}."
+    )
+
+
+def _check_remote_addr(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(
+            f"audit_context(remote_addr=...) must be an IP address, not {value!r}."
+        ) from None
+
+
+def _check_request_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not REQUEST_ID.fullmatch(value):
+        raise ValueError(
+            "audit_context(request_id=...) must be 1 to 200 characters of [A-Za-z0-9._-], "
+            f"not {value!r}."
+        )
+    return value
+
+
+@contextmanager
+def audit_context(
+    *,
+    actor: Any = _UNSET,
+    remote_addr: str | None = _UNSET,
+    request_id: str | None = _UNSET,
+    **extra: Any,
+) -> Iterator[AuditContext]:
+    """Attach an actor, an address, a request id and extra keys to every change in the block.
+
+    Args:
+        actor: the user who makes the changes (an instance or its primary key).
+        remote_addr: the client's IP address.
+        request_id: an identifier shared by the block's changes.
+        **extra: JSON-safe values stored in ``AuditEntry.context``.
+
+    Raises:
+        ValueError: an argument has the wrong type or shape (the message names it).
+
+    Example:
+        >>> with audit_context(actor=user, reason="csv import"):
+        ...     import_rows(rows)
+    """
+    outer = _current.get()
+    changes: dict[str, Any] = {"extra": {**outer.extra, **encode(extra)}}
+    if actor is not _UNSET:
+        changes["actor"] = _check_actor(actor)
+    if remote_addr is not _UNSET:
+        changes["remote_addr"] = _check_remote_addr(remote_addr)
+    if request_id is not _UNSET:
+        changes["request_id"] = _check_request_id(request_id)
+    token = _current.set(replace(outer, **changes))
+    try:
+        yield _current.get()
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def disable_auditing() -> Iterator[None]:
+    """Record no audit entries for changes made in the block.
+
+    Counter caches and ``@after_save`` callbacks still run: they keep data correct.
+    """
+    token = _current.set(replace(_current.get(), enabled=False))
+    try:
+        yield
+    finally:
+        _current.reset(token)

@@ -1,0 +1,273 @@
+"""From captured events to a committed outbox row, one broker message, and audit entries.
+
+The request path: every event is registered as an ``on_commit`` marker, so Django's own
+savepoint bookkeeping drops the events of a rolled-back savepoint. Just before the
+outermost transaction commits, a hook on the connection writes the surviving events as
+one outbox row inside that transaction, and after the commit one message naming the row
+is published. A broker that is down or slow costs the request at most
+``PUBLISH_TIMEOUT``; the row waits for the relay.
+
+The worker side: :func:`consume` writes a row's entries and deletes the row in one
+transaction; entries are unique by ``event_id``, so a redelivered message changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from celery import current_app
+from django.contrib.contenttypes.models import ContentType
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from auditq import conf
+from auditq.context import AuditContext
+
+logger = logging.getLogger("auditq")
+
+PAYLOAD_VERSION = 1
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be reached or did not answer within ``PUBLISH_TIMEOUT``."""
+
+
+class Pending:
+    """An event waiting in ``connection.run_on_commit`` for its transaction to commit."""
+
+    __slots__ = ("context", "event")
+
+    def __init__(self, event: dict[str, Any], context: AuditContext) -> None:
+        self.event = event
+        self.context = context
+
+    def __call__(self) -> None:
+        """Do nothing: the commit hook has already written the event to the outbox."""
+
+
+def enqueue(using: str, event: dict[str, Any], context: AuditContext) -> None:
+    """Hold ``event`` until the transaction on ``using`` commits; drop it on rollback."""
+    connection = connections[using]
+    if "commit" not in connection.__dict__:
+        _install_commit_hook(connection)
+    pending = Pending(event, context)
+    if connection.in_atomic_block:
+        connection.on_commit(pending)
+    else:
+        # Only reached when a change is made outside any transaction (Django always wraps
+        # deletes and many-to-many changes, auditq wraps saves): the change has committed
+        # already, so write its row at once.
+        _publish_after(_store(connection, [pending]), using)
+
+
+def _install_commit_hook(connection: Any) -> None:
+    commit = connection.commit
+
+    def commit_with_outbox() -> None:
+        if not connection.in_atomic_block and connection.run_on_commit:
+            pendings = [f for _, f, _ in connection.run_on_commit if type(f) is Pending]
+            if pendings:
+                outbox_id = _store(connection, pendings)
+                connection.run_on_commit.append(
+                    (set(), _publisher(outbox_id, connection.alias), False)
+                )
+        commit()
+
+    connection.commit = commit_with_outbox
+
+
+def _store(connection: Any, pendings: Sequence[Pending]) -> int:
+    from auditq.models import Outbox
+
+    contexts: list[dict[str, Any]] = []
+    index: dict[int, int] = {}
+    events = []
+    for pending in pendings:
+        key = id(pending.context)
+        if key not in index:
+            index[key] = len(contexts)
+            contexts.append(pending.context.payload)
+        events.append({**pending.event, "ctx": index[key]})
+    payload = {"v": PAYLOAD_VERSION, "contexts": contexts, "events": events}
+    return Outbox.objects.using(connection.alias).create(payload=payload).pk
+
+
+def _publisher(outbox_id: int, using: str):
+    def publish_outbox_row() -> None:
+        try:
+            publish([outbox_id], using)
+        except BrokerUnavailable as exc:
+            logger.warning(
+                "auditq: outbox row %s not published (%s); the relay will deliver it.",
+                outbox_id,
+                exc,
+            )
+
+    return publish_outbox_row
+
+
+def _publish_after(outbox_id: int, using: str) -> None:
+    _publisher(outbox_id, using)()
+
+
+_local = threading.local()
+
+
+def _producer() -> Any:
+    producer = getattr(_local, "producer", None)
+    if producer is None:
+        app = current_app
+        timeout = conf.get().PUBLISH_TIMEOUT
+        options = {
+            **(app.conf.broker_transport_options or {}),
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
+        connection = app.connection_for_write(connect_timeout=timeout, transport_options=options)
+        producer = _local.producer = app.amqp.Producer(connection)
+    return producer
+
+
+def _discard_producer() -> None:
+    producer = getattr(_local, "producer", None)
+    _local.producer = None
+    if producer is not None:
+        try:
+            producer.connection.release()
+        except Exception:
+            logger.debug("auditq: error while closing a broken broker connection", exc_info=True)
+
+
+def publish(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS) -> None:
+    """Send one message asking a worker to deliver ``outbox_ids``.
+
+    Raises:
+        BrokerUnavailable: the broker refused, failed or timed out.
+    """
+    from auditq.tasks import deliver
+
+    try:
+        deliver.apply_async(
+            (outbox_ids, using), producer=_producer(), queue=conf.get().QUEUE, retry=False
+        )
+    except Exception as exc:
+        _discard_producer()
+        raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def relay(older_than: float | None = None, using: str = DEFAULT_DB_ALIAS) -> int:
+    """Publish again every outbox row left undelivered for ``older_than`` seconds.
+
+    A row is published at most once per ``older_than`` seconds; publishing one twice is
+    harmless. Returns how many rows were published.
+
+    Raises:
+        BrokerUnavailable: the broker could not be reached (nothing is lost: retry later).
+    """
+    from auditq.models import Outbox
+
+    settings = conf.get()
+    age = settings.RELAY_AFTER_SECONDS if older_than is None else older_than
+    published = last_id = 0
+    now = timezone.now()
+    cutoff = now - datetime.timedelta(seconds=age)
+    while True:
+        with transaction.atomic(using=using):
+            ids = list(
+                Outbox.objects.using(using)
+                .select_for_update(skip_locked=True)
+                .filter(id__gt=last_id, created_at__lte=cutoff)
+                .filter(Q(relayed_at__isnull=True) | Q(relayed_at__lte=cutoff))
+                .order_by("id")
+                .values_list("id", flat=True)[: settings.RELAY_BATCH_SIZE]
+            )
+            if not ids:
+                return published
+            for start in range(0, len(ids), 100):
+                publish(ids[start : start + 100], using)
+            Outbox.objects.using(using).filter(id__in=ids).update(relayed_at=now)
+        published += len(ids)
+        last_id = ids[-1]
+
+
+def backlog(using: str = DEFAULT_DB_ALIAS) -> tuple[int, datetime.datetime | None]:
+    """Return how many outbox rows are undelivered and when the oldest was written."""
+    from auditq.models import Outbox
+
+    rows = Outbox.objects.using(using)
+    oldest = rows.order_by("id").values_list("created_at", flat=True).first()
+    return rows.count(), oldest
+
+
+def consume(outbox_id: int, using: str = DEFAULT_DB_ALIAS) -> int:
+    """Write the entries of one outbox row and delete the row, in one transaction.
+
+    Returns how many entries were in the row (0 when another delivery got there first).
+    """
+    from auditq.models import AuditEntry, Outbox
+
+    with transaction.atomic(using=using):
+        row = (
+            Outbox.objects.using(using)
+            .select_for_update(skip_locked=True)
+            .filter(pk=outbox_id)
+            .values_list("payload", flat=True)
+            .first()
+        )
+        if row is None:
+            return 0
+        entries = list(_entries(row, using))
+        AuditEntry.objects.using(using).bulk_create(entries, ignore_conflicts=True, batch_size=500)
+        Outbox.objects.using(using).filter(pk=outbox_id).delete()
+    return len(entries)
+
+
+def _content_type(label: str, using: str) -> ContentType:
+    app_label, model = label.split(".", 1)
+    manager = ContentType.objects.db_manager(using)
+    try:
+        return manager.get_by_natural_key(app_label, model)
+    except ContentType.DoesNotExist:
+        return manager.get_or_create(app_label=app_label, model=model)[0]
+
+
+def _missing_repr(content_type: ContentType, pk: Any, using: str) -> str:
+    model = content_type.model_class()
+    instance = model and model._base_manager.using(using).filter(pk=pk).first()
+    try:
+        return str(instance)[:200] if instance is not None else str(pk)
+    except Exception:
+        return str(pk)
+
+
+def _entries(payload: dict[str, Any], using: str):
+    from auditq.models import AuditEntry
+
+    recorded_at = timezone.now()
+    contexts = payload["contexts"]
+    for event in payload["events"]:
+        ctx = contexts[event["ctx"]]
+        content_type = _content_type(event["model"], using)
+        object_repr = event["repr"]
+        if object_repr is None:
+            object_repr = _missing_repr(content_type, event["pk"], using)
+        yield AuditEntry(
+            event_id=event["id"],
+            content_type=content_type,
+            object_pk=str(event["pk"]),
+            object_repr=object_repr,
+            action=event["action"],
+            changes=event["changes"],
+            actor_id=ctx["actor_id"],
+            actor_repr=ctx["actor_repr"],
+            remote_addr=ctx["remote_addr"],
+            request_id=ctx["request_id"] or "",
+            context=ctx["extra"],
+            occurred_at=datetime.datetime.fromtimestamp(event["at"], tz=datetime.UTC),
+            recorded_at=recorded_at,
+        )

@@ -1,0 +1,117 @@
+"""Field values to JSON-safe values, exactly as ``AuditEntry.changes`` stores them.
+
+Encoding runs on the request path, so it never raises: a value it cannot encode is
+stored as ``{"repr": "...", "unencodable": true}`` and the user's save goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import math
+import uuid
+from typing import Any
+
+from django.db.models.fields.files import FieldFile
+from django.utils.duration import duration_iso_string
+
+MASK = "***"
+"""What a masked value is stored as, old and new alike."""
+
+REPR_LIMIT = 1000
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _float(value: float) -> Any:
+    return value if math.isfinite(value) else str(value)
+
+
+def _mapping(value: dict) -> dict[str, Any]:
+    return {str(key): encode(item) for key, item in value.items()}
+
+
+def _sequence(value: list | tuple) -> list[Any]:
+    return [encode(item) for item in value]
+
+
+def _range(value: Any) -> dict[str, Any]:
+    if value.isempty:
+        return {"empty": True}
+    return {"lower": encode(value.lower), "upper": encode(value.upper), "bounds": value.bounds}
+
+
+def _file(value: FieldFile) -> str | None:
+    return value.name or None
+
+
+def _bytes(value: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(bytes(value)).decode("ascii")
+
+
+_BY_TYPE: dict[type, Any] = {
+    float: _float,
+    decimal.Decimal: str,
+    uuid.UUID: str,
+    datetime.datetime: datetime.datetime.isoformat,
+    datetime.date: datetime.date.isoformat,
+    datetime.time: datetime.time.isoformat,
+    datetime.timedelta: duration_iso_string,
+    dict: _mapping,
+    list: _sequence,
+    tuple: _sequence,
+    bytes: _bytes,
+    bytearray: _bytes,
+    memoryview: _bytes,
+}
+
+# Checked in order when the exact type is not in _BY_TYPE (subclasses: enum choices,
+# FieldFile subclasses, psycopg ranges, sets, IP address objects, ...).
+_BY_BASE: tuple[tuple[type, Any], ...] = (
+    (bool, bool),
+    (str, str),
+    (int, int),
+    (FieldFile, _file),
+    *_BY_TYPE.items(),
+    (frozenset, lambda value: sorted(_sequence(list(value)), key=repr)),
+    (set, lambda value: sorted(_sequence(list(value)), key=repr)),
+)
+
+
+def _is_range(value: Any) -> bool:
+    return all(hasattr(value, name) for name in ("lower", "upper", "bounds", "isempty"))
+
+
+def unencodable(value: Any) -> dict[str, Any]:
+    """Return the flagged stand-in for a value that has no JSON form."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<unrepresentable {type(value).__qualname__}>"
+    return {"repr": text[:REPR_LIMIT], "unencodable": True}
+
+
+def encode(value: Any) -> Any:
+    """Return ``value`` as JSON-safe data; never raise.
+
+    Decimal and UUID become strings, dates and times ISO 8601, durations ISO 8601
+    durations, binary data base64, files their name, ranges
+    ``{"lower", "upper", "bounds"}``; containers are encoded item by item.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    try:
+        handler = _BY_TYPE.get(kind)
+        if handler is None:
+            handler = next((h for base, h in _BY_BASE if isinstance(value, base)), None)
+        if handler is None:
+            if _is_range(value):
+                return _range(value)
+            if type(value).__module__ == "ipaddress":
+                return str(value)
+            return unencodable(value)
+        return handler(value)
+    except Exception:
+        return unencodable(value)

@@ -1,0 +1,115 @@
+"""The audit trail (``AuditEntry``) and the outbox that carries changes to the workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.utils import timezone
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    """Reading the trail."""
+
+    def for_object(self, obj: models.Model) -> AuditEntryQuerySet:
+        """Return the entries of one object, oldest first.
+
+        Example:
+            >>> AuditEntry.objects.for_object(donation)
+        """
+        if obj.pk is None:
+            raise ValueError(f"for_object() needs a saved object; {obj!r} has no primary key.")
+        return self.for_model(type(obj)).filter(object_pk=str(obj.pk))
+
+    def for_model(self, model: type[models.Model] | models.Model) -> AuditEntryQuerySet:
+        """Return the entries of every object of ``model``, oldest first."""
+        if not hasattr(model, "_meta"):
+            raise ValueError(f"for_model() takes a model class, not {model!r}.")
+        content_type = ContentType.objects.db_manager(self.db).get_for_model(
+            model, for_concrete_model=False
+        )
+        return self.filter(content_type=content_type).order_by("occurred_at", "id")
+
+
+class AuditEntry(models.Model):
+    """One create, update or delete of an audited object, written by a worker."""
+
+    class Action(models.TextChoices):
+        CREATE = "create"
+        UPDATE = "update"
+        DELETE = "delete"
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(unique=True, editable=False)
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, related_name="+")
+    object_pk = models.CharField(max_length=255)
+    object_repr = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=6, choices=Action.choices)
+    changes = models.JSONField(default=dict)
+    # No database constraint and no cascade: deleting a user must neither delete nor
+    # rewrite the trail; actor_id keeps the key and actor_repr the name.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor_repr = models.CharField(max_length=255, blank=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=200, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit entries"
+        ordering = ("-occurred_at", "-id")
+        indexes = (
+            models.Index(
+                fields=["content_type", "object_pk", "occurred_at"], name="auditq_entry_object"
+            ),
+            models.Index(fields=["content_type", "occurred_at"], name="auditq_entry_model"),
+            models.Index(fields=["actor", "occurred_at"], name="auditq_entry_actor"),
+            models.Index(fields=["occurred_at"], name="auditq_entry_time"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.content_type.app_labeled_name} {self.object_pk}"
+
+    @property
+    def changed_fields(self) -> list[str]:
+        """The names of the fields this entry changed."""
+        return list(self.changes)
+
+    def get_changes_display(self) -> list[tuple[str, Any, Any]]:
+        """Return ``(field, old, new)`` rows; many-to-many rows hold removed and added keys."""
+        rows = []
+        for name, change in self.changes.items():
+            if isinstance(change, dict):
+                rows.append((name, change.get("removed", []), change.get("added", [])))
+            else:
+                rows.append((name, change[0], change[1]))
+        return rows
+
+
+class Outbox(models.Model):
+    """One committed transaction's changes, waiting for a worker to record them."""
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    relayed_at = models.DateTimeField(null=True, blank=True)
+    payload = models.JSONField()
+
+    class Meta:
+        verbose_name = "outbox row"
+        verbose_name_plural = "outbox"
+
+    def __str__(self) -> str:
+        return f"outbox row {self.pk}"

@@ -1,0 +1,1 @@
+"""Fundraising: donors give to fundraisers, often after an email; every model is audited."""

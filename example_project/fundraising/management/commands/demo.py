@@ -1,0 +1,422 @@
+"""``python manage.py demo`` (``make demo``): auditq end to end, with nothing to set up.
+
+Migrates, creates the ``admin``/``admin`` superuser, starts a Celery worker, makes a
+scripted series of changes to the fundraising models, waits until the worker has
+recorded them, reports how many were recorded and how fast, then serves the admin
+until Ctrl-C (unless ``DEMO_SERVE=0``).
+
+Without ``REDIS_URL`` the broker is Kombu's in-memory transport, which is only
+visible inside one process: the worker then runs in a thread of this process, and
+so does the web server. With ``REDIS_URL`` the worker is a ``celery worker``
+subprocess, stopped when the demo exits.
+"""
+
+import contextlib
+import io
+import math
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+from kombu.utils.url import maybe_sanitize_url
+
+from auditq import audit_context
+from auditq.models import AuditEntry
+from example_project.celery import app as celery_app
+from example_project.fundraising.models import Donation, Donor, Email, Fundraiser
+
+ACTIONS = ("create", "update", "delete")
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD = "admin"
+
+DONOR_NAMES = [
+    "Ada Lovelace",
+    "Alan Turing",
+    "Grace Hopper",
+    "Katherine Johnson",
+    "Edsger Dijkstra",
+    "Barbara Liskov",
+    "Donald Knuth",
+    "Frances Allen",
+]
+FUNDRAISER_NAMES = ["Clean Water for Lakeside", "Library Roof Repair", "Community Garden"]
+
+
+class ScenarioRollback(Exception):
+    """Raised inside the scenario to roll a transaction back on purpose."""
+
+
+@dataclass
+class Tally:
+    """The changes the scenario made, i.e. the audit entries it should produce."""
+
+    actions: Counter[str] = field(default_factory=Counter)
+    rolled_back: int = 0
+    no_op_saves: int = 0
+
+    def add(self, action: str, n: int = 1) -> None:
+        self.actions[action] += n
+
+    @property
+    def total(self) -> int:
+        return sum(self.actions.values())
+
+
+def uses_memory_broker() -> bool:
+    return str(settings.CELERY_BROKER_URL).startswith("memory://")
+
+
+def describe_database() -> str:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"SQLite at {db['NAME']}"
+    host = db.get("HOST") or "local socket"
+    port = db.get("PORT") or "5432"
+    return f"PostgreSQL database {db['NAME']!r} on {host}:{port} as {db.get('USER') or '(default)'}"
+
+
+def describe_broker() -> str:
+    if uses_memory_broker():
+        return "embedded in-memory broker, worker runs in this process"
+    return f"Redis at {maybe_sanitize_url(settings.CELERY_BROKER_URL)}"
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending, non-empty list."""
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@contextlib.contextmanager
+def in_process_worker() -> Iterator[None]:
+    """A Celery worker in a thread of this process (the only kind the memory broker reaches)."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(
+        celery_app,
+        pool="solo",
+        concurrency=1,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30.0,
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def worker_subprocess(stdout: Any, ready_timeout: float = 60.0) -> Iterator[None]:
+    """A ``celery worker`` subprocess, waited for until it answers a ping, stopped on exit."""
+    hostname = f"auditq-demo-{os.getpid()}@{socket.gethostname()}"
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "example_project",
+        "--quiet",  # no banner: the demo prints what matters
+        "worker",
+        "-l",
+        "warning",
+        "--concurrency",
+        "2",
+        "-n",
+        hostname,
+    ]
+    try:
+        with celery_app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=2, timeout=5)
+    except OperationalError as exc:
+        raise CommandError(f"cannot reach the broker ({describe_broker()}): {exc}") from None
+
+    proc = subprocess.Popen(command, cwd=settings.BASE_DIR, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not celery_app.control.ping(destination=[hostname], timeout=1.0):
+            if proc.poll() is not None:
+                raise CommandError(f"the Celery worker exited with status {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise CommandError(f"the Celery worker did not answer within {ready_timeout:.0f} s")
+        stdout.write(f"Worker {hostname} (pid {proc.pid}) is ready.")
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_scenario(rng: random.Random) -> Tally:
+    """Create, update and delete fundraising data the way an application would."""
+    tally = Tally()
+
+    donors = [
+        Donor.objects.create(name=name, email=f"{name.split()[0].lower()}@example.org")
+        for name in DONOR_NAMES
+    ]
+    tally.add("create", len(donors))
+
+    # Several saves in one transaction: one outbox row and one message for all of them.
+    with transaction.atomic():
+        fundraisers = [Fundraiser.objects.create(name=name) for name in FUNDRAISER_NAMES]
+        emails = [
+            Email.objects.create(
+                donor=donor,
+                fundraiser=fundraiser,
+                subject=f"{donor.name.split()[0]}, help {fundraiser.name} reach its goal",
+            )
+            for donor in donors
+            for fundraiser in rng.sample(fundraisers, 2)
+        ]
+    tally.add("create", len(fundraisers) + len(emails))
+
+    # Donations one by one, each save its own transaction (autocommit).
+    donations = []
+    for _ in range(50):
+        email = rng.choice(emails) if rng.random() < 0.6 else None
+        donation = Donation.objects.create(
+            amount=Decimal(rng.randrange(500, 50_000)) / 100,
+            donor=email.donor if email else rng.choice(donors),
+            fundraiser=email.fundraiser if email else rng.choice(fundraisers),
+            email=email,
+            card_token=f"tok_{uuid.UUID(int=rng.getrandbits(128)).hex}",
+        )
+        donations.append(donation)
+    tally.add("create", len(donations))
+
+    # Engagement: every email is opened, some are clicked.
+    for email in emails:
+        email.opens += rng.randint(1, 4)
+        email.clicks += rng.randint(0, 2)
+        email.save(update_fields=["opens", "clicks"])
+    tally.add("update", len(emails))
+
+    # The payment provider settles the pending donations, in one transaction.
+    settled, failed = donations[:40], donations[40:45]
+    with transaction.atomic():
+        for donation in settled:
+            donation.status = Donation.Status.SUCCEEDED
+            donation.save()
+        for donation in failed:
+            donation.status = Donation.Status.FAILED
+            donation.save()
+    tally.add("update", len(settled) + len(failed))
+
+    # Two refunds.
+    for donation in settled[:2]:
+        donation.status = Donation.Status.REFUNDED
+        donation.save()
+    tally.add("update", 2)
+
+    # A card is replaced: the trail shows that the masked token changed, not to what.
+    donation = settled[2]
+    donation.card_token = f"tok_{uuid.UUID(int=rng.getrandbits(128)).hex}"
+    donation.save()
+    tally.add("update")
+
+    # A save that changes no tracked field (only updated_at, which is excluded): no entry.
+    settled[3].save()
+    tally.no_op_saves += 1
+
+    # A change that rolls back leaves no entry.
+    donation = settled[4]
+    with contextlib.suppress(ScenarioRollback), transaction.atomic():
+        donation.status = Donation.Status.REFUNDED
+        donation.save()
+        raise ScenarioRollback
+    tally.rolled_back += 1
+
+    # Failed donations are cleaned up, and a donor with no history asks to be forgotten.
+    for donation in failed[:2]:
+        donation.delete()
+    leaving = Donor.objects.create(name="Temporary Donor", email="temporary@example.org")
+    leaving.delete()
+    tally.add("create")
+    tally.add("delete", 3)
+
+    return tally
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the auditq demo: migrate, create the admin/admin superuser, start a Celery "
+        "worker, make audited changes, report how they were recorded, then serve the admin."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=30.0,
+            help="Seconds to wait for the worker to record the changes (default: 30).",
+        )
+        parser.add_argument(
+            "--no-serve",
+            action="store_true",
+            help="Do not serve the admin afterwards (same as DEMO_SERVE=0).",
+        )
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=int(os.environ.get("DEMO_PORT", "8000")),
+            help="Port of the admin server (default: DEMO_PORT or 8000).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        serve = not options["no_serve"] and os.environ.get("DEMO_SERVE", "1") != "0"
+
+        self.stdout.write(self.style.MIGRATE_HEADING("auditq demo"))
+        self.stdout.write(f"Database: {describe_database()}")
+        self.stdout.write(f"Broker:   {describe_broker()}")
+
+        self.migrate()
+        admin_user = self.ensure_superuser()
+
+        try:
+            recorded_ok = self.run_demo(admin_user, options["wait"], serve, options["port"])
+        except KeyboardInterrupt:
+            self.stdout.write("\nInterrupted.")
+            raise SystemExit(130) from None
+        if not recorded_ok:
+            raise CommandError("the worker did not record exactly the changes the script made")
+
+    def run_demo(self, admin_user: Any, wait: float, serve: bool, port: int) -> bool:
+        """Start the worker, run the scenario, report, serve; True if all was recorded."""
+        with contextlib.ExitStack() as stack:
+            if uses_memory_broker():
+                stack.enter_context(in_process_worker())
+                self.stdout.write("Worker started in this process.")
+            else:
+                self.stdout.write("Starting a Celery worker subprocess...")
+                stack.enter_context(worker_subprocess(self.stdout))
+
+            started = timezone.now()
+            with audit_context(actor=admin_user, reason="demo script"):
+                tally = run_scenario(random.Random())
+            self.stdout.write(
+                f"Script made {tally.total} changes "
+                f"({self.format_counts(tally.actions)}), plus {tally.no_op_saves} save "
+                f"that changed nothing and {tally.rolled_back} change rolled back "
+                "(neither should be recorded)."
+            )
+
+            recorded_ok = self.report(started, tally, wait)
+
+            if serve:
+                self.serve(port)
+        return recorded_ok
+
+    def migrate(self) -> None:
+        out = io.StringIO()
+        call_command("migrate", interactive=False, verbosity=1, stdout=out)
+        applied = [line for line in out.getvalue().splitlines() if "Applying " in line]
+        if applied:
+            self.stdout.write(f"Migrations: applied {len(applied)}.")
+        else:
+            self.stdout.write("Migrations: database already up to date.")
+
+    def ensure_superuser(self) -> Any:
+        user_model = get_user_model()
+        user = user_model._default_manager.filter(username=ADMIN_USERNAME).first()
+        if user is None:
+            user = user_model._default_manager.create_superuser(
+                username=ADMIN_USERNAME, email="admin@example.org", password=ADMIN_PASSWORD
+            )
+        else:
+            user.is_staff = user.is_superuser = user.is_active = True
+            user.set_password(ADMIN_PASSWORD)
+            user.save()
+        self.stdout.write(f"Superuser: {ADMIN_USERNAME} / {ADMIN_PASSWORD}")
+        return user
+
+    def report(self, started: Any, tally: Tally, wait: float) -> bool:
+        """Wait for the entries of this run, print what was recorded; True if exactly all."""
+        entries = AuditEntry.objects.filter(occurred_at__gte=started)
+        t0 = time.monotonic()
+        deadline = t0 + wait
+        recorded = entries.count()
+        while recorded < tally.total and time.monotonic() < deadline:
+            time.sleep(0.2)
+            recorded = entries.count()
+        waited = time.monotonic() - t0
+        if recorded >= tally.total:
+            # Anything recorded beyond the expected count would be a bug: give it a moment.
+            time.sleep(1.0)
+            recorded = entries.count()
+
+        by_action = Counter(
+            {
+                row["action"]: row["n"]
+                for row in entries.values("action").annotate(n=Count("pk")).order_by()
+            }
+        )
+        self.stdout.write(
+            f"Recorded {recorded} audit entries ({self.format_counts(by_action)}) "
+            f"after {waited:.1f} s."
+        )
+
+        lags = sorted(
+            (recorded_at - occurred_at).total_seconds() * 1000
+            for occurred_at, recorded_at in entries.values_list("occurred_at", "recorded_at")
+        )
+        if lags:
+            self.stdout.write(
+                f"Commit-to-recorded lag: p50 {percentile(lags, 0.50):.0f} ms, "
+                f"p99 {percentile(lags, 0.99):.0f} ms, max {lags[-1]:.0f} ms."
+            )
+
+        if recorded == tally.total and by_action == tally.actions:
+            self.stdout.write(self.style.SUCCESS("Every change was recorded exactly once."))
+            return True
+        self.stdout.write(
+            self.style.ERROR(
+                f"Expected {tally.total} entries ({self.format_counts(tally.actions)}), "
+                f"found {recorded} ({self.format_counts(by_action)})."
+            )
+        )
+        return False
+
+    def serve(self, port: int) -> None:
+        from django.contrib.staticfiles.handlers import StaticFilesHandler
+        from django.core.servers.basehttp import get_internal_wsgi_application, run
+
+        handler = StaticFilesHandler(get_internal_wsgi_application())
+        self.stdout.write(
+            self.style.SUCCESS(f"Admin: http://127.0.0.1:{port}/admin/ ")
+            + f"(log in as {ADMIN_USERNAME} / {ADMIN_PASSWORD}; Ctrl-C to stop)"
+        )
+        try:
+            run("127.0.0.1", port, handler, threading=True)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}. "
+                "Set DEMO_PORT to another port, or DEMO_SERVE=0."
+            ) from None
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopped.")
+
+    @staticmethod
+    def format_counts(counts: Counter[str]) -> str:
+        if not counts:
+            return "none"
+        order = [*ACTIONS, *sorted(set(counts) - set(ACTIONS))]
+        return ", ".join(f"{counts[action]} {action}" for action in order if counts[action])

@@ -1,0 +1,33 @@
+"""The Celery app of the test suite (``celery -A tests.celery_app worker``)."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+
+app = Celery("tests")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["auditq"])
+
+# Test hook for "worker killed mid-batch": when AUDITQ_TEST_STALL_FILE is set, the worker
+# stops forever just before inserting audit entries, inside its transaction, after
+# creating that file so that the test knows when to kill it.
+if os.environ.get("AUDITQ_TEST_STALL_FILE"):
+    import time
+    from pathlib import Path
+
+    from celery.signals import task_prerun
+
+    def _stall(execute, sql, params, many, context):
+        if sql.startswith("INSERT") and "auditq_auditentry" in sql:
+            Path(os.environ["AUDITQ_TEST_STALL_FILE"]).touch()
+            time.sleep(3600)
+        return execute(sql, params, many, context)
+
+    @task_prerun.connect
+    def _install_stall(**kwargs):
+        from django.db import connection
+
+        if _stall not in connection.execute_wrappers:
+            connection.execute_wrappers.append(_stall)

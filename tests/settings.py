@@ -1,0 +1,98 @@
+"""Settings for the test suite: PostgreSQL when DATABASE_URL says so, else a SQLite file.
+
+A file, not SQLite's in-memory database, so that the Celery worker processes started by
+the integration tests see the data. A worker is pointed at the test database itself
+through AUDITQ_TEST_WORKER_DB.
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = "tests"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "auditq",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "auditq.middleware.AuditContextMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+_url = os.environ.get("DATABASE_URL", "")
+_worker_db = os.environ.get("AUDITQ_TEST_WORKER_DB")
+if _url.startswith(("postgres://", "postgresql://")):
+    _parts = urlsplit(_url)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": _worker_db or unquote(_parts.path.lstrip("/")) or "postgres",
+            "USER": unquote(_parts.username or ""),
+            "PASSWORD": unquote(_parts.password or ""),
+            "HOST": _parts.hostname or "",
+            "PORT": str(_parts.port or ""),
+            "TEST": {"NAME": "test_auditq"},
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _worker_db or str(BASE_DIR / ".test.sqlite3"),
+            "TEST": {"NAME": str(BASE_DIR / ".test-suite.sqlite3")},
+            "OPTIONS": {"timeout": 30},
+        }
+    }
+
+CELERY_BROKER_URL = os.environ.get("AUDITQ_TEST_BROKER_URL", "memory://")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = os.environ.get("AUDITQ_TEST_EAGER", "1") == "1"
+
+AUDITQ = {"QUEUE": os.environ.get("AUDITQ_TEST_QUEUE", "auditq-tests"), "PUBLISH_TIMEOUT": 0.5}
+
+LOGGING = {
+    "version": 1,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"auditq": {"handlers": ["console"], "level": "INFO"}},
+}
