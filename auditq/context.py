@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from django.db import models
+from django.utils.functional import LazyObject
 
 from auditq.encoding import encode
 
@@ -74,6 +75,11 @@ def current() -> AuditContext:
 
 
 def _check_actor(actor: Any) -> Any:
+    if issubclass(type(actor), LazyObject):
+        # request.user: resolved when a change is recorded, never here (an async
+        # middleware must not query, and most requests change nothing). type(), since
+        # isinstance() would evaluate it.
+        return actor
     if actor is None or (isinstance(actor, int | str | uuid.UUID) and not isinstance(actor, bool)):
         return actor
     if hasattr(actor, "_meta") or hasattr(actor, "is_authenticated"):

@@ -81,7 +81,8 @@ class AuditEntry(models.Model):
         )
 
     def __str__(self) -> str:
-        return f"{self.action} {self.content_type.app_labeled_name} {self.object_pk}"
+        content_type = self.content_type
+        return f"{self.action} {content_type.app_label}.{content_type.model} {self.object_pk}"
 
     @property
     def changed_fields(self) -> list[str]:

@@ -239,3 +239,28 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def published() -> Iterator[list]:
+    """Publish to Celery's in-memory broker instead of running tasks eagerly.
+
+    Yields the list of ``(outbox_ids, using)`` messages sent, so that a test sees the
+    request path alone: no worker runs, nothing is recorded.
+    """
+    sent: list = []
+    original = delivery.publish
+
+    def spy(outbox_ids, using="default"):
+        sent.append((list(outbox_ids), using))
+        original(outbox_ids, using)
+
+    saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.broker_url = "memory://"
+    delivery._discard_producer()
+    delivery.publish = spy
+    yield sent
+    delivery.publish = original
+    celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
+    delivery._discard_producer()

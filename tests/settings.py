@@ -70,6 +70,7 @@ if _url.startswith(("postgres://", "postgresql://")):
             "TEST": {"NAME": "test_auditq"},
         }
     }
+    INSTALLED_APPS += ["django.contrib.postgres", "tests.pgapp"]
 else:
     DATABASES = {
         "default": {

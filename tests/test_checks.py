@@ -1,0 +1,114 @@
+"""Every system check fires on the configuration it guards against, and only then."""
+
+import pytest
+from django.core import checks
+from django.db import models
+
+from auditq import audited, registry
+from auditq.checks import (
+    check_audited_fields,
+    check_celery,
+    check_middleware,
+    check_results_app,
+    check_settings,
+)
+from tests.celery_app import app as celery_app
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+def test_the_test_project_passes_every_check():
+    assert [m for m in checks.run_checks() if m.level >= checks.WARNING] == []
+
+
+@pytest.fixture
+def isolated_registry():
+    saved = registry.audited_models()
+    yield
+    registry._audited.clear()
+    registry._audited.update(saved)
+    registry.clear_caches()
+
+
+@pytest.mark.parametrize("argument", ["fields", "exclude", "mask"])
+def test_e001_an_unknown_field_name(isolated_registry, argument):
+    Ghost = type(
+        f"Ghost{argument.title()}",
+        (models.Model,),
+        {
+            "__module__": __name__,
+            "name": models.CharField(max_length=10),
+            "Meta": type("Meta", (), {"app_label": "testapp"}),
+        },
+    )
+    audited(**{argument: ["name", "nope"]})(Ghost)
+
+    [error] = check_audited_fields()
+    assert error.id == "auditq.E001"
+    assert error.obj is Ghost
+    assert "'nope'" in error.msg
+    assert f"{argument}=" in error.msg
+    assert "name" in error.hint
+
+
+@pytest.mark.parametrize(
+    ("auditq", "fragment"),
+    [
+        ({"QUEUES": "x"}, "unknown key 'QUEUES'"),
+        ({"QUEUE": 3}, "must be str or None"),
+        ({"MASKED_FIELDS": "*iban*"}, "must be list or tuple"),
+        ({"MASKED_FIELDS": [""]}, "non-empty strings"),
+        ({"TRUSTED_PROXIES": ["10.0.0.0/8", "proxy.local"]}, "'proxy.local'"),
+        ({"RELAY_AFTER_SECONDS": 0}, "greater than zero"),
+        ({"RELAY_AFTER_SECONDS": True}, "must be int or float"),
+        ({"PUBLISH_TIMEOUT": "1"}, "must be int or float"),
+        ({"RELAY_BATCH_SIZE": 1.5}, "must be int"),
+        ([], "must be a dict"),
+    ],
+)
+def test_e002_bad_settings(settings, auditq, fragment):
+    settings.AUDITQ = auditq
+
+    [error] = check_settings()
+    assert error.id == "auditq.E002"
+    assert fragment in error.msg
+    assert error.hint
+
+
+def test_e003_celery_accepting_pickle():
+    saved = celery_app.conf.accept_content
+    celery_app.conf.accept_content = ["json", "pickle"]
+    try:
+        assert ids(check_celery()) == ["auditq.E003"]
+    finally:
+        celery_app.conf.accept_content = saved
+
+
+def test_e003_celery_sending_pickle():
+    saved = celery_app.conf.task_serializer
+    celery_app.conf.task_serializer = "pickle"
+    try:
+        assert ids(check_celery()) == ["auditq.E003"]
+    finally:
+        celery_app.conf.task_serializer = saved
+
+
+def test_w001_middleware_missing(settings):
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "auditq" not in m]
+
+    assert ids(check_middleware()) == ["auditq.W001"]
+
+
+def test_e004_middleware_before_authentication(settings):
+    ours = "auditq.middleware.AuditContextMiddleware"
+    settings.MIDDLEWARE = [ours, *[m for m in settings.MIDDLEWARE if m != ours]]
+
+    assert ids(check_middleware()) == ["auditq.E004"]
+
+
+def test_w002_results_app_missing(settings):
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django_celery_results"]
+
+    assert ids(check_results_app()) == ["auditq.W002"]

@@ -1,0 +1,48 @@
+"""The AUDITQ settings: typed, defaulted, and cleared when a test changes them."""
+
+import ipaddress
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from auditq import conf
+
+
+def test_defaults_apply_to_missing_keys(settings):
+    settings.AUDITQ = {}
+
+    assert conf.get() == conf.Settings()
+    assert conf.get().QUEUE is None
+    assert conf.get().TRUSTED_PROXIES == ()
+
+
+def test_values_are_typed(settings):
+    settings.AUDITQ = {
+        "QUEUE": "audit",
+        "MASKED_FIELDS": ["*iban*"],
+        "TRUSTED_PROXIES": ["10.0.0.0/8", "192.0.2.1"],
+        "RELAY_AFTER_SECONDS": 5,
+    }
+
+    loaded = conf.get()
+    assert loaded.QUEUE == "audit"
+    assert loaded.MASKED_FIELDS == ("*iban*",)
+    assert loaded.TRUSTED_PROXIES == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.0.2.1/32"),
+    )
+    assert loaded.RELAY_AFTER_SECONDS == 5
+
+
+def test_an_invalid_setting_raises_a_clear_error(settings):
+    settings.AUDITQ = {"RELAY_AFTER_SECONDS": -1}
+
+    with pytest.raises(ImproperlyConfigured, match="RELAY_AFTER_SECONDS"):
+        conf.get()
+
+
+def test_no_auditq_setting_at_all_means_defaults(settings):
+    del settings.AUDITQ
+
+    assert conf.problems() == []
+    assert conf.get() == conf.Settings()
