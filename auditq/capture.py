@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import connections, models, router, transaction
+from django.db.models.fields.files import FieldFile
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save
 
 from auditq import context, delivery, registry
@@ -28,8 +29,14 @@ _CLEARING = "_auditq_clearing"
 
 
 def _copy(value: Any) -> Any:
-    # JSON and array values are mutable: a snapshot sharing them would miss in-place edits.
-    return copy.deepcopy(value) if type(value) in (dict, list) else value
+    # Mutable values: a snapshot sharing them would miss in-place edits. JSON and arrays
+    # are copied; a file is remembered by its name (FieldFile compares equal to it).
+    kind = type(value)
+    if kind is dict or kind is list:
+        return copy.deepcopy(value)
+    if isinstance(value, FieldFile):
+        return value.name
+    return value
 
 
 def snapshot(instance: models.Model, attnames: Iterable[str]) -> None:
@@ -192,12 +199,12 @@ def _m2m_receiver(model: type[models.Model], field: models.ManyToManyField) -> C
             return
         tracking = registry.tracking(model)
         if reverse:
-            for pk in sorted(pk_set, key=repr):
+            for pk in encode(pk_set):
                 change = {"added": [], "removed": [], kind: [encode(instance.pk)]}
                 event = _event(tracking, pk, None, "update", {field.name: change})
                 delivery.enqueue(using, event, current)
         else:
-            change = {"added": [], "removed": [], kind: sorted(encode(list(pk_set)), key=repr)}
+            change = {"added": [], "removed": [], kind: encode(set(pk_set))}
             event = _event(
                 tracking, instance.pk, _object_repr(instance), "update", {field.name: change}
             )

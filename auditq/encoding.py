@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import enum
 import math
 import uuid
 from typing import Any
 
 from django.db.models.fields.files import FieldFile
 from django.utils.duration import duration_iso_string
+from django.utils.functional import Promise
 
 MASK = "***"
 """What a masked value is stored as, old and new alike."""
@@ -43,7 +45,16 @@ def _range(value: Any) -> dict[str, Any]:
 
 
 def _file(value: FieldFile) -> str | None:
-    return value.name or None
+    # The stored name: "" for an empty file, None for NULL, as the column holds them.
+    return value.name
+
+
+def _set(value: set | frozenset) -> list[Any]:
+    items = _sequence(list(value))
+    try:
+        return sorted(items)
+    except TypeError:  # mixed types: any stable order will do
+        return sorted(items, key=repr)
 
 
 def _bytes(value: bytes | bytearray | memoryview) -> str:
@@ -69,13 +80,15 @@ _BY_TYPE: dict[type, Any] = {
 # Checked in order when the exact type is not in _BY_TYPE (subclasses: enum choices,
 # FieldFile subclasses, psycopg ranges, sets, IP address objects, ...).
 _BY_BASE: tuple[tuple[type, Any], ...] = (
+    (enum.Enum, lambda value: encode(value.value)),
     (bool, bool),
-    (str, str),
-    (int, int),
+    (str, str.__str__),
+    (int, int.__index__),
     (FieldFile, _file),
+    (Promise, str),
     *_BY_TYPE.items(),
-    (frozenset, lambda value: sorted(_sequence(list(value)), key=repr)),
-    (set, lambda value: sorted(_sequence(list(value)), key=repr)),
+    (frozenset, _set),
+    (set, _set),
 )
 
 

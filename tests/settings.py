@@ -56,6 +56,8 @@ STATIC_URL = "/static/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 _url = os.environ.get("DATABASE_URL", "")
+# One test database per run, so that runs on one machine never drop each other's.
+_run = os.getpid()
 _worker_db = os.environ.get("AUDITQ_TEST_WORKER_DB")
 if _url.startswith(("postgres://", "postgresql://")):
     _parts = urlsplit(_url)
@@ -67,7 +69,7 @@ if _url.startswith(("postgres://", "postgresql://")):
             "PASSWORD": unquote(_parts.password or ""),
             "HOST": _parts.hostname or "",
             "PORT": str(_parts.port or ""),
-            "TEST": {"NAME": "test_auditq"},
+            "TEST": {"NAME": f"test_auditq_{_run}"},
         }
     }
     INSTALLED_APPS += ["django.contrib.postgres", "tests.pgapp"]
@@ -76,7 +78,7 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _worker_db or str(BASE_DIR / ".test.sqlite3"),
-            "TEST": {"NAME": str(BASE_DIR / ".test-suite.sqlite3")},
+            "TEST": {"NAME": str(BASE_DIR / f".test-suite-{_run}.sqlite3")},
             "OPTIONS": {"timeout": 30},
         }
     }

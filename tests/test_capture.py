@@ -213,6 +213,13 @@ class TestManyToMany:
             ]
             assert trail(document)[-1].object_repr == document.title
 
+    def test_keys_are_listed_in_numeric_order(self):
+        document = Document.objects.create(title="Report")
+        tags = [Tag.objects.create(pk=pk, name=str(pk)) for pk in (100, 9, 10)]
+        document.tags.add(*tags)
+
+        assert trail(document)[-1].changes == {"tags": {"added": [9, 10, 100], "removed": []}}
+
     def test_adding_an_existing_link_records_nothing(self):
         document = Document.objects.create(title="Report")
         tag = Tag.objects.create(name="red")

@@ -27,10 +27,10 @@ def test_values_are_typed(settings):
     loaded = conf.get()
     assert loaded.QUEUE == "audit"
     assert loaded.MASKED_FIELDS == ("*iban*",)
-    assert loaded.TRUSTED_PROXIES == (
+    assert (
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("192.0.2.1/32"),
-    )
+    ) == loaded.TRUSTED_PROXIES
     assert loaded.RELAY_AFTER_SECONDS == 5
 
 

@@ -1,0 +1,1 @@
+"""The benchmark's models: one audited, one not, with the same eight fields."""

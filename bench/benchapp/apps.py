@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class BenchappConfig(AppConfig):
+    name = "benchapp"
+    label = "benchapp"
+    default_auto_field = "django.db.models.BigAutoField"
