@@ -6,13 +6,10 @@ from django.test.utils import CaptureQueriesContext
 
 from auditq import audit_context, disable_auditing
 from auditq.models import AuditEntry, Outbox
+from tests.helpers import trail
 from tests.testapp.models import Account, Chosen, Document, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def trail(obj):
-    return list(AuditEntry.objects.for_object(obj))
 
 
 def test_create_records_every_field_with_old_none():

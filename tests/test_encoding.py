@@ -25,7 +25,7 @@ from django.utils.duration import duration_iso_string
 from django.utils.translation import gettext_lazy
 
 from auditq.encoding import REPR_LIMIT, encode
-from auditq.models import AuditEntry
+from tests.helpers import only_entry, trail
 from tests.testapp.models import Document, Everything, Status, Tag
 
 UTC = datetime.UTC
@@ -521,16 +521,6 @@ def encoded_everything(obj: Everything, owner: Document, twin: Tag) -> dict:
     }
 
 
-def entries(obj) -> list[AuditEntry]:
-    return list(AuditEntry.objects.for_object(obj))
-
-
-def only_entry(obj, action: str) -> AuditEntry:
-    found = [e for e in entries(obj) if e.action == action]
-    assert len(found) == 1, [(e.action, e.changes) for e in entries(obj)]
-    return found[0]
-
-
 @pytest.fixture
 def owner() -> Document:
     return Document.objects.create(title=OWNER_TITLE)
@@ -634,7 +624,7 @@ class TestStoredValues:
         loaded.moment = datetime.datetime(2025, 1, 1, 12, tzinfo=UTC)
         loaded.save()
 
-        first, second = (e for e in entries(full) if e.action == "update")
+        first, second = (e for e in trail(full) if e.action == "update")
         assert first.changes == {
             "amount": ["12.50", "99.99"],
             "status": ["live", "draft"],
@@ -652,7 +642,7 @@ class TestStoredValues:
         loaded.moment = MOMENT.astimezone(PARIS)  # the same instant
         loaded.save()
 
-        assert [e.action for e in entries(full)] == ["create"]
+        assert [e.action for e in trail(full)] == ["create"]
 
     def test_an_in_place_change_of_a_json_value_is_recorded(self, full):
         full.doc["a"].append("more")
@@ -729,7 +719,7 @@ class TestStoredValues:
         loaded.attachment.name = "attachments/third.pdf"
         loaded.save()
 
-        assert [e.changes for e in entries(full) if e.action == "update"] == [
+        assert [e.changes for e in trail(full) if e.action == "update"] == [
             {"attachment": ["attachments/report.pdf", "attachments/second.pdf"]},
             {"attachment": ["attachments/second.pdf", "attachments/third.pdf"]},
         ]
@@ -739,14 +729,14 @@ class TestStoredValues:
         obj.status = Status.DRAFT
         obj.save()
 
-        assert [e.changes["status"] for e in entries(obj)] == [[None, "live"], ["live", "draft"]]
+        assert [e.changes["status"] for e in trail(obj)] == [[None, "live"], ["live", "draft"]]
 
     def test_ip_addresses_are_stored_as_strings(self):
         obj = Everything.objects.create(address="192.0.2.1")
         obj.address = "2001:db8::2"
         obj.save()
 
-        assert [e.changes["address"] for e in entries(obj)] == [
+        assert [e.changes["address"] for e in trail(obj)] == [
             [None, "192.0.2.1"],
             ["192.0.2.1", "2001:db8::2"],
         ]

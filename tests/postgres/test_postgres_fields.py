@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.backends.postgresql.psycopg_any import DateTimeTZRange, NumericRange
 
 from auditq.encoding import encode
-from auditq.models import AuditEntry
+from tests.helpers import only_entry, trail
 from tests.pgapp.models import PgEverything
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,16 +27,6 @@ END = datetime.datetime(2024, 5, 7, 0, 0, tzinfo=UTC)
 @pytest.fixture(autouse=True)
 def _on_postgresql() -> None:
     assert connection.vendor == "postgresql", "tests/postgres runs only in the PostgreSQL pass"
-
-
-def entries(obj) -> list[AuditEntry]:
-    return list(AuditEntry.objects.for_object(obj))
-
-
-def only_entry(obj, action: str) -> AuditEntry:
-    found = [e for e in entries(obj) if e.action == action]
-    assert len(found) == 1, [(e.action, e.changes) for e in entries(obj)]
-    return found[0]
 
 
 @pytest.fixture
@@ -166,7 +156,7 @@ def test_saving_an_unchanged_loaded_row_records_nothing(row):
     loaded.window = DateTimeTZRange(START, END)
     loaded.save()
 
-    assert [e.action for e in entries(row)] == ["create"]
+    assert [e.action for e in trail(row)] == ["create"]
 
 
 def test_an_in_place_append_to_an_array_is_recorded(row):
@@ -186,7 +176,7 @@ def test_in_place_changes_of_a_loaded_row_are_recorded_each_time(row):
     loaded.numbers[0] = 0
     loaded.save()
 
-    assert [e.changes for e in entries(row) if e.action == "update"] == [
+    assert [e.changes for e in trail(row) if e.action == "update"] == [
         {"numbers": [[3, 1, 2], [3, 1, 2, 4]]},
         {"numbers": [[3, 1, 2, 4], [1, 2, 3, 4]], "tags": [["a", "b"], ["b"]]},
         {"numbers": [[1, 2, 3, 4], [0, 2, 3, 4]]},
