@@ -84,6 +84,23 @@ def check_results_app(**kwargs: Any) -> list[checks.CheckMessage]:
     ]
 
 
+def check_sqlite_locking(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.W003: a SQLite database that workers write to needs IMMEDIATE transactions."""
+    return [
+        checks.Warning(
+            f"SQLite database {alias!r} uses deferred transactions: a worker or the relay "
+            "that reads and then writes while a request writes fails with "
+            "'database is locked'.",
+            hint=f'Set DATABASES[{alias!r}]["OPTIONS"]["transaction_mode"] = "IMMEDIATE" '
+            "(and a busy timeout, e.g. 20 seconds).",
+            id="auditq.W003",
+        )
+        for alias, database in settings.DATABASES.items()
+        if database.get("ENGINE") == "django.db.backends.sqlite3"
+        and (database.get("OPTIONS") or {}).get("transaction_mode") != "IMMEDIATE"
+    ]
+
+
 def register() -> None:
     """Register every auditq check (called from ``AppConfig.ready``)."""
     for check in (
@@ -92,5 +109,6 @@ def register() -> None:
         check_celery,
         check_middleware,
         check_results_app,
+        check_sqlite_locking,
     ):
         checks.register(check, "auditq")

@@ -79,7 +79,7 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _worker_db or str(BASE_DIR / ".test.sqlite3"),
             "TEST": {"NAME": str(BASE_DIR / f".test-suite-{_run}.sqlite3")},
-            "OPTIONS": {"timeout": 30},
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
         }
     }
 

@@ -1,5 +1,7 @@
 """Every system check fires on the configuration it guards against, and only then."""
 
+from types import SimpleNamespace
+
 import pytest
 from django.core import checks
 from django.db import models
@@ -11,6 +13,7 @@ from auditq.checks import (
     check_middleware,
     check_results_app,
     check_settings,
+    check_sqlite_locking,
 )
 from tests.celery_app import app as celery_app
 
@@ -112,3 +115,14 @@ def test_w002_results_app_missing(settings):
     settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django_celery_results"]
 
     assert ids(check_results_app()) == ["auditq.W002"]
+
+
+def test_w003_sqlite_without_immediate_transactions(monkeypatch):
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3"}
+    databases = {"default": {**sqlite, "OPTIONS": {"transaction_mode": "IMMEDIATE"}}}
+    databases["other"] = sqlite
+    monkeypatch.setattr("auditq.checks.settings", SimpleNamespace(DATABASES=databases))
+
+    [warning] = check_sqlite_locking()
+    assert warning.id == "auditq.W003"
+    assert "'other'" in warning.msg

@@ -221,12 +221,15 @@ def test_two_workers_and_a_relay_at_once_record_each_change_once(workers):
     workers()
     workers()
     stop = threading.Event()
+    errors = []
 
     def relay_repeatedly():
         try:
             while not stop.is_set():
                 delivery.relay(older_than=0)
                 time.sleep(0.01)
+        except Exception as exc:
+            errors.append(exc)
         finally:
             connection.close()
 
@@ -241,6 +244,7 @@ def test_two_workers_and_a_relay_at_once_record_each_change_once(workers):
         stop.set()
         relayer.join()
 
+    assert errors == []
     entries = settle(500, timeout=60)
     time.sleep(1)
     assert AuditEntry.objects.count() == 500
