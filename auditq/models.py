@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -106,7 +107,7 @@ class Outbox(models.Model):
     id = models.BigAutoField(primary_key=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     relayed_at = models.DateTimeField(null=True, blank=True)
-    payload = models.JSONField()
+    payload = models.TextField(help_text="The transaction's events, as JSON text.")
 
     class Meta:
         verbose_name = "outbox row"
@@ -114,3 +115,8 @@ class Outbox(models.Model):
 
     def __str__(self) -> str:
         return f"outbox row {self.pk}"
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The transaction's events, decoded."""
+        return json.loads(self.payload)["events"]

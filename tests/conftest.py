@@ -242,11 +242,12 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 @pytest.fixture
-def published() -> Iterator[list]:
+def published() -> Iterator[Callable[[], list]]:
     """Publish to Celery's in-memory broker instead of running tasks eagerly.
 
-    Yields the list of ``(outbox_ids, using)`` messages sent, so that a test sees the
-    request path alone: no worker runs, nothing is recorded.
+    Yields ``sent()``, which waits for this process's publisher and returns the
+    ``(outbox_ids, using)`` messages sent so far: the request path alone, with no worker
+    and nothing recorded.
     """
     sent: list = []
     original = delivery.publish
@@ -255,12 +256,17 @@ def published() -> Iterator[list]:
         sent.append((list(outbox_ids), using))
         original(outbox_ids, using)
 
+    def flushed() -> list:
+        assert delivery.flush(timeout=10)
+        return sent
+
     saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
     celery_app.conf.task_always_eager = False
     celery_app.conf.broker_url = "memory://"
     delivery._discard_producer()
     delivery.publish = spy
-    yield sent
+    yield flushed
+    assert delivery.flush(timeout=10)
     delivery.publish = original
     celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
     delivery._discard_producer()

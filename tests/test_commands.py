@@ -17,14 +17,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_relay_publishes_rows_older_than_asked(published):
     Document.objects.create(title="x")
-    published.clear()
-    Outbox.objects.update(relayed_at=None)
+    published().clear()
 
     call_command("auditq_relay", "--older-than", "3600")
-    assert published == []
+    assert published() == []
 
     call_command("auditq_relay", "--older-than", "0")
-    assert published == [([Outbox.objects.get().pk], "default")]
+    assert published() == [([Outbox.objects.get().pk], "default")]
 
 
 @pytest.mark.parametrize(
@@ -41,6 +40,7 @@ def test_relay_rejects_bad_input(arguments, message):
 
 def test_relay_reports_an_unreachable_broker(published):
     Document.objects.create(title="x")
+    published()
     celery_app.conf.broker_url = "redis://127.0.0.1:1/0"
     delivery._discard_producer()
 

@@ -1,0 +1,59 @@
+"""The publisher thread: the request hands over a key, the thread publishes, in batches."""
+
+import threading
+
+import pytest
+from django.db import transaction
+
+from auditq import delivery
+from auditq.models import Outbox
+from tests.testapp.models import Document
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_rows_waiting_together_are_published_as_one_message(published, monkeypatch):
+    gate = threading.Event()
+    original = delivery.publish
+
+    def slow(outbox_ids, using="default"):
+        gate.wait(10)
+        original(outbox_ids, using)
+
+    monkeypatch.setattr(delivery, "publish", slow)
+    Document.objects.create(title="first")  # the thread takes it and waits at the gate
+    for number in range(5):
+        with transaction.atomic():
+            Document.objects.create(title=str(number))
+    gate.set()
+
+    ids = sorted(Outbox.objects.values_list("id", flat=True))
+    messages = published()
+    assert sorted(i for batch, _ in messages for i in batch) == ids
+    assert [len(batch) for batch, _ in messages] == [1, 5]
+
+
+def test_a_failed_publish_is_logged_and_leaves_the_row(published, monkeypatch, caplog):
+    def broken(outbox_ids, using="default"):
+        raise delivery.BrokerUnavailable("ConnectionError: refused")
+
+    monkeypatch.setattr(delivery, "publish", broken)
+    Document.objects.create(title="kept for the relay")
+
+    assert delivery.flush(timeout=10)
+    assert Outbox.objects.count() == 1
+    assert "the relay will deliver them" in caplog.text
+
+
+def test_flush_times_out_while_a_publish_is_stuck(published, monkeypatch):
+    gate = threading.Event()
+
+    def stuck(outbox_ids, using="default"):
+        gate.wait(10)
+
+    monkeypatch.setattr(delivery, "publish", stuck)
+    Document.objects.create(title="stuck")
+
+    assert delivery.flush(timeout=0.2) is False
+    gate.set()
+    assert delivery.flush(timeout=10) is True
