@@ -789,3 +789,17 @@ class TestStoredValues:
 
         assert Everything.objects.get(pk=obj.pk).slug == "lazy-slug"
         assert only_entry(obj, "create").changes["slug"] == [None, "lazy-slug"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_image_is_recorded_by_its_name():
+    from tests.testapp.models import Picture
+
+    picture = Picture.objects.create(image="pictures/a.png")
+    picture.image.name = "pictures/b.png"
+    picture.save()
+
+    assert [e.changes for e in trail(picture)] == [
+        {"id": [None, picture.pk], "image": [None, "pictures/a.png"]},
+        {"image": ["pictures/a.png", "pictures/b.png"]},
+    ]

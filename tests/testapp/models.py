@@ -94,3 +94,13 @@ class Everything(models.Model):
 
     def __str__(self):
         return f"everything {self.pk}"
+
+
+@audited
+class Picture(models.Model):
+    """ImageField needs Pillow; its files are recorded by name like any file."""
+
+    image = models.ImageField(upload_to="pictures/", blank=True)
+
+    def __str__(self):
+        return self.image.name or "no image"
