@@ -12,7 +12,7 @@ help:
 	@echo "  make venv   create .venv and install auditq with its test extras (again when pyproject.toml changes)"
 	@echo "  make demo   run the demo: migrate, admin/admin, worker, scripted changes, report, admin on :8000"
 	@echo "              (SQLite + in-process broker by default; DATABASE_URL, REDIS_URL, DEMO_SERVE=0)"
-	@echo "  make lint   ruff check and ruff format --check"
+	@echo "  make lint   ruff check, ruff format --check and mypy (django-stubs) on auditq/"
 	@echo "  make test   lint, then the test suite (tests/run.sh)"
 	@echo "  make clean  remove the demo database, build files and caches"
 	@echo "  make distclean  clean, and remove .venv too"
@@ -32,6 +32,7 @@ demo: venv
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: venv lint
 	bash tests/run.sh

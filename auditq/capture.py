@@ -159,8 +159,8 @@ def _on_delete(sender: type[models.Model], instance: models.Model, using: str, *
     delivery.enqueue(using, event, current)
 
 
-def _m2m_receiver(model: type[models.Model], field: models.ManyToManyField) -> Callable:
-    through = field.remote_field.through
+def _m2m_receiver(model: type[models.Model], field: Any) -> Callable[..., None]:
+    through: Any = field.remote_field.through
     source = through._meta.get_field(field.m2m_field_name()).attname
     target = through._meta.get_field(field.m2m_reverse_field_name()).attname
 
@@ -274,7 +274,7 @@ def connect(model: type[models.Model]) -> None:
     post_save.connect(_on_save, sender=model, dispatch_uid=uid, weak=False)
     post_delete.connect(_on_delete, sender=model, dispatch_uid=uid, weak=False)
     for name in registry.m2m_names(model):
-        m2m = model._meta.get_field(name)
+        m2m: Any = model._meta.get_field(name)
         m2m_changed.connect(
             _m2m_receiver(model, m2m),
             sender=m2m.remote_field.through,
@@ -282,5 +282,5 @@ def connect(model: type[models.Model]) -> None:
             weak=False,
         )
     if not getattr(model.save_base, "__auditq_guard__", False):
-        model.save_base = _guard_save(model.save_base)
-        model.refresh_from_db = _guard_refresh(model.refresh_from_db)
+        setattr(model, "save_base", _guard_save(model.save_base))  # noqa: B010
+        setattr(model, "refresh_from_db", _guard_refresh(model.refresh_from_db))  # noqa: B010

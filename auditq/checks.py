@@ -95,7 +95,7 @@ def check_sqlite_locking(**kwargs: Any) -> list[checks.CheckMessage]:
             "(and a busy timeout, e.g. 20 seconds).",
             id="auditq.W003",
         )
-        for alias, database in settings.DATABASES.items()
+        for alias, database in dict[str, Any](settings.DATABASES).items()
         if database.get("ENGINE") == "django.db.backends.sqlite3"
         and (database.get("OPTIONS") or {}).get("transaction_mode") != "IMMEDIATE"
     ]

@@ -67,7 +67,8 @@ class AuditContextMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(get_response):
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
             markcoroutinefunction(self)
 
     def _context(self, request: HttpRequest) -> dict[str, Any]:
@@ -78,7 +79,7 @@ class AuditContextMiddleware:
         }
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
-        if iscoroutinefunction(self):
+        if self.is_async:
             return self.__acall__(request)
         with audit_context(**self._context(request)) as context:
             response = self.get_response(request)
