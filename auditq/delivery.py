@@ -27,7 +27,7 @@ from typing import Any
 
 from celery import current_app
 from django.contrib.contenttypes.models import ContentType
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -78,7 +78,15 @@ def _install_commit_hook(connection: Any) -> None:
         if not connection.in_atomic_block and connection.run_on_commit:
             pendings = [f for _, f, _ in connection.run_on_commit if type(f) is Pending]
             if pendings:
-                outbox_id = _store(connection, pendings)
+                try:
+                    outbox_id = _store(connection, pendings)
+                except DatabaseError:
+                    raise
+                except Exception as exc:
+                    # Django rolls a failed commit back only on DatabaseError: anything
+                    # else would leave the transaction open. Rolled back, not lost: the
+                    # caller sees the error.
+                    raise DatabaseError(f"auditq could not write its outbox row: {exc!r}") from exc
                 connection.run_on_commit.append(
                     (set(), partial(publisher.submit, outbox_id, connection.alias), False)
                 )
@@ -117,6 +125,11 @@ class Publisher:
     BATCH = 100
 
     def __init__(self) -> None:
+        self._reset()
+        # A forked child inherits neither the thread nor, safely, the lock.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pid = 0
@@ -130,10 +143,8 @@ class Publisher:
             return
         with self._lock:
             if self._pid != os.getpid():
-                # First use in this process (or a forked child): start its own thread.
+                # First use in this process (or in a forked child): start its thread.
                 self._pid = os.getpid()
-                self._queue = queue.SimpleQueue()
-                self._unfinished = 0
                 threading.Thread(target=self._run, name="auditq-publisher", daemon=True).start()
             self._unfinished += 1
             self._queue.put((outbox_id, using))
@@ -191,10 +202,15 @@ def flush(timeout: float | None = None) -> bool:
 
 
 _local = threading.local()
+_generation = 0
 
 
 def _producer() -> Any:
+    """This thread's producer, on its own connection with ``PUBLISH_TIMEOUT`` timeouts."""
     producer = getattr(_local, "producer", None)
+    if producer is not None and _local.generation != _generation:
+        _discard_producer()
+        producer = None
     if producer is None:
         app = current_app
         timeout = conf.get().PUBLISH_TIMEOUT
@@ -205,6 +221,7 @@ def _producer() -> Any:
         }
         connection = app.connection_for_write(connect_timeout=timeout, transport_options=options)
         producer = _local.producer = app.amqp.Producer(connection)
+        _local.generation = _generation
     return producer
 
 
@@ -216,6 +233,15 @@ def _discard_producer() -> None:
             producer.connection.release()
         except Exception:
             logger.debug("auditq: error while closing a broken broker connection", exc_info=True)
+
+
+def reset_producers() -> None:
+    """Make every thread open a new broker connection on its next publish.
+
+    For when the broker settings change at run time (tests do).
+    """
+    global _generation
+    _generation += 1
 
 
 def publish(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS) -> None:

@@ -124,10 +124,10 @@ def broker(redis_server: RedisServer) -> Iterator[RedisServer]:
     saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
     celery_app.conf.task_always_eager = False
     celery_app.conf.broker_url = redis_server.url
-    delivery._discard_producer()
+    delivery.reset_producers()
     yield redis_server
     celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
-    delivery._discard_producer()
+    delivery.reset_producers()
 
 
 class Worker:
@@ -263,10 +263,10 @@ def published() -> Iterator[Callable[[], list]]:
     saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
     celery_app.conf.task_always_eager = False
     celery_app.conf.broker_url = "memory://"
-    delivery._discard_producer()
+    delivery.reset_producers()
     delivery.publish = spy
     yield flushed
     assert delivery.flush(timeout=10)
     delivery.publish = original
     celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
-    delivery._discard_producer()
+    delivery.reset_producers()

@@ -42,7 +42,7 @@ def test_relay_reports_an_unreachable_broker(published):
     Document.objects.create(title="x")
     published()
     celery_app.conf.broker_url = "redis://127.0.0.1:1/0"
-    delivery._discard_producer()
+    delivery.reset_producers()
 
     with pytest.raises(CommandError, match=r"broker is unavailable.*nothing was lost"):
         call_command("auditq_relay", "--older-than", "0")

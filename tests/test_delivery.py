@@ -3,10 +3,10 @@
 import threading
 
 import pytest
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from auditq import delivery
-from auditq.models import Outbox
+from auditq.models import AuditEntry, Outbox
 from tests.testapp.models import Document
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -57,3 +57,17 @@ def test_flush_times_out_while_a_publish_is_stuck(published, monkeypatch):
     assert delivery.flush(timeout=0.2) is False
     gate.set()
     assert delivery.flush(timeout=10) is True
+
+
+def test_an_outbox_row_that_cannot_be_written_rolls_the_change_back(monkeypatch):
+    def broken(connection, pendings):
+        raise TypeError("not serializable")
+
+    monkeypatch.setattr(delivery, "_store", broken)
+    with pytest.raises(DatabaseError, match="auditq could not write its outbox row"):
+        Document.objects.create(title="never committed")
+    monkeypatch.undo()
+
+    assert not Document.objects.exists()
+    Document.objects.create(title="the connection still works")
+    assert Outbox.objects.count() + AuditEntry.objects.count() >= 1

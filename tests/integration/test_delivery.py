@@ -167,7 +167,7 @@ def test_a_hanging_broker_does_not_hold_the_request(broker):
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)  # accepts connections in the kernel, never answers
     celery_app.conf.broker_url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-    delivery._discard_producer()
+    delivery.reset_producers()
     try:
         started = time.monotonic()
         Document.objects.create(title="broker hangs")
