@@ -133,13 +133,14 @@ class Publisher:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pid = 0
-        self._queue: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[int, str, Any]] = queue.SimpleQueue()
         self._unfinished = 0
 
     def submit(self, outbox_id: int, using: str) -> None:
-        """Publish the row soon, from the background thread."""
-        if current_app.conf.task_always_eager:
-            self._publish([outbox_id], using)
+        """Publish the row soon, from the background thread, with this thread's Celery app."""
+        app = current_app._get_current_object()
+        if app.conf.task_always_eager:
+            self._publish([outbox_id], using, app)
             return
         with self._lock:
             if self._pid != os.getpid():
@@ -147,7 +148,7 @@ class Publisher:
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="auditq-publisher", daemon=True).start()
             self._unfinished += 1
-            self._queue.put((outbox_id, using))
+            self._queue.put((outbox_id, using, app))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every submitted row has been published (or given up on).
@@ -167,16 +168,17 @@ class Publisher:
                     batch.append(source.get_nowait())
                 except queue.Empty:
                     break
-            for using in dict.fromkeys(alias for _, alias in batch):
-                self._publish([pk for pk, alias in batch if alias == using], using)
+            for using, app in dict.fromkeys((alias, app) for _, alias, app in batch):
+                ids = [pk for pk, alias, by in batch if (alias, by) == (using, app)]
+                self._publish(ids, using, app)
             with self._idle:
                 self._unfinished -= len(batch)
                 self._idle.notify_all()
 
     @staticmethod
-    def _publish(outbox_ids: list[int], using: str) -> None:
+    def _publish(outbox_ids: list[int], using: str, app: Any) -> None:
         try:
-            publish(outbox_ids, using)
+            publish(outbox_ids, using, app)
         except BrokerUnavailable as exc:
             logger.warning(
                 "auditq: outbox rows %s not published (%s); the relay will deliver them.",
@@ -205,14 +207,13 @@ _local = threading.local()
 _generation = 0
 
 
-def _producer() -> Any:
-    """This thread's producer, on its own connection with ``PUBLISH_TIMEOUT`` timeouts."""
+def _producer(app: Any) -> Any:
+    """This thread's producer for ``app``, on its own connection with ``PUBLISH_TIMEOUT``."""
     producer = getattr(_local, "producer", None)
-    if producer is not None and _local.generation != _generation:
+    if producer is not None and (_local.generation, _local.app) != (_generation, app):
         _discard_producer()
         producer = None
     if producer is None:
-        app = current_app
         timeout = conf.get().PUBLISH_TIMEOUT
         options = {
             **(app.conf.broker_transport_options or {}),
@@ -221,7 +222,7 @@ def _producer() -> Any:
         }
         connection = app.connection_for_write(connect_timeout=timeout, transport_options=options)
         producer = _local.producer = app.amqp.Producer(connection)
-        _local.generation = _generation
+        _local.generation, _local.app = _generation, app
     return producer
 
 
@@ -244,17 +245,24 @@ def reset_producers() -> None:
     _generation += 1
 
 
-def publish(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS) -> None:
+def publish(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS, app: Any = None) -> None:
     """Send one message asking a worker to deliver ``outbox_ids``.
+
+    Args:
+        outbox_ids: keys of committed outbox rows.
+        using: the database alias the rows live in.
+        app: the Celery app to publish with; default the current app. Celery's current
+            app is per thread, so a background thread must be given the caller's.
 
     Raises:
         BrokerUnavailable: the broker refused, failed or timed out.
     """
-    from auditq.tasks import deliver
+    from auditq import tasks  # registers the shared task with every app
 
+    app = app or current_app._get_current_object()
     try:
-        deliver.apply_async(
-            (outbox_ids, using), producer=_producer(), queue=conf.get().QUEUE, retry=False
+        app.tasks[tasks.deliver.name].apply_async(
+            (outbox_ids, using), producer=_producer(app), queue=conf.get().QUEUE, retry=False
         )
     except Exception as exc:
         _discard_producer()

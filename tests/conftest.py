@@ -252,9 +252,10 @@ def published() -> Iterator[Callable[[], list]]:
     sent: list = []
     original = delivery.publish
 
-    def spy(outbox_ids, using="default"):
+    def spy(outbox_ids, using="default", app=None):
+        assert app in (None, celery_app), f"published with the wrong Celery app: {app}"
         sent.append((list(outbox_ids), using))
-        original(outbox_ids, using)
+        original(outbox_ids, using, app)
 
     def flushed() -> list:
         assert delivery.flush(timeout=10)

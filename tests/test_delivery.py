@@ -7,6 +7,7 @@ from django.db import DatabaseError, transaction
 
 from auditq import delivery
 from auditq.models import AuditEntry, Outbox
+from tests.celery_app import app as celery_app
 from tests.testapp.models import Document
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,9 +17,9 @@ def test_rows_waiting_together_are_published_as_one_message(published, monkeypat
     gate = threading.Event()
     original = delivery.publish
 
-    def slow(outbox_ids, using="default"):
+    def slow(outbox_ids, using="default", app=None):
         gate.wait(10)
-        original(outbox_ids, using)
+        original(outbox_ids, using, app)
 
     monkeypatch.setattr(delivery, "publish", slow)
     Document.objects.create(title="first")  # the thread takes it and waits at the gate
@@ -34,7 +35,7 @@ def test_rows_waiting_together_are_published_as_one_message(published, monkeypat
 
 
 def test_a_failed_publish_is_logged_and_leaves_the_row(published, monkeypatch, caplog):
-    def broken(outbox_ids, using="default"):
+    def broken(outbox_ids, using="default", app=None):
         raise delivery.BrokerUnavailable("ConnectionError: refused")
 
     monkeypatch.setattr(delivery, "publish", broken)
@@ -48,7 +49,7 @@ def test_a_failed_publish_is_logged_and_leaves_the_row(published, monkeypatch, c
 def test_flush_times_out_while_a_publish_is_stuck(published, monkeypatch):
     gate = threading.Event()
 
-    def stuck(outbox_ids, using="default"):
+    def stuck(outbox_ids, using="default", app=None):
         gate.wait(10)
 
     monkeypatch.setattr(delivery, "publish", stuck)
@@ -71,3 +72,19 @@ def test_an_outbox_row_that_cannot_be_written_rolls_the_change_back(monkeypatch)
     assert not Document.objects.exists()
     Document.objects.create(title="the connection still works")
     assert Outbox.objects.count() + AuditEntry.objects.count() >= 1
+
+
+def test_the_publisher_thread_uses_the_committing_threads_celery_app(published, monkeypatch):
+    """Celery's current app is per thread: the publisher must not fall back to the default."""
+    seen = []
+    original = delivery.publish
+
+    def record(outbox_ids, using="default", app=None):
+        seen.append((threading.current_thread().name, app))
+        original(outbox_ids, using, app)
+
+    monkeypatch.setattr(delivery, "publish", record)
+    Document.objects.create(title="x")
+    published()
+
+    assert seen == [("auditq-publisher", celery_app)]
