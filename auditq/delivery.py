@@ -286,6 +286,8 @@ def relay(older_than: float | None = None, using: str = DEFAULT_DB_ALIAS) -> int
     now = timezone.now()
     cutoff = now - datetime.timedelta(seconds=age)
     while True:
+        # Claim a page (SKIP LOCKED: concurrent relays share the work), commit, and only
+        # then publish: a worker must never receive a row that is still locked.
         with transaction.atomic(using=using):
             ids = list(
                 Outbox.objects.using(using)
@@ -295,11 +297,12 @@ def relay(older_than: float | None = None, using: str = DEFAULT_DB_ALIAS) -> int
                 .order_by("id")
                 .values_list("id", flat=True)[: settings.RELAY_BATCH_SIZE]
             )
-            if not ids:
-                return published
-            for start in range(0, len(ids), 100):
-                publish(ids[start : start + 100], using)
             Outbox.objects.using(using).filter(id__in=ids).update(relayed_at=now)
+        if not ids:
+            return published
+        # A page that fails to publish is tried again by the next run after ``age``.
+        for start in range(0, len(ids), 100):
+            publish(ids[start : start + 100], using)
         published += len(ids)
         last_id = ids[-1]
 
@@ -321,9 +324,11 @@ def consume(outbox_id: int, using: str = DEFAULT_DB_ALIAS) -> int:
     from auditq.models import AuditEntry, Outbox
 
     with transaction.atomic(using=using):
+        # Wait for a row another transaction holds: a worker delivering the same row
+        # deletes it (we then find nothing), one that crashes leaves it to us.
         row = (
             Outbox.objects.using(using)
-            .select_for_update(skip_locked=True)
+            .select_for_update()
             .filter(pk=outbox_id)
             .values_list("payload", flat=True)
             .first()

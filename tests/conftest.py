@@ -198,6 +198,9 @@ class Worker:
         finally:
             app.close()
 
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text().splitlines()[-lines:])
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
@@ -218,6 +221,7 @@ def workers(broker: RedisServer, transactional_db, tmp_path) -> Iterator[Callabl
         started.append(worker)
         return worker
 
+    start.started = started  # type: ignore[attr-defined]
     yield start
     for worker in started:
         worker.stop()

@@ -20,13 +20,20 @@ from tests.testapp.models import Account, Document
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def settle(expected: int, timeout: float = 30.0) -> list[AuditEntry]:
+def settle(expected: int, timeout: float = 30.0, workers=None) -> list[AuditEntry]:
     """Wait until ``expected`` entries exist and nothing is left to deliver."""
-    wait_for(
-        lambda: AuditEntry.objects.count() >= expected and not Outbox.objects.exists(),
-        timeout,
-        f"{expected} entries and an empty outbox",
-    )
+    try:
+        wait_for(
+            lambda: AuditEntry.objects.count() >= expected and not Outbox.objects.exists(),
+            timeout,
+            f"{expected} entries and an empty outbox",
+        )
+    except AssertionError as error:
+        logs = "\n".join(w.tail() for w in getattr(workers, "started", ()))
+        raise AssertionError(
+            f"{error}: {AuditEntry.objects.count()} entries, outbox rows "
+            f"{list(Outbox.objects.values_list('id', 'relayed_at'))}\nworker logs:\n{logs}"
+        ) from None
     return list(AuditEntry.objects.order_by("occurred_at", "id"))
 
 
@@ -156,7 +163,7 @@ def test_redis_down_at_commit_loses_nothing(broker, workers):
     broker.start()
     workers()
     assert delivery.relay(older_than=0) == 2
-    entries = settle(2)
+    entries = settle(2, workers=workers)
     assert [e.action for e in entries] == ["create", "update"]
     time.sleep(1)
     assert AuditEntry.objects.count() == 2
