@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 
@@ -101,6 +102,22 @@ def check_sqlite_locking(**kwargs: Any) -> list[checks.CheckMessage]:
     ]
 
 
+def check_app_order(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.W004: auditq comes after the admin, whose templates then win over auditq's."""
+    labels = [config.label for config in apps.get_app_configs()]
+    if "admin" not in labels or labels.index("auditq") < labels.index("admin"):
+        return []
+    return [
+        checks.Warning(
+            '"auditq" comes after "django.contrib.admin" in INSTALLED_APPS: audited models\' '
+            'admin pages show no "Audit trail" button and the admin index no dashboard link.',
+            hint='Move "auditq" before "django.contrib.admin", or add '
+            "auditq.admin.AuditTrailMixin to your ModelAdmins.",
+            id="auditq.W004",
+        )
+    ]
+
+
 def register() -> None:
     """Register every auditq check (called from ``AppConfig.ready``)."""
     for check in (
@@ -110,5 +127,6 @@ def register() -> None:
         check_middleware,
         check_results_app,
         check_sqlite_locking,
+        check_app_order,
     ):
         checks.register(check, "auditq")

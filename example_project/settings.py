@@ -74,6 +74,7 @@ DEBUG = os.environ.get("DEBUG", "1").lower() in ("1", "true", "yes", "on")
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 INSTALLED_APPS = [
+    "auditq",  # before admin: its admin templates add the audit trail button
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -81,7 +82,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",
-    "auditq",
     "example_project.fundraising",
 ]
 

@@ -1,4 +1,9 @@
-"""Small helpers the tests share for reading the trail."""
+"""Small helpers the tests share for reading and writing the trail."""
+
+import uuid
+
+from django.contrib.contenttypes.models import ContentType
+from django.utils import timezone
 
 from auditq.models import AuditEntry
 
@@ -13,3 +18,19 @@ def only_entry(obj, action: str) -> AuditEntry:
     found = [e for e in trail(obj) if e.action == action]
     assert len(found) == 1, [(e.action, e.changes) for e in trail(obj)]
     return found[0]
+
+
+def entry(obj, action="update", changes=None, at=None, actor=None, **fields) -> AuditEntry:
+    """Write an entry directly, as a worker would (no commit needed)."""
+    return AuditEntry.objects.create(
+        event_id=uuid.uuid4(),
+        content_type=ContentType.objects.get_for_model(obj, for_concrete_model=False),
+        object_pk=str(obj.pk),
+        object_repr=fields.pop("object_repr", str(obj)),
+        action=action,
+        changes={"title": ["old", "new"]} if changes is None else changes,
+        actor=actor,
+        actor_repr=fields.pop("actor_repr", str(actor) if actor else ""),
+        occurred_at=at or timezone.now(),
+        **fields,
+    )
