@@ -13,6 +13,7 @@ from auditq import delivery
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
+    store_errors_even_if_ignored=True,  # failures show in django-celery-results
     autoretry_for=(DatabaseError,),
     retry_backoff=True,
     retry_backoff_max=300,
@@ -27,7 +28,7 @@ def deliver(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS) -> int:
     return sum(delivery.consume(outbox_id, using) for outbox_id in outbox_ids)
 
 
-@shared_task(name="auditq.tasks.relay", ignore_result=True)
+@shared_task(name="auditq.tasks.relay", ignore_result=True, store_errors_even_if_ignored=True)
 def relay(using: str = DEFAULT_DB_ALIAS) -> int:
     """Publish again the outbox rows older than ``RELAY_AFTER_SECONDS`` (run it with beat)."""
     return delivery.relay(using=using)

@@ -87,6 +87,7 @@ CELERY_BROKER_URL = os.environ.get("AUDITQ_TEST_BROKER_URL", "memory://")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True  # task names in django-celery-results (the dashboard's links)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -96,6 +97,7 @@ AUDITQ = {"QUEUE": os.environ.get("AUDITQ_TEST_QUEUE", "auditq-tests"), "PUBLISH
 
 LOGGING = {
     "version": 1,
+    "disable_existing_loggers": False,  # keep Celery's task logs in the workers' output
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"auditq": {"handlers": ["console"], "level": "INFO"}},
 }

@@ -272,3 +272,19 @@ def test_the_relay_command_and_periodic_task_publish_left_rows(broker, workers):
 
     call_command("auditq_relay", "--older-than", "0")
     assert len(settle(1)) == 1
+
+
+def test_a_row_that_cannot_be_recorded_fails_visibly_and_stays(worker):
+    from django_celery_results.models import TaskResult
+
+    poisoned = Outbox.objects.create(payload="{not json")
+    delivery.publish([poisoned.pk])
+
+    failure = wait_for(
+        lambda: TaskResult.objects.filter(task_name="auditq.tasks.deliver").first(),
+        30,
+        "the failure to be stored",
+    )
+    assert failure.status == "FAILURE"
+    assert "JSONDecodeError" in failure.result
+    assert Outbox.objects.filter(pk=poisoned.pk).exists()
