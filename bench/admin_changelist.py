@@ -55,7 +55,9 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import urlencode
+
+from benchdb import postgres_settings, postgres_url, server_execute
 
 TARGET_MS = 300.0  # issue 3: changelist and per-object trail, PostgreSQL, 1,000,000 rows
 N_OBJECTS = 100_000
@@ -111,30 +113,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.repeat < 1 or args.warmup < 0:
         parser.error("--repeat must be >= 1 and --warmup >= 0")
     return args
-
-
-def postgres_url() -> str:
-    return os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-
-
-def postgres_settings(url: str, name: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": name,
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
-    }
-
-
-def server_execute(url: str, sql: str) -> None:
-    """Run ``sql`` in autocommit on the database DATABASE_URL names (CREATE/DROP DATABASE)."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)
 
 
 def configure(database: dict[str, Any]) -> None:

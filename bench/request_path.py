@@ -43,7 +43,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+
+from benchdb import postgres_settings, postgres_url, server_execute
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -87,30 +88,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.ops < BATCH or args.ops % BATCH:
         parser.error(f"--ops must be a positive multiple of {BATCH}")
     return args
-
-
-def postgres_url() -> str:
-    return os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-
-
-def postgres_settings(url: str, name: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": name,
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
-    }
-
-
-def admin_execute(url: str, sql: str) -> None:
-    """Run ``sql`` on the server's maintenance database (the one DATABASE_URL names)."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)
 
 
 def configure(databases: dict[str, dict[str, Any]], broker_url: str) -> Any:
@@ -689,7 +666,7 @@ def publish_stubbed() -> Iterator[None]:
     from auditq import delivery
 
     original = delivery.publish
-    delivery.publish = lambda outbox_ids, using="default": None
+    delivery.publish = lambda outbox_ids, using="default", app=None: None
     try:
         yield
         delivery.flush(timeout=60)  # let the publisher thread hand its rows to the stub
@@ -1130,8 +1107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     created_pg = False
     try:
         if "postgres" in keys:
-            admin_execute(pg_url, f'DROP DATABASE IF EXISTS "{pg_name}"')
-            admin_execute(pg_url, f'CREATE DATABASE "{pg_name}"')
+            server_execute(pg_url, f'DROP DATABASE IF EXISTS "{pg_name}"')
+            server_execute(pg_url, f'CREATE DATABASE "{pg_name}"')
             created_pg = True
         app = configure(databases, broker_url)
         import django
@@ -1160,7 +1137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             connections.close_all()
         if created_pg:
-            admin_execute(pg_url, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+            server_execute(pg_url, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
