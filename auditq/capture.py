@@ -103,16 +103,19 @@ def diff(
     return changes
 
 
-def _values(tracking: registry.Tracking, instance: models.Model, side: int) -> dict[str, list]:
+def _every_value(
+    tracking: registry.Tracking, instance: models.Model, *, deleted: bool
+) -> dict[str, list]:
+    """``{name: [None, value]}`` for a create, ``{name: [last value, None]}`` for a delete."""
     values = instance.__dict__
-    loaded = values.get(LOADED, {}) if side == 0 else {}
+    loaded = values.get(LOADED, {}) if deleted else {}
     changes = {}
     for field in tracking.fields:
         value = loaded.get(field.attname, values.get(field.attname, _MISSING))
         if value is _MISSING:
             continue
         encoded = MASK if field.masked else encode(value)
-        changes[field.name] = [encoded, None] if side == 0 else [None, encoded]
+        changes[field.name] = [encoded, None] if deleted else [None, encoded]
     return changes
 
 
@@ -135,7 +138,7 @@ def _on_save(
     current = context.current()
     if current.enabled:
         if created:
-            changes = _values(tracking, instance, side=1)
+            changes = _every_value(tracking, instance, deleted=False)
         else:
             changes = diff(tracking, instance, update_fields)
         if changes:
@@ -149,12 +152,14 @@ def _on_save(
         snapshot(instance, [f.attname for f in saved])
 
 
-def _on_delete(sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any):
+def _on_delete(
+    sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
+) -> None:
     current = context.current()
     if not current.enabled:
         return
     tracking = registry.tracking(sender)
-    changes = _values(tracking, instance, side=0)
+    changes = _every_value(tracking, instance, deleted=True)
     event = _event(tracking, instance.pk, _object_repr(instance), "delete", changes)
     delivery.enqueue(using, event, current)
 
