@@ -1,5 +1,11 @@
-"""``PlainRow`` and ``AuditedRow``: the same eight fields, only the second is ``@audited``."""
+"""One model per contender, each with the same eight fields.
 
+``PlainRow`` is not audited (the baseline) and ``AuditqRow`` is ``@audited``. The models
+of the other libraries exist only when the library's app is in ``INSTALLED_APPS``, so a
+project without them (the worker bench, SQLite without pghistory) still loads this app.
+"""
+
+from django.conf import settings
 from django.db import models
 
 from auditq import audited
@@ -34,5 +40,32 @@ class PlainRow(Row):
 
 
 @audited
-class AuditedRow(Row):
-    """Audited: every create, update and delete goes through auditq's request path."""
+class AuditqRow(Row):
+    """auditq: captured in memory, one outbox row per transaction, recorded by a worker."""
+
+
+if "auditlog" in settings.INSTALLED_APPS:
+    from auditlog.registry import auditlog
+
+    class AuditlogRow(Row):
+        """django-auditlog: a ``LogEntry`` written by signal handlers, in the request."""
+
+    auditlog.register(AuditlogRow)
+
+
+if "simple_history" in settings.INSTALLED_APPS:
+    from simple_history.models import HistoricalRecords
+
+    class SimpleHistoryRow(Row):
+        """django-simple-history: a historical copy of the row per change, in the request."""
+
+        history = HistoricalRecords()
+
+
+if "pghistory" in settings.INSTALLED_APPS:
+    import pghistory
+
+    # pghistory tracks inserts and updates by default; the others record deletes too.
+    @pghistory.track(pghistory.InsertEvent(), pghistory.UpdateEvent(), pghistory.DeleteEvent())
+    class PghistoryRow(Row):
+        """django-pghistory: an event row per change, written by PostgreSQL triggers."""
