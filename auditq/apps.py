@@ -8,7 +8,9 @@ class AuditqConfig(AppConfig):
 
     def ready(self) -> None:
         from auditq import capture, checks, registry
+        from auditq.audit import AuditConsumer
 
         checks.register()
-        for model in registry.audited_models():
+        registry.add_consumer(AuditConsumer())
+        for model in registry.tracked_models():
             capture.connect(model)

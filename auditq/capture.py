@@ -1,8 +1,18 @@
-"""Turn saves, deletes and many-to-many changes into events, in memory, with no query.
+"""Turn saves, deletes and many-to-many changes of tracked models into changes, in memory.
 
-Old values come from a snapshot taken when the instance is loaded (``post_init``) and
-refreshed after every save, so an update of a loaded instance issues no ``SELECT``. The
-events are handed to :mod:`auditq.delivery`, which writes them at commit.
+A model is *tracked* when some consumer wants its changes (``@audited`` models, for the
+audit trail). Old values come from a snapshot taken when an instance is loaded
+(``from_db``) and refreshed after every save, so an update of a loaded instance issues no
+``SELECT``. Each change asks every consumer of its model what it wants; a change no
+consumer wants is dropped on the spot. The surviving changes go to :mod:`auditq.outbox`:
+
+* a lone autocommit ``save()`` or ``delete()`` on PostgreSQL hands its change to the
+  row's own statement, which writes the outbox row in the same round trip;
+* anything else (a transaction, another database) is captured by Django's ``post_save``
+  / ``post_delete`` / ``m2m_changed`` signals and held until the commit.
+
+Deletes of a single tracked instance with nothing to cascade take Django's one-statement
+path, as an untracked model's delete would; the rest go through Django's collector.
 """
 
 from __future__ import annotations
@@ -10,22 +20,26 @@ from __future__ import annotations
 import copy
 import functools
 import time
-import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, cast
 
 from django.db import connections, models, router, transaction
+from django.db.models import sql
+from django.db.models.deletion import DO_NOTHING, get_candidate_relations_to_delete
 from django.db.models.fields.files import FieldFile
-from django.db.models.signals import m2m_changed, post_delete, post_init, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 
-from auditq import context, delivery, registry
+from auditq import context, outbox, registry
 from auditq.encoding import MASK, encode
+from auditq.events import PK_SLOT, Change
 
 LOADED = "_auditq_loaded"
 """Instance attribute holding ``{attname: value}`` as last read from or written to the DB."""
 REPR_LIMIT = 200
 _MISSING: Any = object()
 _CLEARING = "_auditq_clearing"
+_GUARDED = "__auditq_guard__"
 
 
 def _copy(value: Any) -> Any:
@@ -55,20 +69,6 @@ def _object_repr(instance: models.Model) -> str | None:
         return None
 
 
-def _event(
-    tracking: registry.Tracking, pk: Any, repr_: str | None, action: str, changes: dict
-) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "model": tracking.label,
-        "pk": encode(pk),
-        "repr": repr_,
-        "action": action,
-        "changes": changes,
-        "at": time.time(),
-    }
-
-
 def _changed(old: Any, new: Any) -> tuple[Any, Any] | None:
     try:
         if old == new:
@@ -82,16 +82,15 @@ def _changed(old: Any, new: Any) -> tuple[Any, Any] | None:
 def diff(
     tracking: registry.Tracking,
     instance: models.Model,
-    update_fields: frozenset[str] | None = None,
+    update_fields: Iterable[str] | None = None,
 ) -> dict[str, list[Any]]:
     """Return ``{name: [old, new]}`` for the tracked fields that differ from the snapshot."""
     values = instance.__dict__
     loaded = values.get(LOADED, {})
+    saved = None if update_fields is None else frozenset(update_fields)
     changes = {}
     for field in tracking.fields:
-        if update_fields is not None and not (
-            field.name in update_fields or field.attname in update_fields
-        ):
+        if saved is not None and not (field.name in saved or field.attname in saved):
             continue
         new = values.get(field.attname, _MISSING)
         old = loaded.get(field.attname, _MISSING)
@@ -119,8 +118,27 @@ def _every_value(
     return changes
 
 
-def _on_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    snapshot(instance, registry.tracking(sender).attnames)
+def _change(
+    tracking: registry.Tracking,
+    instance: models.Model | None,
+    pk: Any,
+    repr_: str | None,
+    action: str,
+    changes: dict[str, Any],
+) -> Change | None:
+    """Ask the model's consumers what they want of this change; ``None`` if nothing."""
+    current = context.current()
+    wanted = {}
+    for consumer in tracking.consumers:
+        data = consumer.capture(instance, action, changes, current)
+        if data is not None:
+            wanted[consumer.name] = data
+    if not wanted:
+        return None
+    return Change(tracking.label, pk, repr_, action, changes, time.time(), current, wanted)
+
+
+# --------------------------------------------------------------------------- signals
 
 
 def _on_save(
@@ -132,19 +150,19 @@ def _on_save(
     update_fields: frozenset[str] | None,
     **kwargs: Any,
 ) -> None:
-    if raw:
-        return
     tracking = registry.tracking(sender)
-    current = context.current()
-    if current.enabled:
+    if raw or tracking is None:
+        return
+    write = outbox.state(connections[using]).write
+    if write is None or write.instance is not instance or not write.recorded:
         if created:
             changes = _every_value(tracking, instance, deleted=False)
         else:
             changes = diff(tracking, instance, update_fields)
-        if changes:
-            action = "create" if created else "update"
-            event = _event(tracking, instance.pk, _object_repr(instance), action, changes)
-            delivery.enqueue(using, event, current)
+        action = "create" if created else "update"
+        change = _change(tracking, instance, encode(instance.pk), None, action, changes)
+        if change is not None:
+            outbox.add(connections[using], change._replace(repr=_object_repr(instance)))
     if update_fields is None or created:
         snapshot(instance, tracking.attnames)
     else:
@@ -155,13 +173,18 @@ def _on_save(
 def _on_delete(
     sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
 ) -> None:
-    current = context.current()
-    if not current.enabled:
-        return
     tracking = registry.tracking(sender)
+    if tracking is None:
+        return
+    change = _delete_change(tracking, instance)
+    if change is not None:
+        outbox.add(connections[using], change)
+
+
+def _delete_change(tracking: registry.Tracking, instance: models.Model) -> Change | None:
     changes = _every_value(tracking, instance, deleted=True)
-    event = _event(tracking, instance.pk, _object_repr(instance), "delete", changes)
-    delivery.enqueue(using, event, current)
+    change = _change(tracking, instance, encode(instance.pk), None, "delete", changes)
+    return change and change._replace(repr=_object_repr(instance))
 
 
 def _m2m_receiver(model: type[models.Model], field: Any) -> Callable[..., None]:
@@ -178,10 +201,9 @@ def _m2m_receiver(model: type[models.Model], field: Any) -> Callable[..., None]:
         using: str,
         **kwargs: Any,
     ) -> None:
-        current = context.current()
-        if not current.enabled or (reverse and kwargs["model"] is not model):
-            return
-        if not reverse and not isinstance(instance, model):
+        if (reverse and kwargs["model"] is not model) or (
+            not reverse and not isinstance(instance, model)
+        ):
             return
         if action == "pre_clear":
             # clear() sends no keys: read them now, the only query auditq adds to a request.
@@ -203,59 +225,206 @@ def _m2m_receiver(model: type[models.Model], field: Any) -> Callable[..., None]:
         if not pk_set:
             return
         tracking = registry.tracking(model)
+        if tracking is None:
+            return
+        connection = connections[using]
         if reverse:
             for pk in encode(pk_set):
-                change = {"added": [], "removed": [], kind: [encode(instance.pk)]}
-                event = _event(tracking, pk, None, "update", {field.name: change})
-                delivery.enqueue(using, event, current)
+                changes = {field.name: {"added": [], "removed": [], kind: [encode(instance.pk)]}}
+                change = _change(tracking, None, pk, None, "update", changes)
+                if change is not None:
+                    outbox.add(connection, change)
         else:
-            change = {"added": [], "removed": [], kind: encode(set(pk_set))}
-            event = _event(
-                tracking, instance.pk, _object_repr(instance), "update", {field.name: change}
-            )
-            delivery.enqueue(using, event, current)
+            changes = {field.name: {"added": [], "removed": [], kind: encode(set(pk_set))}}
+            change = _change(tracking, instance, encode(instance.pk), None, "update", changes)
+            if change is not None:
+                outbox.add(connection, change._replace(repr=_object_repr(instance)))
 
     return receiver
 
 
+# --------------------------------------------------------------------------- the one-statement path
+
+
+def _statement_prefixes(model: type[models.Model], using: str) -> tuple[str, str, str]:
+    table = connections[using].ops.quote_name(model._meta.db_table)
+    return (f"INSERT INTO {table} ", f"UPDATE {table} SET ", f"DELETE FROM {table} WHERE ")
+
+
+def _save_statement_change(
+    tracking: registry.Tracking, instance: models.Model, update_fields: Any
+) -> Callable[[str], Change | None]:
+    """Build the change of a save from its statement (``I``nsert or ``U``pdate)."""
+
+    def build(verb: str) -> Change | None:
+        if verb == "U":
+            changes = diff(tracking, instance, update_fields)
+            change = _change(tracking, instance, encode(instance.pk), None, "update", changes)
+            return change and change._replace(repr=_object_repr(instance))
+        if instance.pk is not None:
+            changes = _every_value(tracking, instance, deleted=False)
+            change = _change(tracking, instance, encode(instance.pk), None, "create", changes)
+            return change and change._replace(repr=_object_repr(instance))
+        # The database assigns the key in this statement: write a slot where it goes
+        # (in the changes and in the repr, if the repr shows it); the SQL fills it in.
+        attname = instance._meta.pk.attname
+        instance.__dict__[attname] = PK_SLOT
+        try:
+            changes = _every_value(tracking, instance, deleted=False)
+            repr_ = _object_repr(instance)
+        finally:
+            instance.__dict__[attname] = None
+        change = _change(tracking, instance, PK_SLOT, None, "create", changes)
+        return change and change._replace(repr=repr_)
+
+    return build
+
+
 def _guard_save(save_base: Callable) -> Callable:
-    """Run an audited save outside a transaction inside one, with its outbox row.
+    """Give a tracked save its outbox row in the same transaction.
 
     In autocommit mode a plain ``save()`` commits before ``post_save`` is sent: without
-    this the change and its outbox row would commit separately, and a crash between
-    them would lose the change.
+    this the change and its outbox row would commit separately, and a crash between them
+    would lose the change. On PostgreSQL the row's own statement writes the outbox row
+    (one round trip, no transaction block); elsewhere the save runs in a transaction.
     """
 
     @functools.wraps(save_base)
     def guarded(self: models.Model, *args: Any, **kwargs: Any) -> Any:
-        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
-        _load_unknown(self, using)
+        model = type(self)
+        tracking = registry.tracking(model)
+        if tracking is None or kwargs.get("raw", args[0] if args else False):
+            return save_base(self, *args, **kwargs)
+        using = kwargs.get("using") or router.db_for_write(model, instance=self)
+        _load_unknown(self, using, tracking)
         connection = connections[using]
         if connection.in_atomic_block or not connection.get_autocommit():
             return save_base(self, *args, **kwargs)
-        with transaction.atomic(using=using, savepoint=False):
+        if not outbox.single_statement(connection) or model._meta.parents:
+            with transaction.atomic(using=using, savepoint=False):
+                return save_base(self, *args, **kwargs)
+        found = outbox.state(connection)
+        previous = found.write
+        found.write = outbox.Write(
+            self,
+            _statement_prefixes(model, using)[:2],
+            _save_statement_change(tracking, self, kwargs.get("update_fields")),
+        )
+        try:
             return save_base(self, *args, **kwargs)
+        finally:
+            found.write = previous
 
-    guarded.__auditq_guard__ = True  # type: ignore[attr-defined]
+    setattr(guarded, _GUARDED, True)
     return guarded
 
 
-def _load_unknown(instance: models.Model, using: str) -> None:
+@functools.cache
+def _deletes_alone(model: type[models.Model]) -> bool:
+    """Whether Django would delete ``model``'s rows one statement at a time, were it not
+    for auditq's own ``post_delete`` receiver (the collector's fast path)."""
+    meta = model._meta
+    return (
+        not meta.parents
+        and all(
+            related.field.remote_field.on_delete is DO_NOTHING
+            for related in cast(Iterable[Any], get_candidate_relations_to_delete(meta))
+        )
+        and not any(hasattr(field, "bulk_related_objects") for field in meta.private_fields)
+    )
+
+
+def _only_auditq_listens(model: type[models.Model]) -> bool:
+    try:
+        for signal in (pre_delete, post_delete):
+            sync, asynchronous = signal._live_receivers(model)
+            if any(receiver is not _on_delete for receiver in (*sync, *asynchronous)):
+                return False
+    except (AttributeError, TypeError, ValueError):  # another Django: be conservative
+        return False
+    return True
+
+
+def _guard_delete(delete: Callable) -> Callable:
+    """Delete a lone tracked instance in one statement, as Django does an untracked one.
+
+    Django's collector takes its one-statement path only for models without delete
+    signal receivers, so auditq's own ``post_delete`` receiver (needed for cascades)
+    would cost every tracked delete a transaction block.
+    """
+
+    @functools.wraps(delete)
+    def guarded(self: models.Model, using: str | None = None, keep_parents: bool = False) -> Any:
+        model = type(self)
+        tracking = registry.tracking(model)
+        if (
+            tracking is None
+            or keep_parents
+            or self.pk is None
+            or not _deletes_alone(model)
+            or not _only_auditq_listens(model)
+        ):
+            return delete(self, using=using, keep_parents=keep_parents)
+        using = using or router.db_for_write(model, instance=self)
+        connection = connections[using]
+        change = _delete_change(tracking, self)
+        if change is None:
+            count = _delete_row(model, self.pk, using)
+        elif outbox.single_statement(connection):
+            found = outbox.state(connection)
+            previous = found.write
+            prefix = _statement_prefixes(model, using)[2]
+            found.write = outbox.Write(self, (prefix,), lambda verb: change)
+            try:
+                count = _delete_row(model, self.pk, using)
+            finally:
+                found.write = previous
+        else:
+            alone = not connection.in_atomic_block and connection.get_autocommit()
+            with transaction.atomic(using=using, savepoint=False) if alone else nullcontext():
+                count = _delete_row(model, self.pk, using)
+                if count:
+                    outbox.add(connection, change)
+        setattr(self, model._meta.pk.attname, None)
+        return count, {model._meta.label: count}
+
+    setattr(guarded, _GUARDED, True)
+    return guarded
+
+
+def _delete_row(model: type[models.Model], pk: Any, using: str) -> int:
+    with transaction.mark_for_rollback_on_error(using):
+        return sql.DeleteQuery(model).delete_batch([pk], using)
+
+
+def _load_unknown(instance: models.Model, using: str, tracking: registry.Tracking) -> None:
     """Read the old values of fields that were deferred at load and have been set since.
 
     The only case where auditq reads before a save: the instance never had those values.
     """
     if instance._state.adding or instance.pk is None:
         return
-    model = type(instance)
-    if not registry.is_audited(model):
-        return
     values = instance.__dict__
     loaded = values.get(LOADED, {})
-    unknown = [a for a in registry.tracking(model).attnames if a in values and a not in loaded]
+    unknown = [a for a in tracking.attnames if a in values and a not in loaded]
     if unknown:
+        model = type(instance)
         row = model._base_manager.using(using).filter(pk=instance.pk).values(*unknown).first()
         loaded.update(row or {})
+
+
+def _guard_from_db(from_db: Callable) -> classmethod:
+    """Snapshot what an instance was loaded with (instances built in code need none)."""
+
+    def loaded(cls: type[models.Model], db: str, field_names: Any, values: Any) -> Any:
+        instance = from_db(cls, db, field_names, values)
+        tracking = registry.tracking(cls)
+        if tracking is not None:
+            snapshot(instance, tracking.attnames)
+        return instance
+
+    setattr(loaded, _GUARDED, True)
+    return classmethod(functools.wraps(from_db)(loaded))
 
 
 def _guard_refresh(refresh_from_db: Callable) -> Callable:
@@ -264,18 +433,17 @@ def _guard_refresh(refresh_from_db: Callable) -> Callable:
     @functools.wraps(refresh_from_db)
     def refreshed(self: models.Model, *args: Any, **kwargs: Any) -> Any:
         result = refresh_from_db(self, *args, **kwargs)
-        model = type(self)
-        if registry.is_audited(model):
-            snapshot(self, registry.tracking(model).attnames)
+        tracking = registry.tracking(type(self))
+        if tracking is not None:
+            snapshot(self, tracking.attnames)
         return result
 
     return refreshed
 
 
 def connect(model: type[models.Model]) -> None:
-    """Wire capture for one audited model (called from ``AppConfig.ready``)."""
+    """Wire capture for one tracked model (called from ``AppConfig.ready``)."""
     uid = f"auditq:{model._meta.label_lower}"
-    post_init.connect(_on_init, sender=model, dispatch_uid=uid, weak=False)
     post_save.connect(_on_save, sender=model, dispatch_uid=uid, weak=False)
     post_delete.connect(_on_delete, sender=model, dispatch_uid=uid, weak=False)
     for name in registry.m2m_names(model):
@@ -286,6 +454,8 @@ def connect(model: type[models.Model]) -> None:
             dispatch_uid=f"{uid}.{name}",
             weak=False,
         )
-    if not getattr(model.save_base, "__auditq_guard__", False):
+    if not getattr(model.save_base, _GUARDED, False):
         setattr(model, "save_base", _guard_save(model.save_base))  # noqa: B010
+        setattr(model, "delete", _guard_delete(model.delete))  # noqa: B010
         setattr(model, "refresh_from_db", _guard_refresh(model.refresh_from_db))  # noqa: B010
+        setattr(model, "from_db", _guard_from_db(cast(Any, model.from_db).__func__))  # noqa: B010

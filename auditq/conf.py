@@ -31,12 +31,16 @@ class Settings:
     TRUSTED_PROXIES: tuple[Network, ...] = ()
     """Proxies whose ``X-Forwarded-For`` header is believed; none by default."""
     RELAY_AFTER_SECONDS: float = 60.0
-    """Age at which an undelivered outbox row is published again by the relay."""
+    """Age at which a published but still undelivered outbox row is published again."""
     PUBLISH_TIMEOUT: float = 1.0
-    """Seconds a commit may wait for the broker (connect and send) before leaving the row
-    to the relay."""
+    """Seconds the relay waits for the broker (connect and send) before trying again."""
     RELAY_BATCH_SIZE: int = 500
-    """Outbox rows the relay publishes per database round trip."""
+    """Outbox rows the relay claims per database round trip and sends per message."""
+    RELAY_POLL_SECONDS: float = 0.2
+    """How often the relay looks for new rows when no notification woke it (PostgreSQL
+    notifies at each commit; other databases are polled at this pace)."""
+    RELAY_IN_WORKER: bool = True
+    """Run the relay thread in every Celery worker process."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -48,6 +52,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "RELAY_AFTER_SECONDS": (int, float),
     "PUBLISH_TIMEOUT": (int, float),
     "RELAY_BATCH_SIZE": (int,),
+    "RELAY_POLL_SECONDS": (int, float),
+    "RELAY_IN_WORKER": (bool,),
 }
 
 
@@ -67,7 +73,7 @@ def problems() -> list[tuple[str, str]]:
             found.append((f"AUDITQ has an unknown key {key!r}.", f"Known keys: {known}."))
             continue
         expected = _TYPES[key]
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
             names = " or ".join("None" if t is type(None) else t.__name__ for t in expected)
             found.append(
                 (
@@ -94,8 +100,9 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
                         'Use addresses or CIDR networks, e.g. ["10.0.0.0/8", "127.0.0.1"].',
                     )
                 ]
-    if key in ("RELAY_AFTER_SECONDS", "PUBLISH_TIMEOUT", "RELAY_BATCH_SIZE") and value <= 0:
-        return [(f"AUDITQ[{key!r}] must be greater than zero.", f"Got {value!r}.")]
+    positive = ("RELAY_AFTER_SECONDS", "PUBLISH_TIMEOUT", "RELAY_BATCH_SIZE", "RELAY_POLL_SECONDS")
+    if key in positive and not 0 < value < float("inf"):
+        return [(f"AUDITQ[{key!r}] must be a finite number greater than zero.", f"Got {value!r}.")]
     return []
 
 

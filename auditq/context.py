@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any
 
 from django.db import models
@@ -41,20 +40,9 @@ class AuditContext:
     enabled: bool = True
     """False inside ``disable_auditing()``: no audit entries are recorded."""
 
-    @cached_property
-    def payload(self) -> dict[str, Any]:
-        """The context as it travels in an outbox row, resolved once per context."""
-        actor_id, actor_repr = _resolve_actor(self.actor)
-        return {
-            "actor_id": actor_id,
-            "actor_repr": actor_repr,
-            "remote_addr": self.remote_addr,
-            "request_id": self.request_id,
-            "extra": dict(self.extra),
-        }
 
-
-def _resolve_actor(actor: Any) -> tuple[Any, str]:
+def resolve_actor(actor: Any) -> tuple[Any, str]:
+    """Return the actor's JSON-safe key and its text, ``(None, "")`` for nobody."""
     if actor is None or not getattr(actor, "is_authenticated", True):
         return None, ""
     if isinstance(actor, models.Model) or hasattr(actor, "_meta"):

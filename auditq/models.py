@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
+
+from auditq.events import Event, loads
+
+if TYPE_CHECKING:
+    from auditq.diffs import DiffRow
 
 
 class AuditEntryQuerySet(models.QuerySet):
@@ -90,6 +94,20 @@ class AuditEntry(models.Model):
         """The names of the fields this entry changed."""
         return list(self.changes)
 
+    @property
+    def summary(self) -> str:
+        """What happened, as a person says it: ``"Donation #53 changed by admin"``."""
+        from auditq.diffs import title
+
+        return title(self)
+
+    def get_diff_display(self) -> list[DiffRow]:
+        """Return the changes as rows a person reads: verbose field names, choice labels,
+        and related objects' names (one query per related model)."""
+        from auditq.diffs import diff_rows
+
+        return diff_rows(self)
+
     def get_changes_display(self) -> list[tuple[str, Any, Any]]:
         """Return ``(field, old, new)`` rows; many-to-many rows hold removed and added keys."""
         rows = []
@@ -105,7 +123,7 @@ class Outbox(models.Model):
     """One committed transaction's changes, waiting for a worker to record them."""
 
     id = models.BigAutoField(primary_key=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
     relayed_at = models.DateTimeField(null=True, blank=True)
     payload = models.TextField(help_text="The transaction's events, as JSON text.")
 
@@ -117,6 +135,6 @@ class Outbox(models.Model):
         return f"outbox row {self.pk}"
 
     @property
-    def events(self) -> list[dict[str, Any]]:
-        """The transaction's events, decoded."""
-        return json.loads(self.payload)["events"]
+    def events(self) -> list[Event]:
+        """The transaction's events, decoded (see :mod:`auditq.events`)."""
+        return loads(self.payload)

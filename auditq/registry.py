@@ -1,18 +1,62 @@
-"""What ``@audited`` registered, validated and resolved once the app registry is ready.
+"""What was registered: ``@audited`` options and the consumers of the change stream.
 
-The decorators only record options here; :func:`tracking` turns them into the field
-lists that capture uses on every save, cached per model.
+The decorators only record options here; :func:`tracking` turns them into what capture
+needs on every save of a *tracked* model (one that some consumer wants changes of),
+cached per model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cache
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.db import models
+from django.db.models import Model
 
 from auditq import conf
+
+if TYPE_CHECKING:
+    from auditq.context import AuditContext
+    from auditq.events import Event
+
+
+class Consumer(Protocol):
+    """One consumer of the change stream (audit entries, callbacks, counters, ...).
+
+    A consumer says which models it tracks, picks on the request path what it wants
+    from each change (in memory, no I/O), and records what it asked for in the worker.
+    Adding a consumer touches no other consumer: capture asks each one in turn and the
+    worker hands each one only the events it asked for.
+    """
+
+    name: str
+    """The consumer's key in ``Change.consumers``: short and stable (it is stored)."""
+
+    def models(self) -> Iterable[type[Model]]:
+        """The models whose changes this consumer wants (they become tracked)."""
+
+    def capture(
+        self,
+        instance: Model | None,
+        action: str,
+        changes: Mapping[str, Any],
+        context: AuditContext,
+    ) -> Any:
+        """Return JSON-safe data to carry with this change, or ``None`` to skip it.
+
+        Runs on the request path for every change of a tracked model: no queries.
+        ``instance`` is ``None`` for many-to-many changes seen from the other side.
+        """
+
+    def record(self, events: Sequence[Event], using: str) -> None:
+        """Apply ``events`` inside the worker's transaction that consumes their outbox rows.
+
+        Runs once per delivery of the rows; the transaction commits with the rows'
+        removal, so a redelivered message finds nothing left to do.
+        """
 
 
 @dataclass(frozen=True)
@@ -51,15 +95,46 @@ class Tracking:
     """The attnames of ``fields``, for snapshots."""
     m2m: tuple[TrackedField, ...]
     """Many-to-many fields recorded as added / removed keys."""
+    consumers: tuple[Consumer, ...]
+    """The consumers that want this model's changes."""
 
 
 _audited: dict[type[models.Model], AuditOptions] = {}
+_consumers: dict[str, Consumer] = {}
+
+ALL_FIELDS = AuditOptions(fields=None, exclude=(), mask=())
+"""What a tracked model that is not ``@audited`` records: every field, default masks."""
 
 
 def register(model: type[models.Model], options: AuditOptions) -> None:
     """Record that ``model`` is audited with ``options``."""
     _audited[model] = options
     clear_caches()
+
+
+def add_consumer(consumer: Consumer) -> None:
+    """Register a consumer of the change stream (replacing one of the same name)."""
+    _consumers[consumer.name] = consumer
+    clear_caches()
+
+
+def remove_consumer(name: str) -> None:
+    """Unregister a consumer (tests)."""
+    _consumers.pop(name, None)
+    clear_caches()
+
+
+def consumers() -> list[Consumer]:
+    """Every registered consumer, in registration order."""
+    return list(_consumers.values())
+
+
+def tracked_models() -> list[type[models.Model]]:
+    """Every model some consumer wants changes of, audited models first."""
+    found = dict.fromkeys(_audited)
+    for consumer in _consumers.values():
+        found.update(dict.fromkeys(consumer.models()))
+    return list(found)
 
 
 def audited_models() -> dict[type[models.Model], AuditOptions]:
@@ -74,7 +149,7 @@ def is_audited(model: type[models.Model]) -> bool:
 
 def m2m_names(model: type[models.Model]) -> list[str]:
     """Return the names of ``model``'s recorded many-to-many fields (settings not needed)."""
-    options = _audited[model]
+    options = _audited.get(model, ALL_FIELDS)
     return [
         f.name
         for f in model._meta.many_to_many
@@ -112,9 +187,12 @@ def _masked(name: str, options: AuditOptions, patterns: tuple[str, ...]) -> bool
 
 
 @cache
-def tracking(model: type[models.Model]) -> Tracking:
-    """Resolve ``model``'s options into the fields capture records."""
-    options = _audited[model]
+def tracking(model: type[models.Model]) -> Tracking | None:
+    """Resolve what capture does for ``model``; ``None`` when no consumer tracks it."""
+    wanting = tuple(c for c in _consumers.values() if model in tuple(c.models()))
+    if not wanting:
+        return None
+    options = _audited.get(model, ALL_FIELDS)
     patterns = conf.DEFAULT_MASKED_FIELDS + conf.get().MASKED_FIELDS
     chosen = [
         field
@@ -131,6 +209,7 @@ def tracking(model: type[models.Model]) -> Tracking:
         fields=concrete,
         attnames=frozenset(t.attname for t in concrete),
         m2m=tuple(t for t, many in resolved if many),
+        consumers=wanting,
     )
 
 

@@ -1,11 +1,14 @@
-"""Celery tasks. Their arguments are plain JSON data: outbox row keys, never instances."""
+"""Celery tasks and worker hooks. Task arguments are plain JSON data: outbox row keys."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 
-from auditq import delivery
+from auditq import recording, relay
 
 
 @shared_task(
@@ -18,17 +21,33 @@ from auditq import delivery
     retry_backoff=True,
     retry_backoff_max=300,
     max_retries=10,
+    serializer="json",
 )
 def deliver(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS) -> int:
-    """Record the changes held in ``outbox_ids``; return how many entries were written.
+    """Hand the changes held in ``outbox_ids`` to their consumers; return how many.
 
     Late acknowledgement: a worker that dies mid-task leaves the message to be redelivered,
-    and the outbox row to the relay; both are harmless when the row is already recorded.
+    and the outbox rows to the relay; both are harmless once the rows are consumed.
     """
-    return sum(delivery.consume(outbox_id, using) for outbox_id in outbox_ids)
+    return recording.consume(outbox_ids, using)
 
 
-@shared_task(name="auditq.tasks.relay", ignore_result=True, store_errors_even_if_ignored=True)
-def relay(using: str = DEFAULT_DB_ALIAS) -> int:
-    """Publish again the outbox rows older than ``RELAY_AFTER_SECONDS`` (run it with beat)."""
-    return delivery.relay(using=using)
+@shared_task(
+    name="auditq.tasks.relay",
+    ignore_result=True,
+    store_errors_even_if_ignored=True,
+    serializer="json",
+)
+def relay_task(using: str = DEFAULT_DB_ALIAS) -> int:
+    """Publish again the rows undelivered for ``RELAY_AFTER_SECONDS`` (a beat safety net)."""
+    return relay.relay(using=using)
+
+
+@worker_ready.connect
+def _start_relay(sender: Any = None, **kwargs: Any) -> None:
+    relay.start_in_worker(sender.app)
+
+
+@worker_shutdown.connect
+def _stop_relay(sender: Any = None, **kwargs: Any) -> None:
+    relay.stop_in_worker()

@@ -22,7 +22,6 @@ import pytest
 from celery import Celery
 from django.db import connection
 
-from auditq import delivery
 from tests.celery_app import app as celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,10 +123,8 @@ def broker(redis_server: RedisServer) -> Iterator[RedisServer]:
     saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
     celery_app.conf.task_always_eager = False
     celery_app.conf.broker_url = redis_server.url
-    delivery.reset_producers()
     yield redis_server
     celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
-    delivery.reset_producers()
 
 
 class Worker:
@@ -246,32 +243,12 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 @pytest.fixture
-def published() -> Iterator[Callable[[], list]]:
-    """Publish to Celery's in-memory broker instead of running tasks eagerly.
+def undelivered() -> Iterator[None]:
+    """Leave committed changes in the outbox instead of recording them eagerly.
 
-    Yields ``sent()``, which waits for this process's publisher and returns the
-    ``(outbox_ids, using)`` messages sent so far: the request path alone, with no worker
-    and nothing recorded.
+    The request path alone: outbox rows are written, nothing consumes them.
     """
-    sent: list = []
-    original = delivery.publish
-
-    def spy(outbox_ids, using="default", app=None):
-        assert app in (None, celery_app), f"published with the wrong Celery app: {app}"
-        sent.append((list(outbox_ids), using))
-        original(outbox_ids, using, app)
-
-    def flushed() -> list:
-        assert delivery.flush(timeout=10)
-        return sent
-
-    saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
+    saved = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = False
-    celery_app.conf.broker_url = "memory://"
-    delivery.reset_producers()
-    delivery.publish = spy
-    yield flushed
-    assert delivery.flush(timeout=10)
-    delivery.publish = original
-    celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
-    delivery.reset_producers()
+    yield
+    celery_app.conf.task_always_eager = saved

@@ -93,7 +93,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = os.environ.get("AUDITQ_TEST_EAGER", "1") == "1"
 
-AUDITQ = {"QUEUE": os.environ.get("AUDITQ_TEST_QUEUE", "auditq-tests"), "PUBLISH_TIMEOUT": 0.5}
+AUDITQ = {
+    "QUEUE": os.environ.get("AUDITQ_TEST_QUEUE", "auditq-tests"),
+    "PUBLISH_TIMEOUT": 0.5,
+    # Worker processes of the integration tests may be told to poll slowly (to show that
+    # PostgreSQL's notification wakes them) or to leave relaying to the test.
+    "RELAY_POLL_SECONDS": float(os.environ.get("AUDITQ_TEST_RELAY_POLL_SECONDS", "0.2")),
+    "RELAY_IN_WORKER": os.environ.get("AUDITQ_TEST_RELAY_IN_WORKER", "1") == "1",
+}
 
 LOGGING = {
     "version": 1,

@@ -6,7 +6,7 @@ import sys
 import pytest
 from django.core.management import CommandError, call_command
 
-from auditq import delivery
+from auditq import relay
 from auditq.models import Outbox
 from tests.celery_app import app as celery_app
 from tests.conftest import ROOT
@@ -15,21 +15,27 @@ from tests.testapp.models import Document
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_relay_publishes_rows_older_than_asked(published):
+def test_relay_publishes_rows_older_than_asked(undelivered, monkeypatch, capsys):
+    sent = []
+    monkeypatch.setattr(relay, "publish", lambda ids, *args, **kwargs: sent.append(ids))
     Document.objects.create(title="x")
-    published().clear()
 
     call_command("auditq_relay", "--older-than", "3600")
-    assert published() == []
+    assert sent == []
 
     call_command("auditq_relay", "--older-than", "0")
-    assert published() == [([Outbox.objects.get().pk], "default")]
+    assert sent == [[Outbox.objects.get().pk]]
+    assert capsys.readouterr().out.splitlines()[-1] == "Published 1 of 1 undelivered outbox rows."
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--older-than", "-1"], "--older-than must be zero or more seconds"),
+        (["--older-than", "-1"], "'-1' must be a finite number of seconds"),
+        (["--older-than", "nan"], "'nan' must be a finite number of seconds"),
+        (["--older-than", "inf"], "'inf' must be a finite number of seconds"),
+        (["--older-than", "1e12"], "'1e12' must be a finite number of seconds"),
+        (["--older-than", "soon"], "'soon' is not a number of seconds"),
         (["--database", "nope"], "Unknown database alias 'nope'"),
     ],
 )
@@ -38,20 +44,22 @@ def test_relay_rejects_bad_input(arguments, message):
         call_command("auditq_relay", *arguments)
 
 
-def test_relay_reports_an_unreachable_broker(published):
+def test_relay_reports_an_unreachable_broker_and_keeps_the_rows_due(undelivered):
     Document.objects.create(title="x")
-    published()
+    saved = celery_app.conf.broker_url
     celery_app.conf.broker_url = "redis://127.0.0.1:1/0"
-    delivery.reset_producers()
+    try:
+        with pytest.raises(CommandError, match=r"broker is unavailable.*nothing was lost"):
+            call_command("auditq_relay", "--older-than", "0")
+    finally:
+        celery_app.conf.broker_url = saved
+    assert list(Outbox.objects.values_list("relayed_at", flat=True)) == [None]
 
-    with pytest.raises(CommandError, match=r"broker is unavailable.*nothing was lost"):
-        call_command("auditq_relay", "--older-than", "0")
-    assert Outbox.objects.count() == 1
 
-
-def test_bad_input_exits_non_zero_without_a_traceback():
+@pytest.mark.parametrize("value", ["nope", "nan", "1e12"])
+def test_bad_input_exits_non_zero_without_a_traceback(value):
     result = subprocess.run(
-        [sys.executable, "-m", "django", "auditq_relay", "--older-than", "nope"],
+        [sys.executable, "-m", "django", "auditq_relay", "--older-than", value],
         cwd=ROOT,
         env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT), "PATH": ""},
         capture_output=True,
@@ -60,5 +68,5 @@ def test_bad_input_exits_non_zero_without_a_traceback():
     )
 
     assert result.returncode != 0
-    assert "invalid float value: 'nope'" in result.stderr
+    assert f"argument --older-than: '{value}'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,7 +1,8 @@
-"""Save one Document in autocommit mode and die with SIGKILL at a chosen moment.
+"""Save one Document and die with SIGKILL at a chosen moment.
 
-``before-commit``: after the INSERT, inside the transaction auditq opened around the save.
-``after-commit``: after the COMMIT, before the message is published.
+``in-transaction``: inside ``atomic()``, after the INSERT, before the COMMIT.
+``after-commit``: a bare autocommit save, killed the moment it returns (committed; on
+PostgreSQL the INSERT itself wrote the outbox row; nothing was published by this process).
 """
 
 import os
@@ -14,7 +15,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 django.setup()
 
 from django.db import transaction  # noqa: E402
-from django.db.models.signals import post_save  # noqa: E402
 
 from tests.testapp.models import Document  # noqa: E402
 
@@ -23,11 +23,10 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def on_save(**kwargs) -> None:
-    if sys.argv[1] == "before-commit":
+if sys.argv[1] == "in-transaction":
+    with transaction.atomic():
+        Document.objects.create(title="crash in transaction")
         die()
-    transaction.on_commit(die)
-
-
-post_save.connect(on_save, sender=Document, weak=False)
-Document.objects.create(title=f"crash {sys.argv[1]}")
+else:
+    Document.objects.create(title="crash after commit")
+    die()

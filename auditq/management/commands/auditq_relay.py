@@ -1,24 +1,39 @@
 from __future__ import annotations
 
+import argparse
+import math
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from auditq import delivery
+from auditq import relay
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0 or value > 10 * 365 * 86400:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a finite number of seconds, from 0 to ten years"
+        )
+    return value
 
 
 class Command(BaseCommand):
     help = (
         "Publish again the changes that committed but never reached a worker (outbox rows "
-        "older than AUDITQ['RELAY_AFTER_SECONDS']). Safe to run at any time, and at once "
-        "with workers: delivery is idempotent."
+        "older than AUDITQ['RELAY_AFTER_SECONDS']). Workers relay new rows by themselves; "
+        "this is for operators and for beat. Safe to run at any time: delivery is idempotent."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--older-than",
-            type=float,
+            type=seconds,
             default=None,
             metavar="SECONDS",
             help="Relay rows at least this old (default: RELAY_AFTER_SECONDS; 0 relays all).",
@@ -26,13 +41,14 @@ class Command(BaseCommand):
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias.")
 
     def handle(self, *args: Any, older_than: float | None, database: str, **options: Any) -> None:
-        if older_than is not None and older_than < 0:
-            raise CommandError("--older-than must be zero or more seconds.")
         if database not in connections:
             raise CommandError(f"Unknown database alias {database!r}.")
-        waiting, _ = delivery.backlog(database)
+        waiting, _ = relay.backlog(database)
         try:
-            published = delivery.relay(older_than=older_than, using=database)
-        except delivery.BrokerUnavailable as exc:
-            raise CommandError(f"The broker is unavailable ({exc}); nothing was lost.") from exc
+            published = relay.relay(older_than=older_than, using=database)
+        except relay.BrokerUnavailable as exc:
+            raise CommandError(
+                f"The broker is unavailable ({exc}); nothing was lost: the rows stay in the "
+                "outbox and the workers' relay delivers them once the broker is back."
+            ) from exc
         self.stdout.write(f"Published {published} of {waiting} undelivered outbox rows.")

@@ -1,0 +1,173 @@
+"""THE shape of a change as it travels: request path -> outbox row -> broker -> consumers.
+
+This module is the one owner of that shape. The request path builds :class:`Change`
+records in memory (cheap: a tuple each) and :func:`dumps` writes one transaction's changes
+as one JSON text, the outbox row's payload. The worker turns a payload back into
+:class:`Event` objects with :func:`loads`, which refuses a payload of another version
+rather than guess at it.
+
+Event ids are not drawn on the request path: each payload carries one random 128-bit
+``batch`` key, and event *i* of the payload gets that key with *i* mixed into its low 32
+bits (a version-4 UUID). The id is therefore fixed once the row is written (redelivery
+sees the same ids), unique across payloads, and costs the request one ``os.urandom`` per
+transaction instead of one ``uuid4()`` (3 µs) per change.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from auditq.context import AuditContext, resolve_actor
+
+VERSION = 2
+"""Bumped whenever the payload changes shape; a worker refuses other versions."""
+
+PK_SLOT = "@auditq:pk@"
+"""Stands for a primary key the database has not assigned yet; the statement that assigns
+it replaces the slot (the JSON string ``"@auditq:pk@"`` by the key's JSON, and the slot
+inside a repr by the key's text) as it writes the outbox row."""
+
+
+class PayloadError(ValueError):
+    """An outbox payload this version of auditq cannot read."""
+
+
+class Change(NamedTuple):
+    """One captured change, in memory on the request path.
+
+    A named tuple rather than a dataclass: one is built per save, and a tuple is built
+    three times faster and is written to JSON as a compact array.
+    """
+
+    model: str
+    """``app_label.modelname`` of the changed object."""
+    pk: Any
+    """The object's primary key, JSON-safe (:data:`PK_SLOT` until the database assigns it)."""
+    repr: str | None
+    """``str(obj)`` at change time; ``None`` lets the worker look it up."""
+    action: str
+    """``"create"``, ``"update"`` or ``"delete"``."""
+    changes: dict[str, Any]
+    """``{field: [old, new]}``, masked and JSON-safe; many-to-many ``{"added", "removed"}``."""
+    at: float
+    """When the change was made (Unix time)."""
+    context: AuditContext
+    """Who made it, from where and why."""
+    consumers: dict[str, Any]
+    """What each interested consumer wants from this change, by consumer name."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change as a consumer receives it in the worker."""
+
+    id: uuid.UUID
+    """The change's idempotency key (``AuditEntry.event_id``)."""
+    model: str
+    """``app_label.modelname`` of the changed object."""
+    pk: Any
+    """The object's primary key, as JSON data."""
+    repr: str | None
+    """``str(obj)`` at change time, or ``None`` when it was not taken."""
+    action: str
+    """``"create"``, ``"update"`` or ``"delete"``."""
+    changes: Mapping[str, Any]
+    """``{field: [old, new]}``, as ``AuditEntry.changes`` stores it."""
+    occurred_at: datetime.datetime
+    """When the change was made on the request path."""
+    context: Mapping[str, Any]
+    """``actor_id``, ``actor_repr``, ``remote_addr``, ``request_id`` and ``extra``."""
+    consumers: Mapping[str, Any]
+    """What each interested consumer wants from this change, by consumer name."""
+
+
+def _context_row(context: AuditContext) -> dict[str, Any]:
+    actor_id, actor_repr = resolve_actor(context.actor)
+    return {
+        "actor_id": actor_id,
+        "actor_repr": actor_repr,
+        "remote_addr": context.remote_addr,
+        "request_id": context.request_id,
+        "extra": dict(context.extra),
+    }
+
+
+def dumps(changes: Sequence[Change]) -> str:
+    """Write one transaction's changes as an outbox payload (JSON text)."""
+    contexts: list[dict[str, Any]] = []
+    index: dict[int, int] = {}
+    rows = []
+    for change in changes:
+        key = id(change.context)
+        if key not in index:
+            index[key] = len(contexts)
+            contexts.append(_context_row(change.context))
+        rows.append(
+            (
+                change.model,
+                change.pk,
+                change.repr,
+                change.action,
+                change.changes,
+                change.at,
+                index[key],
+                change.consumers,
+            )
+        )
+    batch = os.urandom(16).hex()
+    return json.dumps(
+        {"v": VERSION, "batch": batch, "contexts": contexts, "events": rows},
+        separators=(",", ":"),
+    )
+
+
+def _event_id(batch: int, index: int) -> uuid.UUID:
+    # The index lands in the low 32 bits, clear of the version and variant bits.
+    return uuid.UUID(int=batch ^ index, version=4)
+
+
+def loads(payload: str) -> list[Event]:
+    """Read an outbox payload back into events.
+
+    Raises:
+        PayloadError: the text is not a payload of this version.
+    """
+    try:
+        data = json.loads(payload)
+        version = data.get("v") if isinstance(data, dict) else None
+    except ValueError as exc:
+        raise PayloadError(f"the outbox payload is not JSON: {exc}") from exc
+    if version != VERSION:
+        raise PayloadError(
+            f"the outbox payload has version {version!r}; this auditq reads version {VERSION}. "
+            "Deploy the same auditq version to web processes and workers."
+        )
+    batch = int(data["batch"], 16)
+    contexts = data["contexts"]
+    return [
+        Event(
+            id=_event_id(batch, number),
+            model=model,
+            pk=pk,
+            repr=repr_,
+            action=action,
+            changes=changes,
+            occurred_at=datetime.datetime.fromtimestamp(at, tz=datetime.UTC),
+            context=contexts[context],
+            consumers=consumers,
+        )
+        for number, (model, pk, repr_, action, changes, at, context, consumers) in enumerate(
+            data["events"]
+        )
+    ]
+
+
+def wanted_by(events: Iterable[Event], consumer: str) -> list[Event]:
+    """The events that ``consumer`` asked for."""
+    return [event for event in events if consumer in event.consumers]

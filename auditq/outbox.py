@@ -1,0 +1,200 @@
+"""The transaction's one outbox row: written with the change, never without it.
+
+Two ways in, chosen per change:
+
+* **Inside a transaction** (``atomic()``, or a save auditq wraps in one): each change is
+  held in memory as an ``on_commit`` marker, so Django's own savepoint bookkeeping drops
+  the changes of a rolled-back savepoint. Just before the outermost transaction commits,
+  a hook on the connection writes the surviving changes as one row. On PostgreSQL the row
+  travels in the same round trip as the ``COMMIT`` (``SELECT auditq_outbox_put(...);
+  COMMIT``), so a transaction of any size costs one statement more, not one round trip.
+* **A lone autocommit statement on PostgreSQL** (a bare ``save()`` or ``delete()`` in a
+  view): the statement itself writes the row, through ``RETURNING
+  auditq_outbox_put(...)``. The change and its row commit together in one round trip,
+  and the row exists only if the statement really changed a row.
+
+``auditq_outbox_put`` also sends ``NOTIFY auditq_outbox``, which wakes the relay in the
+workers at once (see :mod:`auditq.relay`); other databases are polled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db import DatabaseError
+from django.utils import timezone
+
+from auditq import events
+from auditq.events import Change
+
+logger = logging.getLogger("auditq")
+
+PUT = "auditq_outbox_put"
+"""The PostgreSQL function that writes one outbox row and wakes the relay."""
+STATE = "_auditq_outbox"
+
+
+class Pending:
+    """A change waiting in ``connection.run_on_commit`` for its transaction to commit."""
+
+    __slots__ = ("change",)
+
+    def __init__(self, change: Change) -> None:
+        self.change = change
+
+    def __call__(self) -> None:
+        """Do nothing: the commit hook has already written the change to the outbox."""
+
+
+class Write:
+    """A save or delete of a tracked row in flight on a connection.
+
+    The execute wrapper gives the row's own statement its outbox row (``RETURNING``) when
+    the statement is a transaction of its own.
+    """
+
+    __slots__ = ("change", "instance", "prefixes", "recorded", "update_fields")
+
+    def __init__(
+        self,
+        instance: Any,
+        prefixes: tuple[str, ...],
+        change: Callable[[str], Change | None],
+        update_fields: Any = None,
+    ) -> None:
+        self.instance = instance
+        self.prefixes = prefixes
+        """SQL prefixes of the statements that write the row (``INSERT INTO "t"`` ...)."""
+        self.change = change
+        """Builds the change for a statement, by its first letter (``I``, ``U``, ``D``)."""
+        self.update_fields = update_fields
+        self.recorded = False
+        """Set once a statement carried the change: nothing more to capture for it."""
+
+
+class State:
+    """auditq's hooks on one database connection."""
+
+    __slots__ = ("write",)
+
+    def __init__(self) -> None:
+        self.write: Write | None = None
+
+
+def state(connection: Any) -> State:
+    """Return the connection's auditq state, installing the hooks on first use."""
+    found = connection.__dict__.get(STATE)
+    if found is None:
+        found = connection.__dict__[STATE] = State()
+        _install(connection, found)
+    return found
+
+
+def single_statement(connection: Any) -> bool:
+    """Whether the next statement on ``connection`` is a transaction of its own that can
+    write its own outbox row (PostgreSQL in autocommit mode)."""
+    return (
+        connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and connection.get_autocommit()
+    )
+
+
+def add(connection: Any, change: Change) -> Pending:
+    """Hold ``change`` until the transaction on ``connection`` commits; drop it on rollback.
+
+    Returns the marker, whose ``change`` the caller may still complete (a key the
+    database assigned) before the commit.
+    """
+    state(connection)
+    pending = Pending(change)
+    if connection.in_atomic_block:
+        connection.on_commit(pending)
+    else:
+        # Only reached when a change is made outside any atomic block: Django wraps
+        # deletes and many-to-many changes and auditq wraps saves, so this is manual
+        # transaction management; the row joins whatever transaction is open.
+        _write(connection, [pending], commit=False)
+        _committed(connection)
+    return pending
+
+
+def _install(connection: Any, found: State) -> None:
+    commit = connection.commit
+
+    def commit_with_outbox() -> None:
+        if not connection.in_atomic_block and connection.run_on_commit:
+            pendings = [f for _, f, _ in connection.run_on_commit if type(f) is Pending]
+            if pendings:
+                try:
+                    # On PostgreSQL the COMMIT goes with the row; Django's own commit
+                    # then finds nothing left to commit.
+                    _write(connection, pendings, commit=True)
+                except DatabaseError:
+                    raise
+                except Exception as exc:
+                    # Django rolls a failed commit back only on DatabaseError: anything
+                    # else would leave the transaction open. Rolled back, not lost: the
+                    # caller sees the error.
+                    raise DatabaseError(f"auditq could not write its outbox row: {exc!r}") from exc
+                connection.run_on_commit.append((set(), lambda: _committed(connection), False))
+        commit()
+
+    def execute(run: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
+        write = found.write
+        if write is None or many or write.recorded or not sql.startswith(write.prefixes):
+            return run(sql, params, many, context)
+        if not single_statement(connection):
+            return run(sql, params, many, context)
+        change = write.change(sql[0])
+        if change is None:
+            return run(sql, params, many, context)
+        sql, params = _with_put(sql, params, change, write.instance)
+        result = run(sql, params, many, context)
+        # An UPDATE that matched no row wrote no outbox row: Django may INSERT next.
+        write.recorded = context["cursor"].rowcount > 0
+        if write.recorded:
+            _committed(connection)
+        return result
+
+    connection.commit = commit_with_outbox
+    connection.execute_wrappers.append(execute)
+
+
+def _with_put(sql: str, params: Any, change: Change, instance: Any) -> tuple[str, Any]:
+    """Make a row's own statement write its outbox row (PostgreSQL)."""
+    params = [*(params or ()), events.dumps([change])]
+    if change.pk == events.PK_SLOT:
+        # The database assigns the key in this very statement: splice it into the payload.
+        meta = instance._meta
+        key = f'"{meta.db_table}"."{meta.pk.column}"'
+        call = f"{PUT}(replace(replace(%s, %s, to_json({key})::text), %s, {key}::text))"
+        params += [json.dumps(events.PK_SLOT), events.PK_SLOT]
+    else:
+        call = f"{PUT}(%s)"
+    if sql.startswith("INSERT") and " RETURNING " in sql:
+        return f"{sql}, {call}", params
+    return f"{sql} RETURNING {call}", params
+
+
+def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> None:
+    """Write one outbox row holding ``pendings`` (and, on PostgreSQL, commit with it)."""
+    payload = events.dumps([p.change for p in pendings])
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SELECT {PUT}(%s)" + ("; COMMIT" if commit else ""), [payload])
+            return
+        from auditq.models import Outbox
+
+        table = connection.ops.quote_name(Outbox._meta.db_table)
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        cursor.execute(f"INSERT INTO {table} (created_at, payload) VALUES (%s, %s)", [now, payload])
+
+
+def _committed(connection: Any) -> None:
+    from auditq import relay
+
+    relay.committed(connection.alias)

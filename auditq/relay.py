@@ -1,0 +1,297 @@
+"""Committed outbox rows -> broker messages, from the workers; web processes publish nothing.
+
+Every Celery worker process runs a relay thread (started by the ``worker_ready`` signal).
+On PostgreSQL it ``LISTEN``s on ``auditq_outbox``, which the outbox function notifies at
+each commit, so a new row is picked up at once; elsewhere it polls every
+``RELAY_POLL_SECONDS``. It claims rows (``FOR UPDATE SKIP LOCKED``: several workers share
+the work), commits the claim, and only then publishes their keys, up to
+``RELAY_BATCH_SIZE`` rows per message, so many small transactions become few messages. A
+row whose publish fails is released at once; a claimed row that is still undelivered
+``RELAY_AFTER_SECONDS`` later (its message lost with a broker or a worker) is published
+again. Delivering a row twice is harmless (see :mod:`auditq.recording`).
+
+``auditq_relay`` and the ``auditq.tasks.relay`` periodic task run the same claim-and-publish
+once, for operators and for projects whose workers cannot hold a database connection open.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import current_app
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from auditq import conf
+
+logger = logging.getLogger("auditq")
+
+CHANNEL = "auditq_outbox"
+DELIVER = "auditq.tasks.deliver"
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be reached or did not answer within ``PUBLISH_TIMEOUT``."""
+
+
+def committed(using: str) -> None:
+    """Called after a transaction wrote outbox rows: deliver at once when tasks run eagerly.
+
+    In production this does nothing (the relay in the workers wakes by itself); with
+    ``task_always_eager`` (tests, scripts) the rows are recorded in this process.
+    """
+    app = current_app._get_current_object()
+    if app.conf.task_always_eager:
+        from auditq import recording
+
+        recording.consume_waiting(using)
+
+
+def broker_connection(app: Any) -> Any:
+    """A new broker connection for publishing, with ``PUBLISH_TIMEOUT`` on every socket."""
+    timeout = conf.get().PUBLISH_TIMEOUT
+    options = {
+        **(app.conf.broker_transport_options or {}),
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    return app.connection_for_write(connect_timeout=timeout, transport_options=options)
+
+
+def publish(
+    outbox_ids: list[int],
+    using: str = DEFAULT_DB_ALIAS,
+    app: Any = None,
+    connection: Any = None,
+) -> None:
+    """Send one message asking a worker to deliver ``outbox_ids``.
+
+    Args:
+        outbox_ids: keys of committed outbox rows.
+        using: the database alias the rows live in.
+        app: the Celery app to publish with; default the current app.
+        connection: a broker connection to reuse; default a new one, closed after.
+
+    Raises:
+        BrokerUnavailable: the broker refused, failed or timed out.
+    """
+    app = app or current_app._get_current_object()
+    try:
+        if connection is None:
+            with broker_connection(app) as fresh:
+                _send(app, fresh, outbox_ids, using)
+        else:
+            _send(app, connection, outbox_ids, using)
+    except Exception as exc:
+        raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _send(app: Any, connection: Any, outbox_ids: list[int], using: str) -> None:
+    # JSON whatever the project's task_serializer: payloads are keys, never pickles.
+    app.send_task(
+        DELIVER,
+        (outbox_ids, using),
+        connection=connection,
+        queue=conf.get().QUEUE,
+        serializer="json",
+        retry=False,
+    )
+
+
+def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) -> list[int]:
+    """Mark up to ``limit`` rows as published now and return their keys (committed).
+
+    ``fresh``: rows never published; otherwise rows older than ``cutoff`` whose last
+    publish is older than ``cutoff`` too.
+    """
+    from auditq.models import Outbox
+
+    rows = Outbox.objects.using(using)
+    if fresh:
+        due = rows.filter(relayed_at__isnull=True)
+    else:
+        due = rows.filter(created_at__lte=cutoff).filter(
+            Q(relayed_at__isnull=True) | Q(relayed_at__lte=cutoff)
+        )
+    with transaction.atomic(using=using):
+        ids = list(
+            due.select_for_update(skip_locked=True)
+            .order_by("id")
+            .values_list("id", flat=True)[:limit]
+        )
+        if ids:
+            rows.filter(id__in=ids).update(relayed_at=timezone.now())
+    return ids
+
+
+def _release(using: str, outbox_ids: list[int]) -> None:
+    """A publish failed: make the rows due again at once, not after a relay period."""
+    from auditq.models import Outbox
+
+    Outbox.objects.using(using).filter(id__in=outbox_ids).update(relayed_at=None)
+
+
+def _publish_claimed(using: str, ids: list[int], app: Any, connection: Any = None) -> None:
+    try:
+        publish(ids, using, app, connection)
+    except BrokerUnavailable:
+        _release(using, ids)
+        raise
+
+
+def relay(
+    older_than: float | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+    *,
+    fresh: bool = False,
+    app: Any = None,
+    connection: Any = None,
+) -> int:
+    """Publish the rows that are due; return how many were published.
+
+    Args:
+        older_than: publish rows left undelivered this many seconds (default
+            ``RELAY_AFTER_SECONDS``; 0 publishes every row not being published now).
+        using: the database alias of the outbox.
+        fresh: publish only the rows never published yet, whatever their age.
+        app: the Celery app; default the current app.
+        connection: a broker connection to reuse.
+
+    Raises:
+        BrokerUnavailable: the broker could not be reached; the rows stay due.
+    """
+    settings = conf.get()
+    age = settings.RELAY_AFTER_SECONDS if older_than is None else older_than
+    cutoff = timezone.now() - datetime.timedelta(seconds=age)
+    app = app or current_app._get_current_object()
+    published = 0
+    while ids := _claim(using, settings.RELAY_BATCH_SIZE, fresh=fresh, cutoff=cutoff):
+        _publish_claimed(using, ids, app, connection)
+        published += len(ids)
+    return published
+
+
+def backlog(using: str = DEFAULT_DB_ALIAS) -> tuple[int, datetime.datetime | None]:
+    """Return how many outbox rows are undelivered and when the oldest was written."""
+    from auditq.models import Outbox
+
+    rows = Outbox.objects.using(using)
+    oldest = rows.order_by("id").values_list("created_at", flat=True).first()
+    return rows.count(), oldest
+
+
+class Relay:
+    """The relay thread of one worker process (see the module docstring)."""
+
+    def __init__(self, app: Any, using: str = DEFAULT_DB_ALIAS) -> None:
+        self.app = app
+        self.using = using
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="auditq-relay", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to finish its round and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        settings = conf.get()
+        last_sweep = 0.0
+        broker = None
+        with self._wakeups() as wait:
+            while not self._stop.is_set():
+                try:
+                    if broker is None:
+                        broker = broker_connection(self.app)
+                    relay(using=self.using, fresh=True, app=self.app, connection=broker)
+                    now = time.monotonic()
+                    if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:
+                        last_sweep = now
+                        relay(using=self.using, app=self.app, connection=broker)
+                except BrokerUnavailable as exc:
+                    logger.warning("auditq relay: the broker is unavailable (%s); retrying.", exc)
+                    _discard(broker)
+                    broker = None
+                    self._stop.wait(1.0)
+                except Exception:
+                    logger.exception("auditq relay: a round failed; retrying.")
+                    close_old_connections()
+                    self._stop.wait(1.0)
+                wait(settings.RELAY_POLL_SECONDS)
+        _discard(broker)
+        connections[self.using].close()
+
+    @contextmanager
+    def _wakeups(self) -> Iterator[Any]:
+        """Yield ``wait(timeout)``: returns when a commit notified, or after ``timeout``."""
+        connection = connections[self.using]
+        if connection.vendor != "postgresql":
+            yield self._stop.wait
+            return
+        import psycopg
+
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        try:
+            listener = psycopg.connect(**params, autocommit=True)
+        except psycopg.Error as exc:
+            logger.warning("auditq relay: cannot LISTEN (%s); polling instead.", exc)
+            yield self._stop.wait
+            return
+        listener.execute(f"LISTEN {CHANNEL}")
+
+        def wait(timeout: float) -> None:
+            # Wait up to ``timeout`` for one commit, then drop the ones queued meanwhile:
+            # the next round claims every row they announced.
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                pass
+            for _ in listener.notifies(timeout=0):
+                pass
+
+        try:
+            yield wait
+        finally:
+            listener.close()
+
+
+def _discard(broker: Any) -> None:
+    if broker is not None:
+        try:
+            broker.release()
+        except Exception:
+            logger.debug("auditq relay: error while closing a broker connection", exc_info=True)
+
+
+_relay: Relay | None = None
+
+
+def start_in_worker(app: Any) -> None:
+    """Start this process's relay thread (``worker_ready``)."""
+    global _relay
+    if _relay is None and conf.get().RELAY_IN_WORKER:
+        _relay = Relay(app)
+        _relay.start()
+
+
+def stop_in_worker() -> None:
+    """Stop this process's relay thread (``worker_shutdown``)."""
+    global _relay
+    if _relay is not None:
+        _relay.stop()
+        _relay = None
