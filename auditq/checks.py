@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.core import checks
 
@@ -92,29 +91,14 @@ def check_sqlite_locking(**kwargs: Any) -> list[checks.CheckMessage]:
             f"SQLite database {alias!r} uses deferred transactions: a worker or the relay "
             "that reads and then writes while a request writes fails with "
             "'database is locked'.",
-            hint=f'Set DATABASES[{alias!r}]["OPTIONS"]["transaction_mode"] = "IMMEDIATE" '
-            "(and a busy timeout, e.g. 20 seconds).",
+            hint=f"In DATABASES[{alias!r}], set "
+            '"OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20} '
+            "(IMMEDIATE transactions, and a 20-second wait for the lock).",
             id="auditq.W003",
         )
         for alias, database in dict[str, Any](settings.DATABASES).items()
         if database.get("ENGINE") == "django.db.backends.sqlite3"
         and (database.get("OPTIONS") or {}).get("transaction_mode") != "IMMEDIATE"
-    ]
-
-
-def check_app_order(**kwargs: Any) -> list[checks.CheckMessage]:
-    """auditq.W004: auditq comes after the admin, whose templates then win over auditq's."""
-    labels = [config.label for config in apps.get_app_configs()]
-    if "admin" not in labels or labels.index("auditq") < labels.index("admin"):
-        return []
-    return [
-        checks.Warning(
-            '"auditq" comes after "django.contrib.admin" in INSTALLED_APPS: audited models\' '
-            'admin pages show no "Audit trail" button and the admin index no dashboard link.',
-            hint='Move "auditq" before "django.contrib.admin", or add '
-            "auditq.admin.AuditTrailMixin to your ModelAdmins.",
-            id="auditq.W004",
-        )
     ]
 
 
@@ -127,6 +111,5 @@ def register() -> None:
         check_middleware,
         check_results_app,
         check_sqlite_locking,
-        check_app_order,
     ):
         checks.register(check, "auditq")

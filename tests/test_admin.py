@@ -1,24 +1,34 @@
-"""The admin: the read-only trail, its diff page, trail links, and the dashboard."""
+"""The admin: the read-only trail, its search, an entry's diff page, and trail links."""
 
 import datetime
+import re
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
+from django.template import Engine
+from django.template.loaders.locmem import Loader
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from auditq import admin as auditq_admin
-from auditq.models import AuditEntry, Outbox
-from tests.celery_app import app as celery_app
+from auditq.admin.filters import ActorFilter, ModelFilter
+from auditq.admin.paginators import CappedCountPaginator
 from tests.helpers import entry
-from tests.testapp.models import Account, Chosen, Document, Tag
+from tests.testapp.models import Account, Chosen, Document, Everything, Status, Tag
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:auditq_auditentry_changelist"
+CUSTOM_FORM = """{% extends "admin/change_form.html" %}
+{% block form_top %}<p>custom form</p>{% endblock %}"""
+
+
+def diff_table(html: str) -> str:
+    start = html.index('<table class="auditq-diff')
+    return html[start : html.index("</table>", start)]
 
 
 @pytest.fixture
@@ -95,13 +105,11 @@ def test_actor_filter_offers_only_recent_actors_and_is_bounded(client, superuser
         user = User.objects.create_user(f"user{i}")
         entry(document, actor=user, at=start + datetime.timedelta(seconds=i))
     User.objects.create_user("never-acted")
-    monkeypatch.setattr(auditq_admin.ActorFilter, "CHOICES", 2)
+    monkeypatch.setattr(ActorFilter, "CHOICES", 2)
 
     response = client.get(reverse(CHANGELIST))
 
-    (spec,) = [
-        f for f in response.context["cl"].filter_specs if isinstance(f, auditq_admin.ActorFilter)
-    ]
+    (spec,) = [f for f in response.context["cl"].filter_specs if isinstance(f, ActorFilter)]
     assert [label for _, label in spec.lookup_choices] == ["user3", "user2", "no actor (system)"]
 
 
@@ -120,9 +128,7 @@ def test_changelist_never_counts_the_whole_table(client, superuser, django_asser
         entry(document)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(auditq_admin.CappedCountPaginator, "CAP", 2)
-        from django.test.utils import CaptureQueriesContext
-
+        patch.setattr(CappedCountPaginator, "CAP", 2)
         with CaptureQueriesContext(connection) as queries:
             response = client.get(reverse(CHANGELIST), {"action__exact": "update"})
 
@@ -157,30 +163,66 @@ def test_detail_page_shows_a_readable_diff(client, superuser):
     assert '<span class="auditq-add">+line five</span>' in html
     assert "{\n  &quot;a&quot;: [\n    1,\n    2\n  ],\n  &quot;b&quot;: 1\n}" in html
     assert "*** masked" in html
-    assert "removed: 1" in html and "added: 3, 4" in html
+    assert "#1 (not found)" in html and "#3 (not found)" in html and "#4 (not found)" in html
     assert "&quot;reason&quot;: &quot;import&quot;" in html
     trail = reverse(CHANGELIST) + f"?content_type__id__exact={changed.content_type_id}"
     assert trail.replace("&", "&amp;") in html
 
 
-def test_diff_rows():
-    changes = {
-        "a": [None, "x"],
-        "b": ["short", "also short"],
-        "c": ["x" * 100, "y" * 100],
-        "d": ["***", "***"],
-        "e": [1, True],
-        "f": {"added": [], "removed": [2]},
-    }
-    rows = {row.field: row for row in auditq_admin.diff_rows(AuditEntry(changes=changes))}
+def test_detail_page_names_objects_choices_and_fields_and_says_what_happened(client, superuser):
+    client.force_login(superuser)
+    report, red = Document.objects.create(title="Report"), Tag.objects.create(name="red")
+    changed = entry(
+        Everything(pk=7),
+        changes={
+            "owner": [None, report.pk],
+            "twin": [red.pk, None],
+            "status": [Status.DRAFT, Status.LIVE],
+        },
+        actor=superuser,
+    )
 
-    assert rows["a"].kind == "value" and rows["a"].old.text is None
-    assert rows["b"].kind == "value"
-    assert rows["c"].kind == "lines"
-    assert [tag for tag, _ in rows["c"].lines] == ["hunk", "del", "add"]
-    assert rows["d"].old.masked and rows["d"].new.masked
-    assert (rows["e"].old.text, rows["e"].new.text) == ("1", "true")
-    assert (rows["f"].old.text, rows["f"].new.text) == ("2", None)
+    html = client.get(reverse("admin:auditq_auditentry_change", args=[changed.pk])).content.decode()
+
+    assert "<h1>Everything #7 changed by root</h1>" in html
+    diff = diff_table(html)
+    report_page = reverse("admin:testapp_document_change", args=[report.pk])
+    assert f'<a href="{report_page}">Report</a> <span class="quiet">#{report.pk}</span>' in diff
+    assert f'>red</a> <span class="quiet">#{red.pk}</span>' in diff
+    assert '<span class="auditq-choice">Live</span> <code class="quiet">live</code>' in diff
+    assert {"Owner", "Twin", "Status"} <= set(re.findall(r'<th scope="row"[^>]*>([^<]+)<', diff))
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", html)  # times to the second
+
+
+def test_a_create_entry_shows_the_values_set_not_nulls(client, superuser):
+    client.force_login(superuser)
+    document = Document.objects.create(title="Report")
+    created = entry(
+        document, action="create", changes={"title": [None, "Report"], "status": [None, "draft"]}
+    )
+
+    html = client.get(reverse("admin:auditq_auditentry_change", args=[created.pk])).content.decode()
+
+    assert f"<h1>Document #{document.pk} created</h1>" in html
+    diff = diff_table(html)
+    assert "Report" in diff and "draft" in diff
+    assert "null" not in diff and "&rarr;" not in diff
+
+
+def test_search_by_exact_key_or_part_of_a_name(client, superuser):
+    client.force_login(superuser)
+    entry(Document(pk=12), object_repr="Quarterly report")
+    entry(Document(pk=120), object_repr="Minutes", actor_repr="Alice Martin")
+
+    def found(term: str) -> set[str]:
+        response = client.get(reverse(CHANGELIST), {"q": term})
+        return {e.object_repr for e in response.context["cl"].result_list}
+
+    assert found("12") == {"Quarterly report"}  # the key is exact: not 120
+    assert found("120") == {"Minutes"}
+    assert found("TERLY REP") == {"Quarterly report"}  # names: any part, any case
+    assert found("martin") == {"Minutes"}
+    assert found("nothing like it") == set()
 
 
 def test_user_controlled_text_is_escaped(client, superuser):
@@ -250,14 +292,39 @@ def test_trail_link_needs_view_permission(client, staff):
     assert b"auditq-trail-link" not in html
 
 
-def test_mixin_links_whatever_the_app_order_and_only_once(client, superuser, settings):
+@pytest.mark.parametrize("auditq_first", [True, False], ids=["auditq-first", "auditq-appended"])
+def test_trail_button_in_any_app_order_and_only_once(client, superuser, settings, auditq_first):
+    others = [app for app in settings.INSTALLED_APPS if app != "auditq"]
+    settings.INSTALLED_APPS = ["auditq", *others] if auditq_first else [*others, "auditq"]
     client.force_login(superuser)
-    chosen = Chosen.objects.create(name="c")
-    url = reverse("admin:testapp_chosen_change", args=[chosen.pk])
+    document = Document.objects.create(title="plain ModelAdmin")
+    chosen = Chosen.objects.create(name="AuditTrailMixin")
 
-    assert client.get(url).content.count(b'class="auditq-trail-link"') == 1
-    settings.INSTALLED_APPS = [*(a for a in settings.INSTALLED_APPS if a != "auditq"), "auditq"]
-    assert client.get(url).content.count(b'class="auditq-trail-link"') == 1
+    for url in (
+        reverse("admin:testapp_document_change", args=[document.pk]),
+        reverse("admin:testapp_chosen_change", args=[chosen.pk]),
+    ):
+        assert client.get(url).content.count(b'class="auditq-trail-link"') == 1, url
+    index = client.get(reverse("admin:index")).content.decode()
+    assert reverse("admin:auditq_dashboard") in index
+
+
+def test_trail_button_keeps_the_template_the_admin_chose(client, superuser, monkeypatch):
+    client.force_login(superuser)
+    document = Document.objects.create(title="doc")
+    model_admin = admin.site.get_model_admin(Document)
+    monkeypatch.setattr(model_admin, "change_form_template", "admin/testapp/custom_form.html")
+    engine = Engine.get_default()
+    monkeypatch.setattr(
+        engine,
+        "template_loaders",
+        [Loader(engine, {"admin/testapp/custom_form.html": CUSTOM_FORM}), *engine.template_loaders],
+    )
+
+    html = client.get(reverse("admin:testapp_document_change", args=[document.pk])).content
+
+    assert b"custom form" in html
+    assert html.count(b'class="auditq-trail-link"') == 1
 
 
 def test_mixin_can_send_history_to_the_trail(client, superuser):
@@ -268,78 +335,6 @@ def test_mixin_can_send_history_to_the_trail(client, superuser):
 
     assert response.status_code == 302
     assert response["Location"].startswith(reverse(CHANGELIST) + "?content_type__id__exact=")
-
-
-def test_dashboard_is_linked_from_the_admin(client, superuser):
-    client.force_login(superuser)
-    dashboard = reverse("admin:auditq_dashboard")
-
-    for page in (reverse("admin:index"), reverse("admin:app_list", args=["auditq"])):
-        assert dashboard in client.get(page).content.decode(), page
-    assert dashboard in client.get(reverse(CHANGELIST)).content.decode()
-
-
-def test_dashboard_permissions(client, staff, django_user_model):
-    url = reverse("admin:auditq_dashboard")
-
-    assert client.get(url).status_code == 302  # anonymous: the admin login
-    user = django_user_model.objects.create_user("plain", password="pw")
-    client.force_login(user)
-    assert client.get(url).status_code == 403  # signed in, not staff
-    client.logout()
-    staff()
-    assert client.get(url).status_code == 403  # staff without view permission
-    User.objects.get(username="staff").user_permissions.add(
-        Permission.objects.get(codename="view_auditentry")
-    )
-    assert client.get(url).status_code == 200
-
-
-def test_dashboard_shows_backlog_throughput_and_task_links(client, superuser):
-    client.force_login(superuser)
-    document = Document.objects.create(title="doc")
-    now = timezone.now()
-    for minutes_ago in (0, 0, 5, 60 * 23):
-        entry(document, at=now - datetime.timedelta(minutes=minutes_ago))
-    entry(document, at=now - datetime.timedelta(days=2))
-    Outbox.objects.create(payload="{}", created_at=now - datetime.timedelta(minutes=3))
-
-    response = client.get(reverse("admin:auditq_dashboard"))
-
-    assert response.status_code == 200
-    throughput = response.context["throughput"]
-    assert (throughput.total, throughput.peak, len(throughput.bars)) == (4, 2, 3)
-    assert response.context["backlog"].rows == 1
-    html = response.content.decode()
-    assert html.count("<rect ") == 3
-    assert "oldest 3 min" in html
-    results = reverse("admin:django_celery_results_taskresult_changelist")
-    assert f"{results}?status__exact=FAILURE" in html
-    assert response.context["queue"].status == "n/a"  # the tests' broker is memory://
-
-
-def test_dashboard_survives_a_broker_that_is_down(client, superuser, monkeypatch):
-    client.force_login(superuser)
-    monkeypatch.setattr(celery_app.conf, "broker_url", "redis://127.0.0.1:9/0")
-
-    response = client.get(reverse("admin:auditq_dashboard"))
-
-    assert response.status_code == 200
-    assert response.context["queue"].status == "unreachable"
-    assert "unreachable" in response.content.decode()
-
-
-def test_dashboard_reads_the_redis_queue_depth(client, superuser, redis_server, monkeypatch):
-    client.force_login(superuser)
-    redis_server.client().flushall()
-    redis_server.client().lpush("auditq-tests", "a", "b")
-    monkeypatch.setattr(celery_app.conf, "broker_url", redis_server.url)
-
-    queue = client.get(reverse("admin:auditq_dashboard")).context["queue"]
-
-    assert (queue.queue, queue.messages, queue.status) == ("auditq-tests", 2, "ok")
-    redis_server.client().flushall()
-    assert client.get(reverse("admin:auditq_dashboard")).context["queue"].messages == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -368,22 +363,8 @@ def test_model_filter_keeps_a_model_that_is_no_longer_audited(client, superuser)
     response = client.get(reverse(CHANGELIST), {"content_type__id__exact": tag_type.pk})
 
     assert [e.object_repr for e in response.context["cl"].result_list] == ["once audited"]
-    (spec,) = [
-        f for f in response.context["cl"].filter_specs if isinstance(f, auditq_admin.ModelFilter)
-    ]
+    (spec,) = [f for f in response.context["cl"].filter_specs if isinstance(f, ModelFilter)]
     assert (str(tag_type.pk), "Testapp | tag") in spec.lookup_choices
-
-
-@pytest.mark.parametrize(
-    ("seconds", "shown"),
-    [(0.25, "250 ms"), (12.5, "12.5 s"), (250, "4 min 10 s"), (11100, "3 h 5 min")],
-)
-def test_durations_read_like_a_person_would_say_them(seconds, shown):
-    from auditq.templatetags.auditq_admin import auditq_duration
-
-    assert auditq_duration(datetime.timedelta(seconds=seconds)) == shown
-    assert auditq_duration(None) == "-"
-    assert auditq_duration(datetime.timedelta(days=3, hours=2)) == "3 days 2 h"
 
 
 def test_date_hierarchy_years_come_from_the_index_not_a_scan(client, superuser):

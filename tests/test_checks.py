@@ -8,7 +8,6 @@ from django.db import models
 
 from auditq import audited, registry
 from auditq.checks import (
-    check_app_order,
     check_audited_fields,
     check_celery,
     check_middleware,
@@ -127,14 +126,4 @@ def test_w003_sqlite_without_immediate_transactions(monkeypatch):
     [warning] = check_sqlite_locking()
     assert warning.id == "auditq.W003"
     assert "'other'" in warning.msg
-
-
-def test_w004_auditq_after_the_admin(settings):
-    apps = [a for a in settings.INSTALLED_APPS if a != "auditq"]
-    settings.INSTALLED_APPS = [*apps, "auditq"]
-
-    assert ids(check_app_order()) == ["auditq.W004"]
-
-
-def test_w004_is_silent_when_auditq_comes_first():
-    assert check_app_order() == []
+    assert '"OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20}' in warning.hint

@@ -1,9 +1,9 @@
-"""What the admin dashboard shows: broker queue depth, undelivered changes, throughput.
+"""The dashboard's figures: broker queue depth, workers online, undelivered changes, lag.
 
-Every figure is read on demand with bounded work: one broker round trip with a short
-timeout, the outbox (small by design), and the last 24 hours of entries through the
-``occurred_at`` index. Nothing here may fail the page: a broker that is down is shown as
-unreachable.
+Every figure is read on demand with bounded work: broker round trips with short timeouts
+(the worker ping is cached for a few seconds), the outbox (small by design), and the most
+recent entries through the ``occurred_at`` index. Nothing here may fail the page: a broker
+that is down is shown as unreachable.
 """
 
 from __future__ import annotations
@@ -15,17 +15,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import current_app
-from django.db.models import Count
-from django.db.models.functions import TruncMinute
+from django.core.cache import cache
 from django.utils import timezone
 
-from auditq import conf, delivery
+from auditq import conf
+from auditq.delivery import backlog as outbox_backlog
 from auditq.models import AuditEntry
 
 logger = logging.getLogger("auditq")
 
 BROKER_TIMEOUT = 1.0
 """Seconds the dashboard waits for the broker before calling it unreachable."""
+PING_TIMEOUT = 0.5
+"""Seconds the dashboard waits for workers to answer a ping."""
+WORKERS_CACHE_SECONDS = 10
+"""How long a ping's answer is reused: pages reload often, workers come and go rarely."""
+WORKERS_CACHE_KEY = "auditq:dashboard:workers"
+BACKLOG_WARN_AFTER = datetime.timedelta(seconds=10)
+"""An undelivered change older than this is late: workers record one in well under a second."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,23 @@ class QueueDepth:
 
 
 @dataclass(frozen=True)
+class Workers:
+    """Celery workers that answered a ping."""
+
+    names: tuple[str, ...]
+    """Their host names."""
+    status: str
+    """``"ok"`` (at least one answered), ``"none"`` or ``"unreachable"`` (the broker)."""
+    checked_at: datetime.datetime
+    """When they were pinged (the answer is cached for ``WORKERS_CACHE_SECONDS``)."""
+
+    @property
+    def level(self) -> str:
+        """``"ok"`` or ``"alert"``: nobody records the changes while no worker answers."""
+        return "ok" if self.status == "ok" else "alert"
+
+
+@dataclass(frozen=True)
 class Backlog:
     """Committed changes whose outbox row no worker has recorded yet."""
 
@@ -49,37 +73,13 @@ class Backlog:
     oldest_age: datetime.timedelta | None
     """Age of the oldest row; ``None`` when there is none."""
 
-
-@dataclass(frozen=True)
-class Bar:
-    """One minute of the throughput chart, in SVG user units."""
-
-    x: int
-    """Minutes since the start of the chart."""
-    y: float
-    """Top of the bar (the chart is ``Throughput.HEIGHT`` units high)."""
-    height: float
-    """Height of the bar."""
-    label: str
-    """Tooltip: the minute and its count."""
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """Entries per minute over a window ending now, ready for an inline SVG chart."""
-
-    HEIGHT = 100
-
-    minutes: int
-    """Width of the window (and of the chart, one unit per minute)."""
-    start: datetime.datetime
-    """Start of the window."""
-    bars: tuple[Bar, ...]
-    """Non-empty minutes only."""
-    total: int
-    """Entries in the window."""
-    peak: int
-    """Most entries in one minute."""
+    @property
+    def level(self) -> str:
+        """``"ok"``, ``"warn"`` (late) or ``"alert"`` (older than ``RELAY_AFTER_SECONDS``)."""
+        if self.oldest_age is None or self.oldest_age < BACKLOG_WARN_AFTER:
+            return "ok"
+        relay_after = datetime.timedelta(seconds=conf.get().RELAY_AFTER_SECONDS)
+        return "alert" if self.oldest_age >= relay_after else "warn"
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,15 @@ class Lag:
     """Largest delay in the sample."""
 
 
+def _broker_options(app: Any) -> dict[str, Any]:
+    return {
+        **(app.conf.broker_transport_options or {}),
+        "socket_timeout": BROKER_TIMEOUT,
+        "socket_connect_timeout": BROKER_TIMEOUT,
+        "max_retries": 0,
+    }
+
+
 def queue_depth(app: Any = None) -> QueueDepth:
     """Count the messages waiting in auditq's queue, when the broker is Redis.
 
@@ -101,15 +110,9 @@ def queue_depth(app: Any = None) -> QueueDepth:
     """
     app = app or current_app
     name = conf.get().QUEUE or app.conf.task_default_queue
-    options = {
-        **(app.conf.broker_transport_options or {}),
-        "socket_timeout": BROKER_TIMEOUT,
-        "socket_connect_timeout": BROKER_TIMEOUT,
-        "max_retries": 0,
-    }
     try:
         with app.connection_for_read(
-            connect_timeout=BROKER_TIMEOUT, transport_options=options
+            connect_timeout=BROKER_TIMEOUT, transport_options=_broker_options(app)
         ) as connection:
             if connection.transport.driver_type != "redis":
                 return QueueDepth(name, None, "n/a")
@@ -124,37 +127,31 @@ def queue_depth(app: Any = None) -> QueueDepth:
         return QueueDepth(name, None, "unreachable")
 
 
+def workers(app: Any = None) -> Workers:
+    """Ping the workers, or reuse an answer younger than ``WORKERS_CACHE_SECONDS``."""
+    cached = cache.get(WORKERS_CACHE_KEY)
+    if isinstance(cached, Workers):
+        return cached
+    app = app or current_app
+    try:
+        with app.connection_for_write(
+            connect_timeout=BROKER_TIMEOUT, transport_options=_broker_options(app)
+        ) as connection:
+            replies = app.control.ping(timeout=PING_TIMEOUT, connection=connection) or []
+        names = tuple(sorted(name for reply in replies for name in reply))
+        found = Workers(names, "ok" if names else "none", timezone.now())
+    except Exception as exc:
+        logger.warning("auditq: dashboard could not ping the workers: %s", exc)
+        found = Workers((), "unreachable", timezone.now())
+    cache.set(WORKERS_CACHE_KEY, found, WORKERS_CACHE_SECONDS)
+    return found
+
+
 def backlog(now: datetime.datetime | None = None) -> Backlog:
-    """Summarise :func:`auditq.delivery.backlog` for display."""
-    rows, oldest = delivery.backlog()
+    """Count the undelivered outbox rows and tell the age of the oldest."""
+    rows, oldest = outbox_backlog()
     age = None if oldest is None else (now or timezone.now()) - oldest
     return Backlog(rows, age)
-
-
-def throughput(now: datetime.datetime | None = None, minutes: int = 24 * 60) -> Throughput:
-    """Count entries per minute of change over the last ``minutes``.
-
-    Bucketed by ``occurred_at``, which is indexed, rather than ``recorded_at``, which is
-    not: on a big table the chart must not scan it.
-    """
-    end = (now or timezone.now()).replace(second=0, microsecond=0) + datetime.timedelta(minutes=1)
-    start = end - datetime.timedelta(minutes=minutes)
-    counts = (
-        AuditEntry.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
-        .annotate(minute=TruncMinute("occurred_at"))
-        .order_by()
-        .values_list("minute")
-        .annotate(n=Count("id"))
-    )
-    per_minute = {minute: n for minute, n in counts}
-    peak = max(per_minute.values(), default=0)
-    bars = []
-    for minute, n in sorted(per_minute.items()):
-        height = Throughput.HEIGHT * n / peak
-        label = f"{timezone.localtime(minute):%Y-%m-%d %H:%M}: {n}"
-        x = int((minute - start).total_seconds() // 60)
-        bars.append(Bar(x, round(Throughput.HEIGHT - height, 2), round(height, 2), label))
-    return Throughput(minutes, start, tuple(bars), sum(per_minute.values()), peak)
 
 
 def lag(sample: int = 100) -> Lag:

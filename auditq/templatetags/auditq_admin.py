@@ -1,4 +1,4 @@
-"""Template tags of auditq's admin templates: the trail link and the dashboard link."""
+"""Template tags of auditq's admin templates: the dashboard link and durations."""
 
 from __future__ import annotations
 
@@ -6,53 +6,17 @@ import datetime
 
 from django import template
 from django.template.context import Context
-from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html
 
-from auditq.admin import trail_url
+from auditq.admin.dashboard import dashboard_url
 
 register = template.Library()
-
-_RENDERED = "auditq_trail_link_rendered"
-
-TRAIL_TITLE = (
-    "Every recorded change to this object, made anywhere (admin, code, tasks), by auditq. "
-    "History lists only the edits made in this admin."
-)
-
-
-@register.simple_tag(takes_context=True)
-def auditq_trail_link(context: Context) -> str:
-    """The "Audit trail" object-tools item of an audited object's change page.
-
-    Rendered at most once per page: both the template override and ``AuditTrailMixin``
-    may ask for it.
-    """
-    request = context.get("request")
-    obj = context.get("original")
-    if request is None or obj is None or context.render_context.get(_RENDERED):
-        return ""
-    url = trail_url(request, obj)
-    if url is None:
-        return ""
-    context.render_context[_RENDERED] = True
-    return format_html(
-        '<li><a href="{}" class="auditq-trail-link" title="{}">Audit trail</a></li>',
-        url,
-        TRAIL_TITLE,
-    )
 
 
 @register.simple_tag(takes_context=True)
 def auditq_dashboard_url(context: Context) -> str:
     """The dashboard's URL, or "" when the user may not see it."""
     request = context.get("request")
-    if request is None or not request.user.has_perm("auditq.view_auditentry"):
-        return ""
-    try:
-        return reverse("admin:auditq_dashboard", current_app=getattr(request, "current_app", None))
-    except NoReverseMatch:
-        return ""
+    return "" if request is None else dashboard_url(request)
 
 
 @register.filter

@@ -142,9 +142,14 @@ def test_dashboard(signed_in, live_server, admin_user):
     page.click("#auditq-sidebar a")
     page.wait_for_selector("#auditq-throughput svg")
 
-    assert page.locator("#auditq-throughput rect").count() > 100
+    # A day of history: the 24-hour window, one bar per 15 minutes, each with entries.
+    assert "last 24 hours" in page.inner_text("#auditq-throughput h2")
+    assert page.locator("#auditq-throughput rect").count() >= 95
     assert page.inner_text("#auditq-queue .auditq-figure") == "n/a"  # memory:// broker
     assert page.inner_text("#auditq-backlog .auditq-figure") == "0"
+    # No worker answers on the memory:// broker: the figure says so, in the alert colour.
+    assert page.inner_text("#auditq-workers .auditq-figure") == "0"
+    assert "auditq-alert" in page.get_attribute("#auditq-workers", "class")
     page.click("text=Failed tasks")
     assert "/django_celery_results/taskresult/" in page.url
     page.go_back()

@@ -1,0 +1,69 @@
+"""The dashboard page: its URL, who may open it, and what it shows."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from django.contrib.admin import ModelAdmin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+
+from auditq.admin import chart, figures
+
+
+def dashboard_url(request: HttpRequest) -> str:
+    """The dashboard's URL, or "" when the user may not see it."""
+    if not request.user.has_perm("auditq.view_auditentry"):
+        return ""
+    try:
+        return reverse("admin:auditq_dashboard", current_app=getattr(request, "current_app", None))
+    except NoReverseMatch:
+        return ""
+
+
+def urls(model_admin: ModelAdmin) -> list[URLPattern]:
+    """The dashboard's URL pattern, for the entries' admin (``admin:auditq_dashboard``)."""
+    site = model_admin.admin_site
+    admin_view = site.admin_view(partial(view, model_admin))
+
+    def dashboard(request: HttpRequest) -> HttpResponse:
+        # A signed-in user without staff status gets 403 rather than the login page.
+        if request.user.is_authenticated and not site.has_permission(request):
+            raise PermissionDenied
+        return admin_view(request)
+
+    return [path("dashboard/", dashboard, name="auditq_dashboard")]
+
+
+def view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
+    """Queue depth, workers, undelivered changes, lag, throughput and task result links."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Audit trail dashboard",
+        "opts": model_admin.opts,
+        "queue": figures.queue_depth(),
+        "workers": figures.workers(),
+        "backlog": figures.backlog(),
+        "lag": figures.lag(),
+        "throughput": chart.throughput(),
+        "task_results": _task_result_links(model_admin),
+    }
+    return TemplateResponse(request, "admin/auditq/dashboard.html", context)
+
+
+def _task_result_links(model_admin: ModelAdmin) -> list[tuple[str, str]]:
+    """Links to django-celery-results' task results, when its admin is there."""
+    name = f"{model_admin.admin_site.name}:django_celery_results_taskresult_changelist"
+    try:
+        changelist = reverse(name)
+    except NoReverseMatch:
+        return []
+    return [
+        ("Failed tasks", f"{changelist}?status__exact=FAILURE"),
+        ("Retried tasks", f"{changelist}?status__exact=RETRY"),
+        ("All task results", changelist),
+    ]

@@ -1,0 +1,183 @@
+"""The read-only admin of ``AuditEntry``: the list, the search, and an entry's diff page.
+
+Entries are a record of the past: nobody adds, changes or deletes them here, superusers
+included (retention is ``auditq_prune``'s job). The list stays fast on millions of rows:
+no full ``COUNT(*)``, filters that never scan the table for their choices, an ordering
+and a search that the indexes serve.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.contrib.admin.utils import quote
+from django.db import models
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.urls import NoReverseMatch, URLPattern, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from auditq import diffs
+from auditq.admin import dashboard
+from auditq.admin.date_hierarchy import YearsFromIndex
+from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter
+from auditq.admin.paginators import CappedCountPaginator
+from auditq.models import AuditEntry
+
+
+def when(value: datetime.datetime) -> str:
+    """A time to the second, in the current time zone: ``"2026-11-22 14:03:07 UTC"``."""
+    return f"{timezone.localtime(value):%Y-%m-%d %H:%M:%S %Z}"
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = (
+        "when_display",
+        "action",
+        "model_display",
+        "object_link",
+        "actor_repr_display",
+        "changed_fields_display",
+    )
+    list_filter = ("action", ModelFilter, ActorFilter, ObjectFilter, "occurred_at")
+    list_select_related = ("content_type",)
+    search_fields = ("object_pk", "object_repr", "actor_repr")  # see get_search_results()
+    search_help_text = "Exact object key, or part of the object's or the actor's name."
+    date_hierarchy = "occurred_at"
+    ordering = ("-occurred_at", "-id")
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    fields = (
+        "when_display",
+        "recorded_display",
+        "action",
+        "content_type",
+        "object_pk",
+        "object_link",
+        "actor_display",
+        "remote_addr",
+        "request_id",
+        "context_display",
+        "event_id",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        changelist.queryset.__class__ = YearsFromIndex
+        return changelist
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: models.QuerySet, search_term: str
+    ) -> tuple[models.QuerySet, bool]:
+        """Exact object key, or part of the object's repr or of the actor's name.
+
+        By hand rather than Django's ``search_fields`` lookups: the key is compared
+        case-sensitively, which the ``auditq_entry_key`` index serves (Django's ``iexact``
+        is not), and the ``icontains`` on the reprs is served by pg_trgm indexes on
+        PostgreSQL (migration 0002).
+        """
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        found = Q(object_pk=term) | Q(object_repr__icontains=term) | Q(actor_repr__icontains=term)
+        return queryset.filter(found), False
+
+    @admin.display(description="time", ordering="occurred_at")
+    def when_display(self, entry: AuditEntry) -> str:
+        return when(entry.occurred_at)
+
+    @admin.display(description="recorded")
+    def recorded_display(self, entry: AuditEntry) -> str:
+        delay = (entry.recorded_at - entry.occurred_at).total_seconds()
+        return f"{when(entry.recorded_at)} ({delay:.3f} s after the change)"
+
+    @admin.display(description="object")
+    def object_link(self, entry: AuditEntry) -> str:
+        model = entry.content_type.model_class()
+        url = None
+        if entry.action != AuditEntry.Action.DELETE and model is not None:
+            url = self._change_url(model, entry.object_pk)
+        if url is None:
+            return entry.object_repr
+        return format_html('<a href="{}">{}</a>', url, entry.object_repr)
+
+    def _change_url(self, model: type[models.Model], key: str) -> str | None:
+        """An object's change page in this admin site, built without a query."""
+        if not self.admin_site.is_registered(model):
+            return None
+        opts = model._meta
+        try:
+            return reverse(
+                f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",
+                args=[quote(key)],
+            )
+        except NoReverseMatch:
+            return None
+
+    @admin.display(description="model")
+    def model_display(self, entry: AuditEntry) -> str:
+        return str(entry.content_type)
+
+    @admin.display(description="actor")
+    def actor_repr_display(self, entry: AuditEntry) -> str:
+        return entry.actor_repr
+
+    @admin.display(description="changed fields")
+    def changed_fields_display(self, entry: AuditEntry) -> str:
+        return ", ".join(entry.changed_fields)
+
+    @admin.display(description="actor")
+    def actor_display(self, entry: AuditEntry) -> str:
+        if entry.actor_id is None:
+            return entry.actor_repr or "-"
+        return f"{entry.actor_repr} (#{entry.actor_id})"
+
+    @admin.display(description="context")
+    def context_display(self, entry: AuditEntry) -> str:
+        if not entry.context:
+            return "-"
+        text = json.dumps(entry.context, indent=2, sort_keys=True, ensure_ascii=False)
+        return format_html('<pre class="auditq-json">{}</pre>', text)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context["title"] = diffs.title(obj)
+            context["subtitle"] = f"{obj.object_repr} · {when(obj.occurred_at)}"
+            context["auditq_diff"] = diffs.diff_rows(obj, link=self._change_url)
+            context["auditq_object_trail_url"] = self._object_trail_url(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _object_trail_url(self, entry: AuditEntry) -> str:
+        changelist = reverse(f"{self.admin_site.name}:auditq_auditentry_changelist")
+        query = {
+            ModelFilter.parameter_name: entry.content_type_id,
+            ObjectFilter.parameter_name: entry.object_pk,
+        }
+        return f"{changelist}?{urlencode(query)}"
+
+    def get_urls(self) -> list[URLPattern]:
+        return [*dashboard.urls(self), *super().get_urls()]

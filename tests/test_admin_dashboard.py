@@ -1,0 +1,236 @@
+"""The admin dashboard: who may open it, its figures and their warnings, and the chart."""
+
+import datetime
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.cache import cache
+from django.urls import reverse
+from django.utils import timezone
+
+from auditq.admin import chart, figures
+from auditq.models import Outbox
+from auditq.templatetags.auditq_admin import auditq_duration
+from tests.celery_app import app as celery_app
+from tests.helpers import entry
+from tests.testapp.models import Document
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = "admin:auditq_dashboard"
+NOW = datetime.datetime(2026, 11, 22, 14, 3, 7, tzinfo=datetime.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_ping():
+    cache.delete(figures.WORKERS_CACHE_KEY)
+    yield
+    cache.delete(figures.WORKERS_CACHE_KEY)
+
+
+@pytest.fixture
+def superuser(client, django_user_model) -> User:
+    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(user)
+    return user
+
+
+def figure(html: str, section: str) -> str:
+    """The <div class="module ..."> opening tag of a dashboard figure."""
+    start = html.index(f'id="auditq-{section}"')
+    return html[html.rindex("<div", 0, start) : start]
+
+
+def test_dashboard_is_linked_from_the_admin(client, superuser):
+    dashboard = reverse(DASHBOARD)
+
+    for page in (reverse("admin:index"), reverse("admin:app_list", args=["auditq"])):
+        assert dashboard in client.get(page).content.decode(), page
+    assert dashboard in client.get(reverse("admin:auditq_auditentry_changelist")).content.decode()
+
+
+def test_dashboard_permissions(client, django_user_model):
+    url = reverse(DASHBOARD)
+
+    assert client.get(url).status_code == 302  # anonymous: the admin login
+    plain = django_user_model.objects.create_user("plain", password="pw")
+    client.force_login(plain)
+    assert client.get(url).status_code == 403  # signed in, not staff
+    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get(url).status_code == 403  # staff without view permission
+    assert dashboard_link_absent(client)
+    staff.user_permissions.add(Permission.objects.get(codename="view_auditentry"))
+    assert client.get(url).status_code == 200
+
+
+def dashboard_link_absent(client) -> bool:
+    return reverse(DASHBOARD) not in client.get(reverse("admin:index")).content.decode()
+
+
+def test_dashboard_shows_workers_backlog_lag_chart_and_task_links(client, superuser):
+    document = Document.objects.create(title="doc")
+    now = timezone.now()
+    for minutes_ago in (0, 0, 5, 60 * 23):
+        entry(document, at=now - datetime.timedelta(minutes=minutes_ago))
+    entry(document, at=now - datetime.timedelta(days=2))  # outside the chart
+    Outbox.objects.create(payload="{}", created_at=now - datetime.timedelta(minutes=3))
+
+    response = client.get(reverse(DASHBOARD))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    throughput = response.context["throughput"]
+    assert (throughput.total, throughput.window) == (4, datetime.timedelta(hours=24))
+    assert html.count("<rect ") == len(throughput.bars) >= 2
+    assert "Entries per 15 minutes, last 24 hours" in html
+    # The oldest undelivered change is 3 minutes old, past RELAY_AFTER_SECONDS (60 s):
+    # the backlog and the lag show it, in the alert colour.
+    assert response.context["backlog"].rows == 1
+    assert "auditq-alert" in figure(html, "backlog")
+    assert "auditq-alert" in figure(html, "lag")
+    assert "oldest 3 min" in html
+    # The tests' broker is memory:// with no worker: nobody answers the ping.
+    assert response.context["workers"].status == "none"
+    assert "auditq-alert" in figure(html, "workers")
+    assert "no worker answered" in html
+    assert response.context["queue"].status == "n/a"
+    results = reverse("admin:django_celery_results_taskresult_changelist")
+    assert f"{results}?status__exact=FAILURE" in html
+
+
+def test_lag_is_the_recent_median_when_nothing_waits(client, superuser):
+    document = Document.objects.create(title="doc")
+    now = timezone.now()
+    for ms in (100, 200, 900):
+        entry(document, at=now, recorded_at=now + datetime.timedelta(milliseconds=ms))
+
+    html = client.get(reverse(DASHBOARD)).content.decode()
+
+    assert "auditq-ok" in figure(html, "lag")
+    assert "200 ms" in html and "worst 900 ms" in html
+
+
+@pytest.mark.parametrize(
+    ("age", "level"),
+    [(None, "ok"), (5, "ok"), (30, "warn"), (60, "alert"), (3600, "alert")],
+)
+def test_backlog_warns_when_changes_wait(age, level):
+    oldest = None if age is None else datetime.timedelta(seconds=age)
+
+    assert figures.Backlog(0 if age is None else 3, oldest).level == level
+
+
+def test_workers_are_pinged_once_then_cached(monkeypatch):
+    pings = []
+
+    def ping(**kwargs):
+        pings.append(kwargs["timeout"])
+        return [{"w1@host": {"ok": "pong"}}, {"w2@host": {"ok": "pong"}}]
+
+    monkeypatch.setattr(celery_app.control, "ping", ping)
+
+    first, second = figures.workers(), figures.workers()
+
+    assert first.names == ("w1@host", "w2@host") and first.level == "ok"
+    assert second == first
+    assert pings == [figures.PING_TIMEOUT]
+
+
+def test_dashboard_survives_a_broker_that_is_down(client, superuser, monkeypatch):
+    monkeypatch.setattr(celery_app.conf, "broker_url", "redis://127.0.0.1:9/0")
+
+    response = client.get(reverse(DASHBOARD))
+
+    assert response.status_code == 200
+    assert response.context["queue"].status == "unreachable"
+    assert response.context["workers"].status == "unreachable"
+    assert "auditq-alert" in figure(response.content.decode(), "workers")
+
+
+def test_dashboard_reads_the_redis_queue_depth(client, superuser, redis_server, monkeypatch):
+    redis_server.client().flushall()
+    redis_server.client().lpush("auditq-tests", "a", "b")
+    monkeypatch.setattr(celery_app.conf, "broker_url", redis_server.url)
+
+    queue = client.get(reverse(DASHBOARD)).context["queue"]
+
+    assert (queue.queue, queue.messages, queue.status) == ("auditq-tests", 2, "ok")
+    redis_server.client().flushall()
+    assert client.get(reverse(DASHBOARD)).context["queue"].messages == 0
+
+
+def at(**ago) -> datetime.datetime:
+    return NOW - datetime.timedelta(**ago)
+
+
+def test_a_minute_of_activity_fills_a_ten_minute_chart():
+    document = Document.objects.create(title="doc")
+    for seconds in (5, 6, 7, 30, 65):
+        entry(document, at=at(seconds=seconds))
+
+    drawn = chart.throughput(now=NOW)
+
+    assert (drawn.window, drawn.bucket) == (
+        datetime.timedelta(minutes=10),
+        datetime.timedelta(seconds=10),
+    )
+    assert drawn.title == "Entries per 10 seconds, last 10 minutes"
+    assert (drawn.total, drawn.peak) == (5, 3)
+    assert [bar.label.rsplit(": ", 1)[1] for bar in drawn.bars] == [
+        "1 entry",
+        "1 entry",
+        "3 entries",
+    ]
+    assert sorted(bar.x for bar in drawn.bars) == [bar.x for bar in drawn.bars]
+    tallest = max(drawn.bars, key=lambda bar: bar.height)
+    assert tallest.height == pytest.approx(chart.BOTTOM - chart.TOP)  # the peak reaches the top
+    assert [tick.label for tick in drawn.y_ticks] == ["0", "1", "2", "3"]
+    assert drawn.x_ticks[-1].label == "14:03:10"  # the end, to the second
+    assert drawn.x_ticks[0].label == "13:53:10"
+
+
+def test_the_window_grows_to_hold_the_oldest_recent_entry():
+    document = Document.objects.create(title="doc")
+    for minutes in (1, 90, 170):
+        entry(document, at=at(minutes=minutes))
+    entry(document, at=at(days=3))  # older than any window: ignored
+
+    drawn = chart.throughput(now=NOW)
+
+    assert drawn.title == "Entries per 5 minutes, last 6 hours"
+    assert (drawn.total, len(drawn.bars)) == (3, 3)
+
+
+def test_an_empty_chart_spans_a_day():
+    drawn = chart.throughput(now=NOW)
+
+    assert (drawn.window, drawn.total, drawn.bars) == (datetime.timedelta(hours=24), 0, ())
+    assert [tick.label for tick in drawn.y_ticks] == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    ("peak", "ticks"),
+    [
+        (1, [0, 1]),
+        (7, [0, 2, 4, 6, 8]),
+        (9, [0, 5, 10]),
+        (100, [0, 50, 100]),
+        (101, [0, 50, 100, 150]),
+    ],
+)
+def test_y_axis_ticks_are_round_numbers(peak, ticks):
+    window, bucket = chart.WINDOWS[0]
+    drawn = chart._layout(window, bucket, NOW - window, NOW, chart.Counter({0: peak}))
+
+    assert [int(tick.label) for tick in drawn.y_ticks] == ticks
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0.25, "250 ms"), (12.5, "12.5 s"), (250, "4 min 10 s"), (11100, "3 h 5 min")],
+)
+def test_durations_read_like_a_person_would_say_them(seconds, shown):
+    assert auditq_duration(datetime.timedelta(seconds=seconds)) == shown
+    assert auditq_duration(None) == "-"
+    assert auditq_duration(datetime.timedelta(days=3, hours=2)) == "3 days 2 h"
