@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
+
+from auditq.events import Event, loads
 
 if TYPE_CHECKING:
     from auditq.diffs import DiffRow
@@ -122,7 +123,7 @@ class Outbox(models.Model):
     """One committed transaction's changes, waiting for a worker to record them."""
 
     id = models.BigAutoField(primary_key=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
     relayed_at = models.DateTimeField(null=True, blank=True)
     payload = models.TextField(help_text="The transaction's events, as JSON text.")
 
@@ -134,6 +135,6 @@ class Outbox(models.Model):
         return f"outbox row {self.pk}"
 
     @property
-    def events(self) -> list[dict[str, Any]]:
-        """The transaction's events, decoded."""
-        return json.loads(self.payload)["events"]
+    def events(self) -> list[Event]:
+        """The transaction's events, decoded (see :mod:`auditq.events`)."""
+        return loads(self.payload)

@@ -19,8 +19,8 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from auditq import conf
-from auditq.delivery import backlog as outbox_backlog
 from auditq.models import AuditEntry
+from auditq.relay import backlog as outbox_backlog
 
 logger = logging.getLogger("auditq")
 
