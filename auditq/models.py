@@ -83,6 +83,8 @@ class AuditEntry(models.Model):
             models.Index(fields=["content_type", "occurred_at"], name="auditq_entry_model"),
             models.Index(fields=["actor", "occurred_at"], name="auditq_entry_actor"),
             models.Index(fields=["occurred_at"], name="auditq_entry_time"),
+            # The admin's exact object-key search, which has no model to start from.
+            models.Index(fields=["object_pk", "occurred_at"], name="auditq_entry_key"),
         )
 
     def __str__(self) -> str:

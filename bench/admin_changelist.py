@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How fast the ``AuditEntry`` admin renders on a big table (issue 3: < 300 ms at 1M rows).
+"""How fast the ``AuditEntry`` admin renders on a big table (< 300 ms at 1M rows; search < 100 ms).
 
 Usage::
 
@@ -60,6 +60,7 @@ from urllib.parse import urlencode
 from benchdb import postgres_settings, postgres_url, server_execute
 
 TARGET_MS = 300.0  # issue 3: changelist and per-object trail, PostgreSQL, 1,000,000 rows
+SEARCH_TARGET_MS = 100.0  # "The first hour": the admin's search (exact key, part of a name)
 N_OBJECTS = 100_000
 N_USERS = 500
 MODEL_NAMES = (
@@ -132,7 +133,6 @@ def configure(database: dict[str, Any]) -> None:
         TIME_ZONE="UTC",
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         INSTALLED_APPS=[
-            "auditq",  # before the admin, as auditq's README asks (its admin templates win)
             "django.contrib.admin",
             "django.contrib.auth",
             "django.contrib.contenttypes",
@@ -140,6 +140,7 @@ def configure(database: dict[str, Any]) -> None:
             "django.contrib.messages",
             "django.contrib.staticfiles",
             "django_celery_results",
+            "auditq",  # appended, as people do: auditq's admin works in any order
         ],
         MIDDLEWARE=[
             "django.contrib.sessions.middleware.SessionMiddleware",
@@ -177,7 +178,7 @@ def configure(database: dict[str, Any]) -> None:
             "loggers": {"django.request": {"level": "CRITICAL"}},
         },
     )
-    django.setup()  # imports auditq/admin.py through the admin's autodiscover()
+    django.setup()  # imports auditq.admin through the admin's autodiscover()
 
     from django.contrib import admin
     from django.urls import path
@@ -200,6 +201,8 @@ class Dataset:
     hot: tuple[int, str, str, int]  # content type id, its name, object_pk, entries
     cold: tuple[int, str, str, int]
     warm_pk: str
+    cold_repr: str  # the cold object's repr: a text search that few entries match
+    actor: str  # a user with about a thousand entries: a search by actor name
     entry_id: int
     delete_count: int
     indexes: list[str]
@@ -360,6 +363,11 @@ def fill(rows: int) -> Dataset:
         hot=(hot[0], names[hot[0]], hot[1], hot[2]),
         cold=(cold[0], names[cold[0]], cold[1], cold[2]),
         warm_pk=warm[1],
+        cold_repr=AuditEntry.objects.filter(content_type_id=cold[0], object_pk=cold[1])
+        .values_list("object_repr", flat=True)
+        .first()
+        or "",
+        actor=f"user{N_USERS // 2:03d}",
         entry_id=entry_id,
         delete_count=AuditEntry.objects.filter(action="delete").count(),
         indexes=indexes,
@@ -391,7 +399,7 @@ class Page:
     key: str
     label: str
     url: str
-    targeted: bool  # one of issue 3's targets (changelist, per-object trail)
+    targeted: bool  # one of the targets (changelist, per-object trail, search)
     explain: bool  # print the slowest query's plan by default
     times_ms: list[float] = field(default_factory=list)
     error: str | None = None
@@ -404,6 +412,7 @@ class Page:
     list_plan: str | None = None
     list_nodes: str | None = None
     size_kb: float | None = None
+    target_ms: float = TARGET_MS
     query_log: list[Query] = field(default_factory=list)
 
     @property
@@ -423,7 +432,7 @@ class Page:
 
     @property
     def met(self) -> bool | None:
-        return None if self.median is None else self.median < TARGET_MS
+        return None if self.median is None else self.median < self.target_ms
 
 
 def trail_url(content_type_id: int, object_pk: str) -> str:
@@ -459,10 +468,27 @@ def pages_for(data: Dataset) -> list[Page]:
         ),
         Page(
             "search",
-            f"search object_pk q={data.warm_pk}",
+            f"search, an object key: q={data.warm_pk}",
             f"{CHANGELIST}?{urlencode({'q': data.warm_pk})}",
-            False,
-            False,
+            True,
+            True,
+            target_ms=SEARCH_TARGET_MS,
+        ),
+        Page(
+            "search_repr",
+            f"search, part of a repr: q={data.cold_repr}",
+            f"{CHANGELIST}?{urlencode({'q': data.cold_repr})}",
+            True,
+            True,
+            target_ms=SEARCH_TARGET_MS,
+        ),
+        Page(
+            "search_actor",
+            f"search, an actor's name: q={data.actor}",
+            f"{CHANGELIST}?{urlencode({'q': data.actor})}",
+            True,
+            True,
+            target_ms=SEARCH_TARGET_MS,
         ),
         Page("page50", "changelist page 50", f"{CHANGELIST}?p=50", False, False),
         Page(
@@ -609,7 +635,7 @@ def table(pages: list[Page]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for page in pages:
-        target = f"< {TARGET_MS:.0f} ms" if page.targeted else f"(< {TARGET_MS:.0f} ms)"
+        target = f"< {page.target_ms:.0f} ms" if page.targeted else f"(< {page.target_ms:.0f} ms)"
         met = f"error: {page.error}" if page.error else ("**yes**" if page.met else "**no**")
         lines.append(
             f"| {page.label} | {fmt(page.median)} | {fmt(page.p90)} | "
@@ -641,21 +667,26 @@ def environment() -> dict[str, str]:
 
 
 def code_version() -> str:
-    """Which auditq/admin.py is measured: git HEAD, and the file's hash, size and mtime.
+    """Which admin is measured: git HEAD, and a hash, size and mtime of ``auditq/admin/``.
 
     Taken at start-up, just before Django imports the admin.
     """
     import hashlib
     import subprocess
+    from pathlib import Path
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    admin_path = os.path.join(root, "auditq", "admin.py")
-    with open(admin_path, "rb") as fh:
-        content = fh.read()
-    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(admin_path), datetime.UTC)
+    files = sorted((Path(root) / "auditq" / "admin").glob("*.py"))
+    files.append(Path(root) / "auditq" / "diffs.py")
+    digest = hashlib.sha1()
+    for path in files:
+        digest.update(path.read_bytes())
+    size = sum(path.stat().st_size for path in files)
+    latest = max(path.stat().st_mtime for path in files)
+    mtime = datetime.datetime.fromtimestamp(latest, datetime.UTC)
     admin = (
-        f"auditq/admin.py sha1 {hashlib.sha1(content).hexdigest()[:10]}, {len(content):,} bytes, "
-        f"modified {mtime:%Y-%m-%d %H:%M:%S} UTC"
+        f"auditq/admin/*.py + diffs.py sha1 {digest.hexdigest()[:10]}, {size:,} bytes, "
+        f"last modified {mtime:%Y-%m-%d %H:%M:%S} UTC"
     )
 
     def git(*argv: str) -> str:
@@ -731,9 +762,12 @@ def report(pages: list[Page], data: Dataset, env: dict[str, str], args: argparse
     missed = [p.label for p in targeted if p.met is not True]
     print()
     if missed:
-        print(f"TARGET NOT MET (median < {TARGET_MS:.0f} ms): " + "; ".join(missed))
+        print("TARGET NOT MET (median under the page's target): " + "; ".join(missed))
     else:
-        print(f"target met: changelist and per-object trails under {TARGET_MS:.0f} ms")
+        print(
+            f"targets met: changelist and per-object trails under {TARGET_MS:.0f} ms, "
+            f"searches under {SEARCH_TARGET_MS:.0f} ms"
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
@@ -780,7 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure(postgres_settings(url, name))
     except Exception:
         traceback.print_exc()
-        print("BENCH FAILED: Django did not start (is auditq/admin.py importable?)")
+        print("BENCH FAILED: Django did not start (is auditq.admin importable?)")
         return 2
 
     from django.contrib.auth import get_user_model

@@ -225,6 +225,18 @@ def test_search_by_exact_key_or_part_of_a_name(client, superuser):
     assert found("nothing like it") == set()
 
 
+def test_search_results_have_no_date_hierarchy(client, superuser):
+    client.force_login(superuser)
+    entry(Document(pk=12), object_repr="Quarterly report")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse(CHANGELIST), {"q": "report"})
+
+    assert response.context["cl"].date_hierarchy is None
+    assert not [q for q in queries if "MIN(" in q["sql"].upper()]
+    assert "occurred_at__year" in client.get(reverse(CHANGELIST)).content.decode()
+
+
 def test_user_controlled_text_is_escaped(client, superuser):
     client.force_login(superuser)
     script = "<script>alert(1)</script>"

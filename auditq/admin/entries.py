@@ -80,6 +80,10 @@ class AuditEntryAdmin(admin.ModelAdmin):
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         changelist = super().get_changelist_instance(request)
         changelist.queryset.__class__ = YearsFromIndex
+        if changelist.query:
+            # No date hierarchy on search results: its MIN/MAX of a rare match makes
+            # PostgreSQL walk the time index past most of the table (0.3 s on 1M rows).
+            changelist.date_hierarchy = None
         return changelist
 
     def get_search_results(
