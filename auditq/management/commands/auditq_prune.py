@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
+from tqdm import tqdm
+
+from auditq import retention
+
+
+def days(text: str) -> int:
+    """``--older-than``: a whole number of days, 0 or more, that the calendar can hold."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    try:
+        retention.cutoff(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 0 days or more, not {value}") from None
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{value} days is too far back") from None
+    return value
+
+
+def batch_size(text: str) -> int:
+    """``--batch-size``: a whole number of entries, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def database(alias: str) -> str:
+    """``--database``: an alias of ``DATABASES``."""
+    if alias not in connections:
+        raise argparse.ArgumentTypeError(f"unknown database alias {alias!r}")
+    return alias
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete the audit entries that occurred more than DAYS days ago, in small batches "
+        "that never lock the table for long. Never asks for confirmation: try --dry-run."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--older-than",
+            type=days,
+            required=True,
+            metavar="DAYS",
+            help="Delete entries older than this many days (0 deletes everything until now).",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Only say how many entries would go."
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=batch_size,
+            default=retention.DEFAULT_BATCH_SIZE,
+            metavar="N",
+            help=f"Entries deleted per transaction (default {retention.DEFAULT_BATCH_SIZE}).",
+        )
+        parser.add_argument(
+            "--database", type=database, default=DEFAULT_DB_ALIAS, help="Database alias."
+        )
+
+    def handle(
+        self,
+        *args: Any,
+        older_than: int,
+        dry_run: bool,
+        batch_size: int,
+        database: str,
+        verbosity: int,
+        **options: Any,
+    ) -> None:
+        before = retention.cutoff(older_than)
+        what = f"audit entries older than {older_than} days (before {before:%Y-%m-%d %H:%M:%S %Z})"
+        waiting = retention.count(before, database)
+        if dry_run:
+            self.stdout.write(f"Would delete {waiting} {what}.")
+            return
+        # The bar shows on a terminal only (tqdm's disable=None), never in logs or pipes.
+        with tqdm(
+            total=waiting,
+            unit=" entries",
+            file=sys.stderr,
+            disable=None if verbosity > 0 else True,
+        ) as bar:
+            deleted = retention.prune(before, batch_size, database, progress=bar.update)
+        self.stdout.write(f"Deleted {deleted} {what}.")
