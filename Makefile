@@ -3,9 +3,19 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
+
+# `make bench` sizes (defaults: about 10-15 minutes on a 2-core machine).
+BENCH_OPS ?= 2000
+BENCH_DB ?= both
+BENCH_BACKLOG ?= 100000
+BENCH_SECONDS ?= 60
+BENCH_RATE ?= 500
+BENCH_POOL ?= prefork
+BENCH_TIMEOUT ?= 120
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo lint test clean distclean
+.PHONY: help venv demo lint test bench clean distclean
 
 help:
 	@echo "auditq - make targets:"
@@ -14,6 +24,11 @@ help:
 	@echo "              (SQLite + in-process broker by default; DATABASE_URL, REDIS_URL, DEMO_SERVE=0)"
 	@echo "  make lint   ruff check, ruff format --check and mypy (django-stubs) on auditq/"
 	@echo "  make test   lint, then the test suite (tests/run.sh)"
+	@echo "  make bench  install the bench extra, then bench/request_path.py (auditq vs django-auditlog,"
+	@echo "              django-simple-history, django-pghistory) and bench/worker.py (throughput, lag, memory)"
+	@echo "              (PostgreSQL at DATABASE_URL, Redis at REDIS_URL; sizes: BENCH_OPS=$(BENCH_OPS)"
+	@echo "              BENCH_DB=$(BENCH_DB) BENCH_BACKLOG=$(BENCH_BACKLOG) BENCH_SECONDS=$(BENCH_SECONDS)"
+	@echo "              BENCH_RATE=$(BENCH_RATE) BENCH_POOL=$(BENCH_POOL) BENCH_TIMEOUT=$(BENCH_TIMEOUT))"
 	@echo "  make clean  remove the demo database, build files and caches"
 	@echo "  make distclean  clean, and remove .venv too"
 
@@ -26,6 +41,15 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(VENV)/bin/python bench/request_path.py --ops $(BENCH_OPS) --db $(BENCH_DB)
+	$(VENV)/bin/python bench/worker.py --backlog $(BENCH_BACKLOG) --seconds $(BENCH_SECONDS) \
+		--rate $(BENCH_RATE) --pool $(BENCH_POOL) --timeout $(BENCH_TIMEOUT)
 
 demo: venv
 	$(VENV)/bin/python manage.py demo

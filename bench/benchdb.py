@@ -1,4 +1,5 @@
-"""The throwaway PostgreSQL database the bench scripts create on DATABASE_URL's server."""
+"""What the bench scripts create and remove: a throwaway PostgreSQL database on
+DATABASE_URL's server, and auditq's queue on the broker."""
 
 import os
 from typing import Any
@@ -28,3 +29,18 @@ def server_execute(url: str, sql: str) -> None:
 
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         conn.execute(sql)
+
+
+def delete_queue(app: Any, queue: str) -> None:
+    """Purge and delete ``queue`` (and its exchange, named alike) from ``app``'s broker.
+
+    On Redis, also the binding keys kombu keeps for the exchange.
+    """
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        channel.queue_purge(queue)
+        channel.queue_delete(queue)
+        channel.exchange_delete(queue)
+        client = getattr(channel, "client", None)
+        if conn.transport.driver_type == "redis" and client is not None:
+            client.delete(f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")

@@ -40,13 +40,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import decimal
 import gc
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -61,14 +61,14 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from benchdb import postgres_settings, postgres_url, server_execute  # noqa: E402
+from benchapp.values import row_values  # noqa: E402
+from benchdb import delete_queue, postgres_settings, postgres_url, server_execute  # noqa: E402
 
 QUEUE = "auditq-bench"
 BLOCK = 100  # ops per block; also the ops per transaction of the 100/txn mode
 OPS = ("create", "update", "delete")
 MODES = ("1/txn", "100/txn")
 DB_NAMES = {"postgres": "PostgreSQL", "sqlite": "SQLite"}
-BASE_TIME = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
 X = "\N{MULTIPLICATION SIGN}"
 IDLE_CPU_NS = 100_000  # a 2 ms interval with less CPU than this: the process is idle
 
@@ -187,12 +187,10 @@ def broker_queue(app: Any) -> Iterator[None]:
         channel = conn.default_channel
         Queue(QUEUE, Exchange(QUEUE, type="direct"), routing_key=QUEUE)(channel).declare()
         channel.queue_purge(QUEUE)
-        try:
-            yield
-        finally:
-            channel.queue_purge(QUEUE)
-            channel.queue_delete(QUEUE)
-            channel.exchange_delete(QUEUE)
+    try:
+        yield
+    finally:
+        delete_queue(app, QUEUE)
 
 
 def create_tables(db: str) -> None:
@@ -267,19 +265,6 @@ def recorder(name: str, model: type) -> Callable[[], int] | None:
     if name == "django-pghistory":
         return model.pgh_event_model.objects.count  # type: ignore[attr-defined]
     return None
-
-
-def row_values(i: int, owner_ids: Sequence[int]) -> dict[str, Any]:
-    return {
-        "title": f"row {i}",
-        "body": "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 3,
-        "count": i,
-        "amount": decimal.Decimal(i % 100000) / 100,
-        "active": i % 2 == 0,
-        "happened_at": BASE_TIME + datetime.timedelta(seconds=i),
-        "owner_id": owner_ids[i % len(owner_ids)],
-        "data": {"i": i, "tags": ["a", "b"], "ok": True},
-    }
 
 
 def creator(model: type) -> Callable[[dict[str, Any]], None]:
@@ -369,7 +354,9 @@ def label(sql: str) -> str:
     match = TABLE.search(sql)
     if verb in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK") or not match:
         return verb
-    return f"{verb} {match.group(1).removeprefix('benchapp_')}"
+    table = match.group(1)
+    also = " (+ auditq_outbox row)" if "auditq_outbox" in sql and "outbox" not in table else ""
+    return f"{verb} {table.removeprefix('benchapp_')}{also}"
 
 
 @dataclass
@@ -543,6 +530,10 @@ def fmt_cell(cell: dict[str, Any], plain: dict[str, Any]) -> str:
     return f"{cell['median_us']:>6.0f} µs {ratio:>5.2f}{X} ({spread})"
 
 
+def fmt_factor(factor: float) -> str:
+    return f"{factor:.1f}{X}" if factor != float("inf") else "auditq added nothing measurable"
+
+
 def added_cost_factor(ops: dict[str, Any], op: str, library: str) -> float:
     """(library - plain) / (auditq - plain): how many times auditq's added cost."""
     plain = ops[op]["plain"]["median_us"]
@@ -569,7 +560,7 @@ def report_mode(result: dict[str, Any], mode: str) -> list[str]:
     tail = "/".join(f"{ops[op]['auditq']['tail_us']:.0f}" for op in OPS)
     lines.append(f"  auditq's background work after its blocks, charged to it: {tail} µs/op")
     for library in (lib for lib in LIBRARIES if lib in names):
-        factors = ", ".join(f"{op} {added_cost_factor(ops, op, library):.1f}{X}" for op in OPS)
+        factors = ", ".join(f"{op} {fmt_factor(added_cost_factor(ops, op, library))}" for op in OPS)
         lines.append(f"  added cost of {library} / auditq's: {factors}")
     for skipped in result["skipped"]:
         lines.append(f"  {skipped}: skipped, it needs PostgreSQL")
@@ -603,7 +594,7 @@ def verdicts(result: dict[str, Any], mode: str) -> list[str]:
             mark = "PASS" if factor >= min_factor else "MISS"
             lines.append(
                 f"{result['db']:<10} {mode:<7} {op:<6} added cost ≥ {min_factor:.0f}{X} less "
-                f"than {library}: {mark} ({factor:.1f}{X})"
+                f"than {library}: {mark} ({fmt_factor(factor)})"
             )
     return lines
 
@@ -644,7 +635,14 @@ def run_children(args: argparse.Namespace, dbs: Sequence[str]) -> list[dict[str,
             out = os.path.join(tmp, f"{db}.json")
             command = [sys.executable, __file__, "--db", db, "--ops", str(args.ops)]
             command += ["--warmup", str(args.warmup), "--json", out, "--child"]
-            if subprocess.run(command, check=False).returncode:
+            child = subprocess.Popen(command)
+            try:
+                code = child.wait()
+            finally:
+                if child.poll() is None:  # interrupted: let it clean up after itself
+                    child.terminate()
+                    child.wait()
+            if code:
                 raise BenchError(f"the {DB_NAMES[db]} run failed (see above)")
             results += json.loads(Path(out).read_text())["databases"]
     return results
@@ -652,6 +650,8 @@ def run_children(args: argparse.Namespace, dbs: Sequence[str]) -> list[dict[str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: the throwaway database and the queue are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     dbs = ["postgres", "sqlite"] if args.db == "both" else [args.db]
     env = environment()
     if not args.child:
