@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 from django.contrib.contenttypes.models import ContentType
+from django.db import connections
 from django.db.models import Model
 from django.utils import timezone
 
@@ -43,36 +45,70 @@ class AuditConsumer:
 
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write one entry per event; entries already written are left as they are."""
-        from auditq.models import AuditEntry
-
-        recorded_at = timezone.now()
         types: dict[str, ContentType] = {}
-        entries = []
+        rows = []
         for event in events:
             content_type = types.get(event.model)
             if content_type is None:
                 content_type = types[event.model] = _content_type(event.model, using)
             ctx = event.context
-            entries.append(
-                AuditEntry(
-                    event_id=event.id,
-                    content_type=content_type,
-                    object_pk=str(event.pk),
-                    object_repr=event.repr
+            rows.append(
+                {
+                    "event_id": event.id,
+                    "content_type_id": content_type.pk,
+                    "object_pk": str(event.pk),
+                    "object_repr": event.repr
                     if event.repr is not None
                     else _current_repr(content_type, event.pk, using),
-                    action=event.action,
-                    changes=event.changes,
-                    actor_id=ctx["actor_id"],
-                    actor_repr=ctx["actor_repr"],
-                    remote_addr=ctx["remote_addr"],
-                    request_id=ctx["request_id"] or "",
-                    context=ctx["extra"],
-                    occurred_at=event.occurred_at,
-                    recorded_at=recorded_at,
-                )
+                    "action": event.action,
+                    "changes": event.changes,
+                    "actor_id": ctx["actor_id"],
+                    "actor_repr": ctx["actor_repr"],
+                    "remote_addr": ctx["remote_addr"],
+                    "request_id": ctx["request_id"] or "",
+                    "context": ctx["extra"],
+                    "occurred_at": event.occurred_at,
+                }
             )
-        AuditEntry.objects.using(using).bulk_create(entries, ignore_conflicts=True, batch_size=1000)
+        if connections[using].vendor == "postgresql":
+            _insert_postgresql(rows, using)
+        else:
+            _insert(rows, using)
+
+
+def _insert(rows: list[dict[str, Any]], using: str) -> None:
+    from auditq.models import AuditEntry
+
+    recorded_at = timezone.now()
+    entries = [AuditEntry(**row, recorded_at=recorded_at) for row in rows]
+    AuditEntry.objects.using(using).bulk_create(entries, ignore_conflicts=True, batch_size=1000)
+
+
+def _insert_postgresql(rows: list[dict[str, Any]], using: str) -> None:
+    """One statement for the whole batch: the rows travel as one JSON document that the
+    server unpacks (``jsonb_to_recordset``), several times faster than ``bulk_create``."""
+    from auditq.models import AuditEntry
+
+    connection = connections[using]
+    meta = AuditEntry._meta
+    actor = meta.get_field("actor").target_field.rel_db_type(connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {connection.ops.quote_name(meta.db_table)}
+                (event_id, content_type_id, object_pk, object_repr, action, changes,
+                 actor_id, actor_repr, remote_addr, request_id, context, occurred_at,
+                 recorded_at)
+            SELECT event_id, content_type_id, object_pk, object_repr, action, changes,
+                   actor_id, actor_repr, remote_addr, request_id, context, occurred_at,
+                   clock_timestamp()
+            FROM jsonb_to_recordset(%s::jsonb) AS r(
+                event_id uuid, content_type_id integer, object_pk text, object_repr text,
+                action text, changes jsonb, actor_id {actor}, actor_repr text,
+                remote_addr inet, request_id text, context jsonb, occurred_at timestamptz)
+            ON CONFLICT (event_id) DO NOTHING
+            """,
+            [orjson.dumps(rows).decode()],
+        )
 
 
 def _content_type(label: str, using: str) -> ContentType:

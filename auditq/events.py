@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import orjson
+
 from auditq.context import AuditContext, resolve_actor
 
 VERSION = 2
@@ -120,11 +122,12 @@ def dumps(changes: Sequence[Change]) -> str:
                 change.consumers,
             )
         )
-    batch = os.urandom(16).hex()
-    return json.dumps(
-        {"v": VERSION, "batch": batch, "contexts": contexts, "events": rows},
-        separators=(",", ":"),
-    )
+    payload = {"v": VERSION, "batch": os.urandom(16).hex(), "contexts": contexts, "events": rows}
+    try:
+        return orjson.dumps(payload).decode()
+    except orjson.JSONEncodeError:
+        # orjson stops at 64-bit integers; the standard library does not.
+        return json.dumps(payload, separators=(",", ":"))
 
 
 def _event_id(batch: int, index: int) -> uuid.UUID:
@@ -139,9 +142,9 @@ def loads(payload: str) -> list[Event]:
         PayloadError: the text is not a payload of this version.
     """
     try:
-        data = json.loads(payload)
+        data = orjson.loads(payload)
         version = data.get("v") if isinstance(data, dict) else None
-    except ValueError as exc:
+    except orjson.JSONDecodeError as exc:
         raise PayloadError(f"the outbox payload is not JSON: {exc}") from exc
     if version != VERSION:
         raise PayloadError(

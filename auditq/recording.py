@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from auditq import events, registry
+from auditq.models import Outbox
 
 logger = logging.getLogger("auditq")
 
@@ -31,47 +32,63 @@ def consume(outbox_ids: Sequence[int], using: str = DEFAULT_DB_ALIAS) -> int:
     Raises:
         events.PayloadError: some rows cannot be read; the others were delivered.
     """
-    from auditq.models import Outbox
-
     consumers = registry.consumers()
     known = {consumer.name for consumer in consumers}
     unreadable: list[str] = []
     with transaction.atomic(using=using):
-        rows = list(
-            Outbox.objects.using(using)
-            .select_for_update()
-            .filter(pk__in=outbox_ids)
-            .order_by("id")  # one lock order for every worker: no deadlocks
-            .values_list("id", "payload")
-        )
-        delivered: list[int] = []
         found: list[events.Event] = []
-        for pk, payload in rows:
+        kept = []
+        for row in _take(using, outbox_ids):
             try:
-                read = events.loads(payload)
+                read = events.loads(row.payload)
                 missing = {name for event in read for name in event.consumers} - known
                 if missing:
                     raise events.PayloadError(
                         f"its events want consumers this worker does not have: {sorted(missing)}"
                     )
             except events.PayloadError as exc:
-                unreadable.append(f"outbox row {pk}: {exc}")
+                unreadable.append(f"outbox row {row.pk}: {exc}")
+                kept.append(row)
                 continue
-            delivered.append(pk)
             found.extend(read)
         for consumer in consumers:
             wanted = events.wanted_by(found, consumer.name)
             if wanted:
                 consumer.record(wanted, using)
-        Outbox.objects.using(using).filter(pk__in=delivered).delete()
+        if kept:
+            _put_back(using, kept)
     if unreadable:
         raise events.PayloadError("; ".join(unreadable))
     return len(found)
 
 
+def _take(using: str, outbox_ids: Sequence[int]) -> list[Outbox]:
+    """Delete the rows and return them, in key order (one lock order for every worker:
+    no deadlocks). A row another transaction holds is waited for: if that worker commits
+    the row is gone, if it dies the row is ours."""
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        # One statement locks, reads and deletes.
+        table = connection.ops.quote_name(Outbox._meta.db_table)
+        taken = Outbox.objects.raw(
+            f"DELETE FROM {table} WHERE id = ANY(%s) RETURNING id, created_at, relayed_at, payload",
+            [sorted(outbox_ids)],
+            using=using,
+        )
+        return sorted(taken, key=lambda row: row.pk)
+    rows = list(
+        Outbox.objects.using(using).select_for_update().filter(pk__in=outbox_ids).order_by("id")
+    )
+    Outbox.objects.using(using).filter(pk__in=[row.pk for row in rows]).delete()
+    return rows
+
+
+def _put_back(using: str, rows: list[Outbox]) -> None:
+    """Keep unreadable rows, as they were, for a worker that can read them."""
+    Outbox.objects.using(using).bulk_create(rows)
+
+
 def consume_waiting(using: str = DEFAULT_DB_ALIAS) -> int:
     """Deliver every row in the outbox now, in this process (eager mode, tests)."""
-    from auditq.models import Outbox
-
     ids = list(Outbox.objects.using(using).order_by("id").values_list("id", flat=True))
     return consume(ids, using) if ids else 0

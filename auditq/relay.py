@@ -20,8 +20,6 @@ import datetime
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from celery import current_app
@@ -109,7 +107,7 @@ def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) ->
     """Mark up to ``limit`` rows as published now and return their keys (committed).
 
     ``fresh``: rows never published; otherwise rows older than ``cutoff`` whose last
-    publish is older than ``cutoff`` too.
+    publish is older than ``cutoff`` too. Rows another relay is claiming are skipped.
     """
     from auditq.models import Outbox
 
@@ -120,6 +118,22 @@ def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) ->
         due = rows.filter(created_at__lte=cutoff).filter(
             Q(relayed_at__isnull=True) | Q(relayed_at__lte=cutoff)
         )
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        # One statement picks, locks and stamps.
+        table = connection.ops.quote_name(Outbox._meta.db_table)
+        where, params = (
+            ("relayed_at IS NULL", [])
+            if fresh
+            else ("created_at <= %s AND (relayed_at IS NULL OR relayed_at <= %s)", [cutoff] * 2)
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET relayed_at = %s WHERE id IN (SELECT id FROM {table} "
+                f"WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id",
+                [timezone.now(), *params, limit],
+            )
+            return sorted(row[0] for row in cursor.fetchall())
     with transaction.atomic(using=using):
         ids = list(
             due.select_for_update(skip_locked=True)
@@ -211,63 +225,75 @@ class Relay:
 
     def _run(self) -> None:
         settings = conf.get()
+        wakeups = Wakeups(self.using, self._stop)
         last_sweep = 0.0
         broker = None
-        with self._wakeups() as wait:
-            while not self._stop.is_set():
-                try:
-                    if broker is None:
-                        broker = broker_connection(self.app)
-                    relay(using=self.using, fresh=True, app=self.app, connection=broker)
-                    now = time.monotonic()
-                    if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:
-                        last_sweep = now
-                        relay(using=self.using, app=self.app, connection=broker)
-                except BrokerUnavailable as exc:
-                    logger.warning("auditq relay: the broker is unavailable (%s); retrying.", exc)
-                    _discard(broker)
-                    broker = None
-                    self._stop.wait(1.0)
-                except Exception:
-                    logger.exception("auditq relay: a round failed; retrying.")
-                    close_old_connections()
-                    self._stop.wait(1.0)
-                wait(settings.RELAY_POLL_SECONDS)
+        while not self._stop.is_set():
+            try:
+                if broker is None:
+                    broker = broker_connection(self.app)
+                relay(using=self.using, fresh=True, app=self.app, connection=broker)
+                now = time.monotonic()
+                if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:
+                    last_sweep = now
+                    relay(using=self.using, app=self.app, connection=broker)
+            except BrokerUnavailable as exc:
+                logger.warning("auditq relay: the broker is unavailable (%s); retrying.", exc)
+                _discard(broker)
+                broker = None
+                self._stop.wait(1.0)
+            except Exception:
+                logger.exception("auditq relay: a round failed; retrying.")
+                close_old_connections()
+                self._stop.wait(1.0)
+            wakeups.wait(settings.RELAY_POLL_SECONDS)
+        wakeups.close()
         _discard(broker)
         connections[self.using].close()
 
-    @contextmanager
-    def _wakeups(self) -> Iterator[Any]:
-        """Yield ``wait(timeout)``: returns when a commit notified, or after ``timeout``."""
-        connection = connections[self.using]
-        if connection.vendor != "postgresql":
-            yield self._stop.wait
+
+class Wakeups:
+    """What the relay waits on between rounds: a commit's ``NOTIFY`` on PostgreSQL (on
+    a connection of its own, re-opened after a failure), else just the poll interval."""
+
+    def __init__(self, using: str, stop: threading.Event) -> None:
+        self.using = using
+        self.stop = stop
+        self.listener: Any = None
+        self.listens = connections[using].vendor == "postgresql"
+
+    def wait(self, timeout: float) -> None:
+        """Return when a commit notified, after ``timeout`` seconds, or at ``stop``."""
+        if not self.listens:
+            self.stop.wait(timeout)
             return
         import psycopg
 
-        params = connection.get_connection_params()
-        params.pop("cursor_factory", None)
-        params.pop("context", None)
         try:
-            listener = psycopg.connect(**params, autocommit=True)
+            if self.listener is None:
+                params = connections[self.using].get_connection_params()
+                params.pop("cursor_factory", None)
+                params.pop("context", None)
+                self.listener = psycopg.connect(**params, autocommit=True)
+                self.listener.execute(f"LISTEN {CHANNEL}")
+            # One commit, then drop those queued meanwhile: the next round claims every
+            # row they announced.
+            for _ in self.listener.notifies(timeout=timeout, stop_after=1):
+                pass
+            for _ in self.listener.notifies(timeout=0):
+                pass
         except psycopg.Error as exc:
-            logger.warning("auditq relay: cannot LISTEN (%s); polling instead.", exc)
-            yield self._stop.wait
-            return
-        listener.execute(f"LISTEN {CHANNEL}")
+            logger.warning("auditq relay: LISTEN failed (%s); polling until it works.", exc)
+            self.close()
+            self.stop.wait(timeout)
 
-        def wait(timeout: float) -> None:
-            # Wait up to ``timeout`` for one commit, then drop the ones queued meanwhile:
-            # the next round claims every row they announced.
-            for _ in listener.notifies(timeout=timeout, stop_after=1):
-                pass
-            for _ in listener.notifies(timeout=0):
-                pass
-
-        try:
-            yield wait
-        finally:
-            listener.close()
+    def close(self) -> None:
+        """Close the listening connection, if any."""
+        if self.listener is not None:
+            try:
+                self.listener.close()
+            finally:
+                self.listener = None
 
 
 def _discard(broker: Any) -> None:

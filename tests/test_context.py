@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from auditq import audit_context, disable_auditing
-from auditq.context import current
+from auditq.context import current, resolve_actor
 
 
 def test_outside_any_block_the_context_is_empty_and_enabled():
@@ -34,7 +34,7 @@ def test_blocks_nest_and_restore():
 def test_extra_values_are_stored_json_safe():
     key = uuid.uuid4()
     with audit_context(key=key, things={1, 2}):
-        assert current().payload["extra"] == {"key": str(key), "things": [1, 2]}
+        assert dict(current().extra) == {"key": str(key), "things": [1, 2]}
 
 
 def test_a_copied_context_follows_work_into_a_thread():
@@ -68,4 +68,4 @@ def test_an_unsaved_or_anonymous_actor_has_no_key(django_user_model):
     from django.contrib.auth.models import AnonymousUser
 
     with audit_context(actor=AnonymousUser()):
-        assert current().payload["actor_id"] is None
+        assert resolve_actor(current().actor) == (None, "")

@@ -1,10 +1,14 @@
 """The relay: committed rows become messages; a failed publish leaves them due at once."""
 
+import threading
+
 import pytest
 from django.db import transaction
 
 from auditq import relay
 from auditq.models import Outbox
+from tests.celery_app import app as celery_app
+from tests.conftest import wait_for
 from tests.testapp.models import Document
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,3 +73,37 @@ def test_backlog_counts_rows_and_dates_the_oldest(undelivered):
     count, oldest = relay.backlog()
     assert count == 2
     assert oldest == Outbox.objects.order_by("id").first().created_at
+
+
+def test_the_relay_thread_publishes_new_rows_until_stopped(sent):
+    thread = relay.Relay(celery_app)
+    thread.start()
+    try:
+        Document.objects.create(title="a")
+        with transaction.atomic():
+            Document.objects.create(title="b")
+            Document.objects.create(title="c")
+        wait_for(lambda: sum(map(len, sent)) == 2, 10, "both rows to be published")
+    finally:
+        thread.stop()
+
+    assert sorted(i for ids in sent for i in ids) == sorted(
+        Outbox.objects.values_list("id", flat=True)
+    )
+    assert not Outbox.objects.filter(relayed_at__isnull=True).exists()
+    Document.objects.create(title="after the stop")
+    assert sum(map(len, sent)) == 2
+
+
+def test_start_and_stop_in_worker_run_one_thread(sent, settings):
+    relay.start_in_worker(celery_app)
+    relay.start_in_worker(celery_app)
+    try:
+        assert [t.name for t in threading.enumerate()].count("auditq-relay") == 1
+    finally:
+        relay.stop_in_worker()
+    assert "auditq-relay" not in [t.name for t in threading.enumerate()]
+
+    settings.AUDITQ = {**settings.AUDITQ, "RELAY_IN_WORKER": False}
+    relay.start_in_worker(celery_app)
+    assert "auditq-relay" not in [t.name for t in threading.enumerate()]

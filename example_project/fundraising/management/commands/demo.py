@@ -109,6 +109,8 @@ def in_process_worker() -> Iterator[None]:
     """A Celery worker in a thread of this process (the only kind the memory broker reaches)."""
     from celery.contrib.testing.worker import start_worker
 
+    from auditq import relay
+
     with start_worker(
         celery_app,
         pool="solo",
@@ -117,7 +119,13 @@ def in_process_worker() -> Iterator[None]:
         loglevel="WARNING",
         shutdown_timeout=30.0,
     ):
-        yield
+        # `celery worker` starts auditq's relay by itself (worker_ready); this embedded
+        # test worker sends no such signal.
+        relay.start_in_worker(celery_app)
+        try:
+            yield
+        finally:
+            relay.stop_in_worker()
 
 
 @contextlib.contextmanager
