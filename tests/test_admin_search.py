@@ -18,13 +18,18 @@ migration = import_module("auditq.migrations.0003_entry_search_indexes")
 TRIGRAM = tuple(migration.TRIGRAM_INDEXES)
 
 
+@pytest.fixture(autouse=True)
+def _plans_show_usable_indexes() -> None:
+    """The test table is nearly empty: make PostgreSQL show which index it could use."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+
+
 @pytest.fixture
 def postgres() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("pg_trgm indexes exist on PostgreSQL only")
-    with connection.cursor() as cursor:
-        # The test table is nearly empty: make the planner show which index it can use.
-        cursor.execute("SET LOCAL enable_seqscan = off")
 
 
 def indexes() -> set[str]:
