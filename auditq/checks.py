@@ -46,6 +46,24 @@ def check_celery(**kwargs: Any) -> list[checks.CheckMessage]:
     ]
 
 
+def check_celery_app(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.E005: only Celery's unconfigured default app is loaded."""
+    from auditq import relay
+
+    try:
+        relay.celery_app()
+    except relay.NoCeleryApp as exc:
+        return [
+            checks.Error(
+                f"auditq cannot reach your workers: {exc}",
+                hint="See Celery's 'First steps with Django': proj/celery.py defines the app "
+                "and proj/__init__.py imports it.",
+                id="auditq.E005",
+            )
+        ]
+    return []
+
+
 def check_middleware(**kwargs: Any) -> list[checks.CheckMessage]:
     """auditq.W001 / auditq.E004: the context middleware is missing or placed too early."""
     middleware = list(getattr(settings, "MIDDLEWARE", None) or ())
@@ -108,6 +126,7 @@ def register() -> None:
         check_audited_fields,
         check_settings,
         check_celery,
+        check_celery_app,
         check_middleware,
         check_results_app,
         check_sqlite_locking,

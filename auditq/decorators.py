@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar, overload
 
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
 from auditq import registry
@@ -52,6 +54,7 @@ def audited(
     Raises:
         TypeError: ``fields`` and ``exclude`` were both given, or a list is not a list of
             names. Unknown names are reported by the system check ``auditq.E001``.
+        ImproperlyConfigured: ``"auditq"`` is not in ``INSTALLED_APPS``.
 
     Example:
         >>> @audited(exclude=["updated_at"], mask=["card_token"])
@@ -68,6 +71,12 @@ def audited(
     def decorate(cls: M) -> M:
         if not (isinstance(cls, type) and issubclass(cls, models.Model)):
             raise TypeError(f"@audited decorates model classes, not {cls!r}.")
+        if apps.apps_ready and not apps.is_installed("auditq"):
+            # Nothing would ever connect the model: fail now, not silently forever.
+            raise ImproperlyConfigured(
+                f"@audited on {cls._meta.label} needs 'auditq' in INSTALLED_APPS "
+                "(and 'django_celery_results')."
+            )
         if cls._meta.abstract or cls._meta.proxy:
             kind = "abstract" if cls._meta.abstract else "proxy"
             raise TypeError(f"@audited cannot decorate the {kind} model {cls.__name__}.")

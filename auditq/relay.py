@@ -39,6 +39,27 @@ class BrokerUnavailable(Exception):
     """The broker could not be reached or did not answer within ``PUBLISH_TIMEOUT``."""
 
 
+class NoCeleryApp(Exception):
+    """Only Celery's unconfigured default app is loaded: publishing would go nowhere."""
+
+
+def celery_app(app: Any = None) -> Any:
+    """Return ``app`` or the current Celery app, refusing Celery's unconfigured default.
+
+    Raises:
+        NoCeleryApp: the project's Celery app was never imported in this process.
+    """
+    app = app or current_app._get_current_object()
+    # Celery's fallback, made when no app was ever created: Celery("default", fixups=[]).
+    if app.main == "default" and not app.fixups:
+        raise NoCeleryApp(
+            "the project's Celery app is not loaded, so Celery's default app (broker "
+            "amqp://localhost) is current. Import it in your project package: "
+            "`from .celery import app as celery_app` in proj/__init__.py."
+        )
+    return app
+
+
 def committed(using: str) -> None:
     """Called after a transaction wrote outbox rows: deliver at once when tasks run eagerly.
 
@@ -80,13 +101,15 @@ def publish(
     Raises:
         BrokerUnavailable: the broker refused, failed or timed out.
     """
-    app = app or current_app._get_current_object()
+    app = celery_app(app)
     try:
         if connection is None:
             with broker_connection(app) as fresh:
                 _send(app, fresh, outbox_ids, using)
         else:
             _send(app, connection, outbox_ids, using)
+    except ImportError:
+        raise  # a broken install (say, the transport's dependencies), not an outage
     except Exception as exc:
         raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -155,8 +178,8 @@ def _release(using: str, outbox_ids: list[int]) -> None:
 def _publish_claimed(using: str, ids: list[int], app: Any, connection: Any = None) -> None:
     try:
         publish(ids, using, app, connection)
-    except BrokerUnavailable:
-        _release(using, ids)
+    except BaseException:
+        _release(using, ids)  # whatever went wrong, the rows are due again at once
         raise
 
 
@@ -184,7 +207,7 @@ def relay(
     settings = conf.get()
     age = settings.RELAY_AFTER_SECONDS if older_than is None else older_than
     cutoff = timezone.now() - datetime.timedelta(seconds=age)
-    app = app or current_app._get_current_object()
+    app = celery_app(app)
     published = 0
     while ids := _claim(using, settings.RELAY_BATCH_SIZE, fresh=fresh, cutoff=cutoff):
         _publish_claimed(using, ids, app, connection)

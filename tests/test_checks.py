@@ -10,6 +10,7 @@ from auditq import audited, registry
 from auditq.checks import (
     check_audited_fields,
     check_celery,
+    check_celery_app,
     check_middleware,
     check_results_app,
     check_settings,
@@ -127,3 +128,18 @@ def test_w003_sqlite_without_immediate_transactions(monkeypatch):
     assert warning.id == "auditq.W003"
     assert "'other'" in warning.msg
     assert '"OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20}' in warning.hint
+
+
+def test_e005_the_projects_celery_app_is_not_loaded(monkeypatch):
+    from celery import Celery
+
+    from auditq import relay
+
+    assert ids(check_celery_app()) == []
+    # As if proj/__init__.py never imported the app: Celery's fallback app is current.
+    fallback = Celery("default", fixups=[], set_as_current=False)
+    monkeypatch.setattr(relay, "current_app", SimpleNamespace(_get_current_object=lambda: fallback))
+
+    [error] = check_celery_app()
+    assert error.id == "auditq.E005"
+    assert "from .celery import app as celery_app" in error.msg

@@ -56,6 +56,32 @@ def test_relay_reports_an_unreachable_broker_and_keeps_the_rows_due(undelivered)
     assert list(Outbox.objects.values_list("relayed_at", flat=True)) == [None]
 
 
+def test_relay_refuses_celerys_unconfigured_default_app(undelivered, monkeypatch):
+    from types import SimpleNamespace
+
+    from celery import Celery
+
+    Document.objects.create(title="x")
+    fallback = Celery("default", fixups=[], set_as_current=False)
+    monkeypatch.setattr(relay, "current_app", SimpleNamespace(_get_current_object=lambda: fallback))
+
+    with pytest.raises(CommandError, match="Nothing was published: the project's Celery app"):
+        call_command("auditq_relay", "--older-than", "0")
+    assert list(Outbox.objects.values_list("relayed_at", flat=True)) == [None]
+
+
+def test_relay_reports_a_missing_transport_module_as_such(undelivered, monkeypatch):
+    def broken(app):
+        raise ModuleNotFoundError("No module named 'packaging'")
+
+    Document.objects.create(title="x")
+    monkeypatch.setattr(relay, "broker_connection", broken)
+
+    with pytest.raises(CommandError, match=r"cannot load its broker transport.*'packaging'"):
+        call_command("auditq_relay", "--older-than", "0")
+    assert list(Outbox.objects.values_list("relayed_at", flat=True)) == [None]
+
+
 @pytest.mark.parametrize("value", ["nope", "nan", "1e12"])
 def test_bad_input_exits_non_zero_without_a_traceback(value):
     result = subprocess.run(

@@ -46,3 +46,28 @@ def test_no_auditq_setting_at_all_means_defaults(settings):
 
     assert conf.problems() == []
     assert conf.get() == conf.Settings()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("RELAY_POLL_SECONDS", 0, "must be a finite number greater than zero"),
+        ("RELAY_POLL_SECONDS", float("nan"), "must be a finite number greater than zero"),
+        ("RELAY_AFTER_SECONDS", float("inf"), "must be a finite number greater than zero"),
+        ("RELAY_POLL_SECONDS", "fast", "must be int or float, not str"),
+        ("RELAY_IN_WORKER", "yes", "must be bool, not str"),
+        ("RELAY_BATCH_SIZE", True, "must be int, not bool"),
+    ],
+)
+def test_relay_settings_are_checked(settings, key, value, message):
+    settings.AUDITQ = {key: value}
+
+    [(problem, _hint)] = conf.problems()
+    assert key in problem
+    assert message in problem
+
+
+def test_the_relay_can_be_kept_out_of_the_workers(settings):
+    settings.AUDITQ = {"RELAY_IN_WORKER": False, "RELAY_POLL_SECONDS": 0.05}
+
+    assert (conf.get().RELAY_IN_WORKER, conf.get().RELAY_POLL_SECONDS) == (False, 0.05)

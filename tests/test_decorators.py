@@ -38,3 +38,21 @@ def test_abstract_models_cannot_be_audited():
 
     with pytest.raises(TypeError, match="abstract model Base"):
         audited(Base)
+
+
+def test_auditq_missing_from_installed_apps_fails_at_import(monkeypatch):
+    from django.apps import apps
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test.utils import isolate_apps
+
+    monkeypatch.setattr(apps, "is_installed", lambda label: label != "auditq")
+    with isolate_apps("tests.testapp"):
+
+        class Orphan(models.Model):  # noqa: DJ008
+            class Meta:
+                app_label = "testapp"
+
+        with pytest.raises(
+            ImproperlyConfigured, match=r"@audited on testapp\.Orphan needs 'auditq'"
+        ):
+            audited(Orphan)

@@ -51,4 +51,11 @@ class Command(BaseCommand):
                 f"The broker is unavailable ({exc}); nothing was lost: the rows stay in the "
                 "outbox and the workers' relay delivers them once the broker is back."
             ) from exc
+        except relay.NoCeleryApp as exc:
+            raise CommandError(f"Nothing was published: {exc}") from exc
+        except ImportError as exc:
+            raise CommandError(
+                f"Celery cannot load its broker transport ({exc}). Install what the "
+                'transport needs, e.g. pip install "celery[redis]". Nothing was lost.'
+            ) from exc
         self.stdout.write(f"Published {published} of {waiting} undelivered outbox rows.")
