@@ -11,6 +11,7 @@ so does the web server. With ``REDIS_URL`` the worker is a ``celery worker``
 subprocess, stopped when the demo exits.
 """
 
+import argparse
 import contextlib
 import io
 import math
@@ -57,6 +58,28 @@ DONOR_NAMES = [
     "Frances Allen",
 ]
 FUNDRAISER_NAMES = ["Clean Water for Lakeside", "Library Roof Repair", "Community Garden"]
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite, positive number of seconds (at most a day)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most 86400")
+    return value
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port number."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a port from 1 to 65535")
+    return value
 
 
 class ScenarioRollback(Exception):
@@ -273,7 +296,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(
             "--wait",
-            type=float,
+            type=seconds,
             default=30.0,
             help="Seconds to wait for the worker to record the changes (default: 30).",
         )
@@ -284,8 +307,8 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--port",
-            type=int,
-            default=int(os.environ.get("DEMO_PORT", "8000")),
+            type=port,
+            default=os.environ.get("DEMO_PORT", "8000"),
             help="Port of the admin server (default: DEMO_PORT or 8000).",
         )
 
