@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from celery import current_app
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -157,6 +157,8 @@ def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) ->
                 [timezone.now(), *params, limit],
             )
             return sorted(row[0] for row in cursor.fetchall())
+    if not due.exists():
+        return []  # no write transaction (on SQLite, no write lock) just to find nothing
     with transaction.atomic(using=using):
         ids = list(
             due.select_for_update(skip_locked=True)
@@ -327,20 +329,25 @@ def _discard(broker: Any) -> None:
             logger.debug("auditq relay: error while closing a broker connection", exc_info=True)
 
 
-_relay: Relay | None = None
+_relays: list[Relay] = []
+
+
+def outbox_databases() -> list[str]:
+    """The database aliases that hold an outbox (where auditq's tables are migrated)."""
+    from auditq.models import Outbox
+
+    return [alias for alias in connections if router.allow_migrate_model(alias, Outbox)]
 
 
 def start_in_worker(app: Any) -> None:
-    """Start this process's relay thread (``worker_ready``)."""
-    global _relay
-    if _relay is None and conf.get().RELAY_IN_WORKER:
-        _relay = Relay(app)
-        _relay.start()
+    """Start this process's relay threads, one per outbox database (``worker_ready``)."""
+    if not _relays and conf.get().RELAY_IN_WORKER:
+        _relays.extend(Relay(app, alias) for alias in outbox_databases())
+        for thread in _relays:
+            thread.start()
 
 
 def stop_in_worker() -> None:
-    """Stop this process's relay thread (``worker_shutdown``)."""
-    global _relay
-    if _relay is not None:
-        _relay.stop()
-        _relay = None
+    """Stop this process's relay threads (``worker_shutdown``)."""
+    while _relays:
+        _relays.pop().stop()
