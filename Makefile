@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
 # `make bench` sizes (defaults: about 10-15 minutes on a 2-core machine).
-BENCH_OPS ?= 2000
+BENCH_OPS ?= 4000
 BENCH_DB ?= both
 BENCH_BACKLOG ?= 100000
 BENCH_SECONDS ?= 60

@@ -92,6 +92,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--writer", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--pace", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--for", dest="for_seconds", type=float, default=0.0, help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.backlog, args.seconds, args.timeout = 2000, 5.0, 60.0
@@ -203,10 +206,11 @@ def wait_recorded(after_id: int, expected: int, poll: float, deadline: float) ->
 # --------------------------------------------------------------------------- writers
 
 
-def writer(count: int, offset: int, pace: float) -> None:
-    """One writer process: ``count`` saves of ``AuditqRow``, each its own transaction.
+def writer(count: int, offset: int, pace: float, seconds: float) -> None:
+    """One writer process: up to ``count`` saves of ``AuditqRow``, each its own transaction.
 
-    ``pace`` saves/s (0: as fast as possible). Prints its figures as JSON on stdout.
+    ``pace`` saves/s (0: as fast as possible), stopping after ``seconds`` if given (a
+    writer slower than its pace makes fewer saves). Prints its figures as JSON on stdout.
     """
     setup_django()
     from benchapp.models import AuditqRow, Owner
@@ -215,15 +219,19 @@ def writer(count: int, offset: int, pace: float) -> None:
     owners = list(Owner.objects.values_list("pk", flat=True))
     values = [row_values(offset + i, owners) for i in range(count)]
     start, clock = time.time(), time.monotonic()
+    saves = 0
     for i, row in enumerate(values):
         if pace:
             delay = clock + i / pace - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        if seconds and time.monotonic() - clock >= seconds:
+            break
         AuditqRow(**row).save()
+        saves += 1
     end = time.time()
     connections.close_all()
-    print(json.dumps({"saves": count, "start": start, "end": end}), flush=True)
+    print(json.dumps({"saves": saves, "start": start, "end": end}), flush=True)
 
 
 @dataclass
@@ -233,19 +241,21 @@ class Writers:
     env: dict[str, str]
     procs: list[subprocess.Popen] = field(default_factory=list)
 
-    def run(self, processes: int, total: int, pace: float, offset: int) -> dict[str, float]:
+    def run(
+        self, processes: int, total: int, offset: int, pace: float = 0.0, seconds: float = 0.0
+    ) -> dict[str, float]:
         """Start the writers, wait for them, and kill them if anything goes wrong."""
         try:
-            self.start(processes, total, pace, offset)
+            self.start(processes, total, offset, pace, seconds)
             return self.wait()
         finally:
             self.kill()
 
-    def start(self, processes: int, total: int, pace: float, offset: int) -> None:
+    def start(self, processes: int, total: int, offset: int, pace: float, seconds: float) -> None:
         share = [total // processes + (i < total % processes) for i in range(processes)]
         for i, count in enumerate(share):
             command = [sys.executable, __file__, "--writer", str(count), "--pace", str(pace)]
-            command += ["--offset", str(offset + sum(share[:i]))]
+            command += ["--for", str(seconds), "--offset", str(offset + sum(share[:i]))]
             self.procs.append(
                 subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE, text=True)
             )
@@ -418,11 +428,15 @@ def throughput(
 ) -> dict[str, Any]:
     """The backlog first, with no worker running; then one worker drains it."""
     print(f"== backlog: {args.backlog:,} saves by {args.writers} writer processes", flush=True)
-    written = Writers(env).run(args.writers, args.backlog, pace=0.0, offset=0)
+    written = Writers(env).run(args.writers, args.backlog, offset=0)
     backlog_rows = outbox_rows()
     if backlog_rows == 0:
         raise BenchError("the backlog left no outbox row: auditq captured nothing")
-    print(f"== worker: {' '.join(worker.command)}", flush=True)
+    print(
+        f"   written in {written['end'] - written['start']:.1f} s ({written['rate']:,.0f} "
+        f"saves/s)\n== worker: {' '.join(worker.command)}",
+        flush=True,
+    )
     ready = worker.start(app)
     done = wait_recorded(0, args.backlog, poll=0.5, deadline=worker.started + args.timeout)
     recorded = recorded_since(0)
@@ -458,15 +472,16 @@ def steady_load(
     offset: int,
 ) -> dict[str, Any]:
     """``writers`` processes at ``--rate`` saves/s each for ``--seconds``; lag of each change."""
-    total = round(writers * args.rate * args.seconds)
     offered = writers * args.rate
     print(f"== steady load: {writers} writer(s) at {args.rate:.0f}/s for {args.seconds:.0f} s")
     after = last_entry_id()
-    written = Writers(env).run(writers, total, pace=args.rate, offset=offset)
-    done = wait_recorded(after, total, poll=0.01, deadline=written["end"] + args.timeout)
+    total = round(offered * args.seconds)
+    written = Writers(env).run(writers, total, offset, pace=args.rate, seconds=args.seconds)
+    saves = int(written["saves"])
+    done = wait_recorded(after, saves, poll=0.01, deadline=written["end"] + args.timeout)
     result = {
         "writers": writers,
-        "saves": total,
+        "saves": saves,
         "offered_per_s": offered,
         "reached_per_s": written["rate"],
         "rate_reached": written["rate"] >= REACHED * offered,
@@ -474,6 +489,10 @@ def steady_load(
         "drained_after_last_save_ms": None if done is None else (done - written["end"]) * 1000,
         **lag_figures(after),
     }
+    drained = result["drained_after_last_save_ms"]
+    after_last = "not drained" if drained is None else f"drained {drained:,.0f} ms after"
+    p99 = result["lag_p99_ms"] or 0.0
+    print(f"   {saves:,} saves ({written['rate']:,.0f}/s), p99 {p99:,.0f} ms, {after_last}")
     if done is None:
         restart_clean(worker, app, queue)
     return result
@@ -603,7 +622,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["throughput"] = throughput(args, worker, app, queue, env)
             result["steady"] = []
             for n, writers in enumerate((1, 2)):
-                offset = args.backlog + n * round(2 * args.rate * args.seconds)
+                offset = args.backlog + n * round(args.rate * args.seconds)
                 load = steady_load(args, writers, worker, app, queue, env, offset)
                 result["steady"].append(load)
             result["memory"] = worker.memory()
@@ -618,7 +637,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.writer is not None:
-        writer(args.writer, args.offset, args.pace)
+        writer(args.writer, args.offset, args.pace, args.for_seconds)
         return 0
     # SIGTERM unwinds like Ctrl-C: worker and writers killed, queue and database removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
