@@ -51,7 +51,6 @@ class AuditConsumer:
             content_type = types.get(event.model)
             if content_type is None:
                 content_type = types[event.model] = _content_type(event.model, using)
-            ctx = event.context
             rows.append(
                 {
                     "event_id": event.id,
@@ -62,11 +61,11 @@ class AuditConsumer:
                     else _current_repr(content_type, event.pk, using),
                     "action": event.action,
                     "changes": event.changes,
-                    "actor_id": ctx["actor_id"],
-                    "actor_repr": ctx["actor_repr"],
-                    "remote_addr": ctx["remote_addr"],
-                    "request_id": ctx["request_id"] or "",
-                    "context": ctx["extra"],
+                    "actor_id": event.actor_id,
+                    "actor_repr": event.actor_repr,
+                    "remote_addr": event.remote_addr,
+                    "request_id": event.request_id or "",
+                    "context": event.context,
                     "occurred_at": event.occurred_at,
                 }
             )

@@ -67,10 +67,10 @@ class Change(NamedTuple):
 
 @dataclass(frozen=True)
 class Event:
-    """One change as a consumer receives it in the worker."""
+    """One change as a consumer receives it in the worker (and a callback as ``event``)."""
 
     id: uuid.UUID
-    """The change's idempotency key (``AuditEntry.event_id``)."""
+    """The change's idempotency key (``AuditEntry.event_id`` of an audited change)."""
     model: str
     """``app_label.modelname`` of the changed object."""
     pk: Any
@@ -80,11 +80,19 @@ class Event:
     action: str
     """``"create"``, ``"update"`` or ``"delete"``."""
     changes: Mapping[str, Any]
-    """``{field: [old, new]}``, as ``AuditEntry.changes`` stores it."""
+    """``{field: [old, new]}``, as ``AuditEntry.changes`` stores it (masked values too)."""
     occurred_at: datetime.datetime
     """When the change was made on the request path."""
+    actor_id: Any
+    """The key of the user who made the change, or ``None``."""
+    actor_repr: str
+    """That user's name at the time, or ``""``."""
+    remote_addr: str | None
+    """The client's address, when the change came from a request."""
+    request_id: str | None
+    """The request's id, shared by every change of that request."""
     context: Mapping[str, Any]
-    """``actor_id``, ``actor_repr``, ``remote_addr``, ``request_id`` and ``extra``."""
+    """The extra keys given to ``audit_context(...)``."""
     consumers: Mapping[str, Any]
     """What each interested consumer wants from this change, by consumer name."""
 
@@ -153,22 +161,29 @@ def loads(payload: str) -> list[Event]:
         )
     batch = int(data["batch"], 16)
     contexts = data["contexts"]
-    return [
-        Event(
-            id=_event_id(batch, number),
-            model=model,
-            pk=pk,
-            repr=repr_,
-            action=action,
-            changes=changes,
-            occurred_at=datetime.datetime.fromtimestamp(at, tz=datetime.UTC),
-            context=contexts[context],
-            consumers=consumers,
+    events = []
+    for number, (model, pk, repr_, action, changes, at, context, consumers) in enumerate(
+        data["events"]
+    ):
+        ctx = contexts[context]
+        events.append(
+            Event(
+                id=_event_id(batch, number),
+                model=model,
+                pk=pk,
+                repr=repr_,
+                action=action,
+                changes=changes,
+                occurred_at=datetime.datetime.fromtimestamp(at, tz=datetime.UTC),
+                actor_id=ctx["actor_id"],
+                actor_repr=ctx["actor_repr"],
+                remote_addr=ctx["remote_addr"],
+                request_id=ctx["request_id"],
+                context=ctx["extra"],
+                consumers=consumers,
+            )
         )
-        for number, (model, pk, repr_, action, changes, at, context, consumers) in enumerate(
-            data["events"]
-        )
-    ]
+    return events
 
 
 def wanted_by(events: Iterable[Event], consumer: str) -> list[Event]:

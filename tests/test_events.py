@@ -33,8 +33,8 @@ def test_a_payload_reads_back_as_the_events_it_holds():
         (2, "doc 2", "new 2"),
         (3, "doc 3", "new 3"),
     ]
-    assert [e.context["actor_id"] for e in read] == [7, 8, 7]
-    assert read[0].context["extra"] == {"reason": "import"}
+    assert [e.actor_id for e in read] == [7, 8, 7]
+    assert (read[0].request_id, read[0].context) == ("req-1", {"reason": "import"})
     assert read[0].occurred_at.timestamp() == 1_700_000_000.5
     assert read[0].consumers == {"audit": 1}
     # Each context is written once, however many changes share it.
