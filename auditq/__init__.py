@@ -3,11 +3,18 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from auditq.context import audit_context, disable_auditing
-from auditq.decorators import audited
+from auditq.decorators import after_delete, after_save, audited
 
 try:
     __version__ = version("auditq")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["__version__", "audit_context", "audited", "disable_auditing"]
+__all__ = [
+    "__version__",
+    "after_delete",
+    "after_save",
+    "audit_context",
+    "audited",
+    "disable_auditing",
+]

@@ -7,10 +7,12 @@ class AuditqConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from auditq import capture, checks, registry
+        from auditq import callbacks, capture, checks, registry
         from auditq.audit import AuditConsumer
 
         checks.register()
         registry.add_consumer(AuditConsumer())
+        registry.add_consumer(callbacks.CallbacksConsumer())
+        registry.add_sweeper(callbacks.publish_due)
         for model in registry.tracked_models():
             capture.connect(model)

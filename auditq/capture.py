@@ -307,15 +307,18 @@ def _guard_save(save_base: Callable) -> Callable:
                 return save_base(self, *args, **kwargs)
         found = outbox.state(connection)
         previous = found.write
-        found.write = outbox.Write(
+        write = found.write = outbox.Write(
             self,
             _statement_prefixes(model, using)[:2],
             _save_statement_change(tracking, self, kwargs.get("update_fields")),
         )
         try:
-            return save_base(self, *args, **kwargs)
+            result = save_base(self, *args, **kwargs)
         finally:
             found.write = previous
+        if write.recorded:
+            outbox.committed(connection)
+        return result
 
     setattr(guarded, _GUARDED, True)
     return guarded
@@ -376,11 +379,13 @@ def _guard_delete(delete: Callable) -> Callable:
             found = outbox.state(connection)
             previous = found.write
             prefix = _statement_prefixes(model, using)[2]
-            found.write = outbox.Write(self, (prefix,), lambda verb: change)
+            write = found.write = outbox.Write(self, (prefix,), lambda verb: change)
             try:
                 count = _delete_row(model, self.pk, using)
             finally:
                 found.write = previous
+            if write.recorded:
+                outbox.committed(connection)
         else:
             alone = not connection.in_atomic_block and connection.get_autocommit()
             with transaction.atomic(using=using, savepoint=False) if alone else nullcontext():

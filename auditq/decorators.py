@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
@@ -84,3 +84,106 @@ def audited(
         return cls
 
     return decorate if model is None else decorate(model)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _handler_decorator(
+    on: str,
+    model: type[models.Model],
+    when: Callable[[Any], Any] | None,
+    queue: str | None,
+    retries: int,
+    backoff: float,
+) -> Callable[[F], F]:
+    decorator = f"@after_{on}"
+    if not (isinstance(model, type) and issubclass(model, models.Model)):
+        raise TypeError(f"{decorator}() takes a model class first, not {model!r}.")
+    if model._meta.abstract or model._meta.proxy:
+        raise TypeError(f"{decorator}() follows concrete models; {model.__name__} is not one.")
+    if when is not None and not callable(when):
+        raise TypeError(f"{decorator}(when=...) takes a function of the instance, not {when!r}.")
+    if queue is not None and (not isinstance(queue, str) or not queue):
+        raise ValueError(f"{decorator}(queue=...) takes a queue name, not {queue!r}.")
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
+        raise ValueError(f"{decorator}(retries=...) takes a whole number from 0 to 100.")
+    if not isinstance(backoff, int | float) or not 0 < backoff <= 86400:
+        raise ValueError(f"{decorator}(backoff=...) takes seconds, more than 0, at most a day.")
+
+    def decorate(func: F) -> F:
+        if not callable(func):
+            raise TypeError(f"{decorator} decorates functions, not {func!r}.")
+        name = f"{func.__module__}.{func.__qualname__}"
+        if "<" in name:
+            raise ValueError(
+                f"{decorator} handlers must be module-level functions ({name} is not): "
+                "workers find them by their dotted path."
+            )
+        registry.add_handler(
+            registry.Handler(name, model, on, func, when, queue, retries, float(backoff))
+        )
+        if apps.models_ready:
+            # Registered from an AppConfig.ready() (maybe after auditq's own): wire it now.
+            from auditq import capture
+
+            capture.connect(model)
+        return func
+
+    return decorate
+
+
+def after_save(
+    model: type[models.Model],
+    *,
+    when: Callable[[Any], Any] | None = None,
+    queue: str | None = None,
+    retries: int = 5,
+    backoff: float = 2.0,
+) -> Callable[[F], F]:
+    """Run the decorated function in a worker after each create or update of ``model``.
+
+    The function is called as ``func(instance, event)`` once the saving transaction has
+    committed, with the instance as the database holds it now (re-read), and the change
+    as an :class:`auditq.events.Event`. Its database writes commit together with its
+    ledger row, so a message delivered twice runs it once (effectively once); for calls
+    to the outside world use ``event.id`` as the idempotency key. Register it from a
+    module imported at start-up (``models.py`` or ``AppConfig.ready()``).
+
+    Args:
+        model: the model whose saves to follow (it becomes tracked, audited or not).
+        when: ``when(instance)`` decides, in memory on the request path, whether this
+            save needs the handler; nothing is sent when it is false.
+        queue: Celery queue of the handler's runs (default ``AUDITQ["QUEUE"]``).
+        retries: attempts after a failure before the run is marked failed.
+        backoff: seconds before the first retry, doubled at each retry, with jitter.
+
+    Raises:
+        TypeError, ValueError: an argument is not what it should be (the message says).
+
+    Example:
+        >>> @after_save(Donation, when=lambda d: d.status == "succeeded")
+        ... def mark_email_donated(donation, event): ...
+    """
+    return _handler_decorator("save", model, when, queue, retries, backoff)
+
+
+def after_delete(
+    model: type[models.Model],
+    *,
+    when: Callable[[Any], Any] | None = None,
+    queue: str | None = None,
+    retries: int = 5,
+    backoff: float = 2.0,
+) -> Callable[[F], F]:
+    """Run the decorated function in a worker after each delete of ``model``.
+
+    The function is called as ``func(event)``: the row is gone, ``event.changes`` holds
+    its last values. ``when(instance)`` sees the instance as it was deleted. Otherwise
+    as :func:`after_save`.
+
+    Example:
+        >>> @after_delete(Donation)
+        ... def forget_donation(event): ...
+    """
+    return _handler_decorator("delete", model, when, queue, retries, backoff)

@@ -20,7 +20,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import orjson
@@ -184,6 +184,26 @@ def loads(payload: str) -> list[Event]:
             )
         )
     return events
+
+
+def to_data(event: Event) -> dict[str, Any]:
+    """An event as JSON data, to keep beside work done later (a callback's run)."""
+    data = {f.name: getattr(event, f.name) for f in fields(Event) if f.name != "consumers"}
+    data["id"] = str(event.id)
+    data["occurred_at"] = event.occurred_at.isoformat()
+    return data
+
+
+def from_data(data: Mapping[str, Any]) -> Event:
+    """The event :func:`to_data` wrote."""
+    return Event(
+        **{
+            **data,
+            "id": uuid.UUID(data["id"]),
+            "occurred_at": datetime.datetime.fromisoformat(data["occurred_at"]),
+            "consumers": {},
+        }
+    )
 
 
 def wanted_by(events: Iterable[Event], consumer: str) -> list[Event]:

@@ -140,3 +140,52 @@ class Outbox(models.Model):
     def events(self) -> list[Event]:
         """The transaction's events, decoded (see :mod:`auditq.events`)."""
         return loads(self.payload)
+
+
+class CallbackRun(models.Model):
+    """One ``@after_save`` / ``@after_delete`` handler's work for one change: its ledger.
+
+    Unique by (handler, event): the row is created once however often the change is
+    delivered, and it is marked succeeded in the transaction that commits the handler's
+    own writes, so a redelivered task finds it done.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        SKIPPED = "skipped", "skipped"
+
+    id = models.BigAutoField(primary_key=True)
+    handler = models.CharField(max_length=255, help_text="The handler's dotted path.")
+    event_id = models.UUIDField(help_text="The change's id (its audit entry's event_id).")
+    model = models.CharField(max_length=100, help_text="app_label.modelname of the object.")
+    object_pk = models.CharField(max_length=255)
+    object_repr = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=6)
+    event = models.JSONField(help_text="The event the handler receives.")
+    status = models.CharField(max_length=9, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    errors = models.JSONField(
+        default=list, blank=True, help_text="Every failed attempt: when, error, traceback."
+    )
+    note = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "callback run"
+        constraints = (
+            models.UniqueConstraint(fields=["handler", "event_id"], name="auditq_callback_once"),
+        )
+        indexes = (
+            models.Index(fields=["status", "next_attempt_at"], name="auditq_callback_due"),
+            models.Index(fields=["handler", "status"], name="auditq_callback_handler"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.handler} for {self.model} {self.object_pk} ({self.status})"

@@ -118,7 +118,7 @@ def add(connection: Any, change: Change) -> Pending:
         # deletes and many-to-many changes and auditq wraps saves, so this is manual
         # transaction management; the row joins whatever transaction is open.
         _write(connection, [pending], commit=False)
-        _committed(connection)
+        committed(connection)
     return pending
 
 
@@ -140,7 +140,7 @@ def _install(connection: Any, found: State) -> None:
                     # else would leave the transaction open. Rolled back, not lost: the
                     # caller sees the error.
                     raise DatabaseError(f"auditq could not write its outbox row: {exc!r}") from exc
-                connection.run_on_commit.append((set(), lambda: _committed(connection), False))
+                connection.run_on_commit.append((set(), lambda: committed(connection), False))
         commit()
 
     def execute(run: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -156,8 +156,6 @@ def _install(connection: Any, found: State) -> None:
         result = run(sql, params, many, context)
         # An UPDATE that matched no row wrote no outbox row: Django may INSERT next.
         write.recorded = context["cursor"].rowcount > 0
-        if write.recorded:
-            _committed(connection)
         return result
 
     connection.commit = commit_with_outbox
@@ -194,7 +192,8 @@ def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> Non
         cursor.execute(f"INSERT INTO {table} (created_at, payload) VALUES (%s, %s)", [now, payload])
 
 
-def _committed(connection: Any) -> None:
+def committed(connection: Any) -> None:
+    """Rows were committed on ``connection``: see :func:`auditq.relay.committed`."""
     from auditq import relay
 
     relay.committed(connection.alias)

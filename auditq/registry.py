@@ -7,7 +7,7 @@ cached per model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cache
@@ -99,8 +99,32 @@ class Tracking:
     """The consumers that want this model's changes."""
 
 
+@dataclass(frozen=True)
+class Handler:
+    """One ``@after_save`` / ``@after_delete`` handler."""
+
+    name: str
+    """Its dotted path: how the outbox and ``CallbackRun`` name it."""
+    model: type[models.Model]
+    """The model whose changes it follows."""
+    on: str
+    """``"save"`` (creates and updates) or ``"delete"``."""
+    func: Callable[..., Any]
+    """The function: ``func(instance, event)`` after a save, ``func(event)`` after a delete."""
+    when: Callable[[Any], Any] | None
+    """Evaluated on the instance, in memory, on the request path; ``None``: always."""
+    queue: str | None
+    """Celery queue of its runs; ``None``: ``AUDITQ["QUEUE"]``."""
+    retries: int
+    """Attempts after the first one, before the run is marked failed."""
+    backoff: float
+    """Seconds before the first retry; doubled at each retry, with jitter."""
+
+
 _audited: dict[type[models.Model], AuditOptions] = {}
 _consumers: dict[str, Consumer] = {}
+_handlers: dict[str, Handler] = {}
+_sweepers: list[Callable[[str, Any, Any], int]] = []
 
 ALL_FIELDS = AuditOptions(fields=None, exclude=(), mask=())
 """What a tracked model that is not ``@audited`` records: every field, default masks."""
@@ -110,6 +134,46 @@ def register(model: type[models.Model], options: AuditOptions) -> None:
     """Record that ``model`` is audited with ``options``."""
     _audited[model] = options
     clear_caches()
+
+
+def add_handler(handler: Handler) -> None:
+    """Register a callback handler (replacing one of the same name)."""
+    _handlers[handler.name] = handler
+    clear_caches()
+
+
+def remove_handler(name: str) -> None:
+    """Unregister a handler (tests)."""
+    _handlers.pop(name, None)
+    clear_caches()
+
+
+def handlers() -> list[Handler]:
+    """Every registered handler."""
+    return list(_handlers.values())
+
+
+def handler(name: str) -> Handler | None:
+    """The handler registered under ``name``, if any."""
+    return _handlers.get(name)
+
+
+@cache
+def handlers_for(model: type[models.Model], on: str) -> tuple[Handler, ...]:
+    """The handlers following ``model``'s saves (``on="save"``) or deletes."""
+    return tuple(h for h in _handlers.values() if h.model is model and h.on == on)
+
+
+def add_sweeper(sweep: Callable[[str, Any, Any], int]) -> None:
+    """Have the relay call ``sweep(using, app, broker_connection)`` at each round: for
+    consumers that keep work of their own to publish (retries coming due)."""
+    if sweep not in _sweepers:
+        _sweepers.append(sweep)
+
+
+def sweepers() -> list[Callable[[str, Any, Any], int]]:
+    """Every registered sweeper."""
+    return list(_sweepers)
 
 
 def add_consumer(consumer: Consumer) -> None:
@@ -216,3 +280,4 @@ def tracking(model: type[models.Model]) -> Tracking | None:
 def clear_caches() -> None:
     """Forget resolved field lists (settings or registrations changed)."""
     tracking.cache_clear()
+    handlers_for.cache_clear()

@@ -27,7 +27,7 @@ from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, rout
 from django.db.models import Q
 from django.utils import timezone
 
-from auditq import conf
+from auditq import conf, registry
 
 logger = logging.getLogger("auditq")
 
@@ -101,29 +101,35 @@ def publish(
     Raises:
         BrokerUnavailable: the broker refused, failed or timed out.
     """
-    app = celery_app(app)
+    send(
+        DELIVER,
+        (outbox_ids, using),
+        app=celery_app(app),
+        connection=connection,
+        queue=conf.get().QUEUE,
+    )
+
+
+def send(task: str, args: tuple, *, app: Any, connection: Any = None, queue: str | None) -> None:
+    """Publish one auditq task message, always as JSON whatever ``task_serializer`` says.
+
+    Raises:
+        BrokerUnavailable: the broker refused, failed or timed out.
+    """
     try:
         if connection is None:
             with broker_connection(app) as fresh:
-                _send(app, fresh, outbox_ids, using)
+                app.send_task(
+                    task, args, connection=fresh, queue=queue, serializer="json", retry=False
+                )
         else:
-            _send(app, connection, outbox_ids, using)
+            app.send_task(
+                task, args, connection=connection, queue=queue, serializer="json", retry=False
+            )
     except ImportError:
         raise  # a broken install (say, the transport's dependencies), not an outage
     except Exception as exc:
         raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
-
-
-def _send(app: Any, connection: Any, outbox_ids: list[int], using: str) -> None:
-    # JSON whatever the project's task_serializer: payloads are keys, never pickles.
-    app.send_task(
-        DELIVER,
-        (outbox_ids, using),
-        connection=connection,
-        queue=conf.get().QUEUE,
-        serializer="json",
-        retry=False,
-    )
 
 
 def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) -> list[int]:
@@ -258,6 +264,8 @@ class Relay:
                 if broker is None:
                     broker = broker_connection(self.app)
                 relay(using=self.using, fresh=True, app=self.app, connection=broker)
+                for sweep in registry.sweepers():
+                    sweep(self.using, self.app, broker)
                 now = time.monotonic()
                 if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:
                     last_sweep = now

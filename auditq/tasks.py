@@ -8,7 +8,8 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 
-from auditq import recording, relay
+from auditq import callbacks, recording, relay
+from auditq.retention import prune_task  # noqa: F401  (registers auditq.tasks.prune)
 
 
 @shared_task(
@@ -30,6 +31,27 @@ def deliver(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS) -> int:
     and the outbox rows to the relay; both are harmless once the rows are consumed.
     """
     return recording.consume(outbox_ids, using)
+
+
+@shared_task(
+    name="auditq.tasks.run_callback",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    store_errors_even_if_ignored=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=10,
+    serializer="json",
+)
+def run_callback(run_id: int, using: str = DEFAULT_DB_ALIAS) -> str:
+    """Run one ``@after_save`` / ``@after_delete`` handler for one change; return its status.
+
+    The handler's own failures are recorded on its ``CallbackRun`` and retried on schedule
+    (not through Celery); a database error around it retries the task.
+    """
+    return callbacks.run(run_id, using)
 
 
 @shared_task(

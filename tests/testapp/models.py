@@ -104,3 +104,27 @@ class Picture(models.Model):
 
     def __str__(self):
         return self.image.name or "no image"
+
+
+class Ticket(models.Model):
+    """Not audited, but followed by handlers: tracked all the same."""
+
+    subject = models.CharField(max_length=100)
+    state = models.CharField(max_length=20, default="open")
+    token = models.CharField(max_length=50, blank=True)
+
+    def __str__(self):
+        return self.subject
+
+
+class Effect(models.Model):
+    """What the test handlers did, where and for which change."""
+
+    handler = models.CharField(max_length=50)
+    object_pk = models.CharField(max_length=50)
+    event_id = models.UUIDField()
+    pid = models.IntegerField()
+    seen = models.JSONField(default=dict)
+
+    def __str__(self):
+        return f"{self.handler} {self.object_pk}"

@@ -1,0 +1,267 @@
+"""Consumer: ``@after_save`` / ``@after_delete`` handlers, run in workers, effectively once.
+
+On the request path a change asks each handler of its model whether it applies
+(``when``, in memory); the names of those that do travel with the change in the
+transaction's one outbox row. The worker that records the row writes one ``CallbackRun``
+per (handler, change), unique, in the same transaction, so redelivery adds nothing. Each
+run then becomes its own task (``auditq.tasks.run_callback``): a slow or failing handler
+holds back neither the audit trail nor the other handlers.
+
+A run executes in one transaction that locks its row, calls the handler and marks the run
+succeeded: the handler's writes and the ledger commit together, and a second delivery of
+the same task waits for the lock and then finds the run done. A failure rolls the
+handler's writes back, records the error and traceback, and schedules the next attempt
+with exponential back-off and jitter; runs that are due are published by the relay in the
+workers (:func:`publish_due`), so a retry survives a worker's death.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Model, Q
+from django.utils import timezone
+
+from auditq import conf, registry
+from auditq.context import AuditContext, audit_context
+from auditq.events import Event, from_data, to_data
+
+logger = logging.getLogger("auditq")
+
+RUN = "auditq.tasks.run_callback"
+MAX_DELAY = 3600.0
+"""Longest wait between two attempts, in seconds, whatever the back-off says."""
+KEEP_ERRORS = 20
+"""Failed attempts kept on a run (the newest)."""
+
+
+class CallbacksConsumer:
+    """Runs the handlers registered with ``@after_save`` and ``@after_delete``."""
+
+    name = "callbacks"
+
+    def models(self) -> Iterable[type[Model]]:
+        """Every model with a handler."""
+        return {handler.model for handler in registry.handlers()}
+
+    def capture(
+        self,
+        instance: Model | None,
+        action: str,
+        changes: Mapping[str, Any],
+        context: AuditContext,
+    ) -> Any:
+        """The names of the handlers this change needs, ``None`` if none."""
+        if instance is None:
+            return None  # a many-to-many change seen from the other side: not a save
+        on = "delete" if action == "delete" else "save"
+        wanted = [
+            handler.name
+            for handler in registry.handlers_for(type(instance), on)
+            if handler.when is None or handler.when(instance)
+        ]
+        return wanted or None
+
+    def record(self, events: Sequence[Event], using: str) -> None:
+        """Write one pending run per (handler, event), once; publish them after commit."""
+        from auditq.models import CallbackRun
+
+        runs = []
+        for event in events:
+            for name in event.consumers[self.name]:
+                handler = registry.handler(name)
+                runs.append(
+                    CallbackRun(
+                        handler=name,
+                        event_id=event.id,
+                        model=event.model,
+                        object_pk=str(event.pk),
+                        object_repr=(event.repr or "")[:200],
+                        action=event.action,
+                        event=to_data(event),
+                        max_attempts=1 + (handler.retries if handler else 0),
+                    )
+                )
+        CallbackRun.objects.using(using).bulk_create(runs, ignore_conflicts=True)
+        # Publish at once from this worker; the relay's sweep is the safety net.
+        transaction.on_commit(lambda: _publish_due_quietly(using), using=using)
+
+
+def _publish_due_quietly(using: str) -> None:
+    try:
+        publish_due(using)
+    except Exception as exc:  # the relay publishes them on its next round
+        logger.warning("auditq: callback runs not published yet (%s)", exc)
+
+
+def publish_due(using: str, app: Any = None, connection: Any = None) -> int:
+    """Publish every pending run whose attempt is due; return how many.
+
+    A run is claimed (``published_at``) before it is published, released if the publish
+    fails, and published again if still pending ``RELAY_AFTER_SECONDS`` later.
+    """
+    from auditq import relay
+    from auditq.models import CallbackRun
+
+    settings = conf.get()
+    now = timezone.now()
+    stale = now - datetime.timedelta(seconds=settings.RELAY_AFTER_SECONDS)
+    rows = CallbackRun.objects.using(using)
+    due = rows.filter(status=CallbackRun.Status.PENDING, next_attempt_at__lte=now).filter(
+        Q(published_at__isnull=True) | Q(published_at__lte=stale)
+    )
+    if not due.exists():
+        return 0
+    with transaction.atomic(using=using):
+        claimed = list(
+            due.select_for_update(skip_locked=True)
+            .order_by("next_attempt_at", "id")
+            .values_list("id", "handler")[: settings.RELAY_BATCH_SIZE]
+        )
+        rows.filter(id__in=[pk for pk, _ in claimed]).update(published_at=now)
+    app = relay.celery_app(app)
+    if app.conf.task_always_eager:  # tests and scripts: run them here and now
+        for pk, _ in claimed:
+            run(pk, using)
+        return len(claimed)
+    sent = 0
+    try:
+        for pk, name in claimed:
+            handler = registry.handler(name)
+            queue = (handler.queue if handler else None) or settings.QUEUE
+            relay.send(RUN, (pk, using), app=app, connection=connection, queue=queue)
+            sent += 1
+    except BaseException:
+        rows.filter(id__in=[pk for pk, _ in claimed[sent:]]).update(published_at=None)
+        raise
+    return sent
+
+
+def run(run_id: int, using: str) -> str:
+    """Run one handler for one change, effectively once; return the run's status."""
+    from auditq.models import CallbackRun
+
+    with transaction.atomic(using=using):
+        found = CallbackRun.objects.using(using).select_for_update().filter(pk=run_id).first()
+        if found is None or found.status != CallbackRun.Status.PENDING:
+            return found.status if found else "missing"
+        handler = registry.handler(found.handler)
+        found.attempts += 1
+        if handler is None:
+            _finish(found, CallbackRun.Status.FAILED, f"no handler {found.handler!r} here")
+            return found.status
+        event = from_data(found.event)
+        try:
+            with transaction.atomic(using=using), _context_of(event, handler):
+                outcome = _call(handler, event, using)
+        except Exception as exc:
+            _failed(found, handler, exc)
+            return found.status
+        if outcome is None:
+            _finish(found, CallbackRun.Status.SUCCEEDED)
+        else:
+            _finish(found, CallbackRun.Status.SKIPPED, outcome)
+    return found.status
+
+
+def _call(handler: registry.Handler, event: Event, using: str) -> str | None:
+    """Call the handler; return why it was skipped, or ``None`` once it ran."""
+    if handler.on == "delete":
+        handler.func(event)
+        return None
+    model = apps.get_model(event.model)
+    instance = model._base_manager.using(using).filter(pk=event.pk).first()
+    if instance is None:
+        return "skipped: the row no longer exists"
+    handler.func(instance, event)
+    return None
+
+
+def _context_of(event: Event, handler: registry.Handler) -> Any:
+    """The change's own context, so that what the handler changes is attributed to the
+    same actor and request."""
+    actor: Any = event.actor_id
+    if actor is not None:
+        user = get_user_model()._base_manager.filter(pk=actor).first()
+        actor = user if user is not None else actor
+    return audit_context(
+        actor=actor,
+        remote_addr=event.remote_addr,
+        request_id=event.request_id,
+        **{**event.context, "via_callback": handler.name},
+    )
+
+
+def _finish(found: Any, status: str, note: str = "") -> None:
+    found.status = status
+    found.note = note[:255]
+    found.finished_at = timezone.now()
+    found.save(update_fields=["status", "note", "finished_at", "attempts", "last_error"])
+
+
+def _failed(found: Any, handler: registry.Handler, exc: Exception) -> None:
+    from auditq.models import CallbackRun
+
+    error = f"{type(exc).__name__}: {exc}"
+    found.last_error = error
+    found.errors = [
+        *found.errors,
+        {"at": timezone.now().isoformat(), "error": error, "traceback": traceback.format_exc()},
+    ][-KEEP_ERRORS:]
+    if found.attempts >= found.max_attempts:
+        found.status = CallbackRun.Status.FAILED
+        found.note = f"gave up after {found.attempts} attempts"
+        found.finished_at = timezone.now()
+        found.save(
+            update_fields=["status", "note", "finished_at", "attempts", "last_error", "errors"]
+        )
+        logger.error("auditq: %s failed for good on %s: %s", handler.name, found.object_pk, error)
+        return
+    delay = min(MAX_DELAY, handler.backoff * 2 ** (found.attempts - 1))
+    found.next_attempt_at = timezone.now() + datetime.timedelta(
+        seconds=delay * random.uniform(0.5, 1.5)
+    )
+    found.published_at = None
+    found.save(
+        update_fields=["attempts", "last_error", "errors", "next_attempt_at", "published_at"]
+    )
+    logger.warning("auditq: %s failed (attempt %d): %s", handler.name, found.attempts, error)
+
+
+def retry(runs: Iterable[Any]) -> int:
+    """Make failed or waiting runs due now, with one more attempt each; return how many.
+
+    Used by the admin's actions: the relay in the workers publishes them.
+    """
+    from auditq.models import CallbackRun
+
+    count = 0
+    for found in runs:
+        if found.status not in (CallbackRun.Status.FAILED, CallbackRun.Status.PENDING):
+            continue
+        found.status = CallbackRun.Status.PENDING
+        found.max_attempts = max(found.max_attempts, found.attempts + 1)
+        found.next_attempt_at = timezone.now()
+        found.published_at = None
+        found.finished_at = None
+        found.note = "retried by hand"
+        found.save(
+            update_fields=[
+                "status",
+                "max_attempts",
+                "next_attempt_at",
+                "published_at",
+                "finished_at",
+                "note",
+            ]
+        )
+        count += 1
+    return count
