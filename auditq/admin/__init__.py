@@ -6,6 +6,7 @@ The names below are the public ones, for your own admins.
 """
 
 from auditq.admin import trail
+from auditq.admin.callbacks import CallbackRunAdmin
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.entries import AuditEntryAdmin
 from auditq.admin.paginators import CappedCountPaginator
@@ -14,6 +15,7 @@ from auditq.admin.trail import AuditTrailMixin, trail_url
 __all__ = [
     "AuditEntryAdmin",
     "AuditTrailMixin",
+    "CallbackRunAdmin",
     "CappedCountPaginator",
     "YearsFromIndex",
     "trail_url",

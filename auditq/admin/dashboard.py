@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from functools import partial
 
+from django.contrib import messages
 from django.contrib.admin import ModelAdmin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.views.decorators.http import require_POST
 
 from auditq.admin import chart, figures
 
@@ -34,7 +36,30 @@ def urls(model_admin: ModelAdmin) -> list[URLPattern]:
             raise PermissionDenied
         return admin_view(request)
 
-    return [path("dashboard/", dashboard, name="auditq_dashboard")]
+    retry_all = site.admin_view(require_POST(partial(retry_failed_callbacks, model_admin)))
+    return [
+        path("dashboard/", dashboard, name="auditq_dashboard"),
+        path(
+            "dashboard/retry-callbacks/",
+            retry_all,
+            name="auditq_dashboard_retry_callbacks",
+        ),
+    ]
+
+
+def retry_failed_callbacks(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
+    """Retry every failed callback run (POST, CSRF-checked, change permission needed)."""
+    from auditq import callbacks
+    from auditq.admin.callbacks import RETRY_PERMISSION
+    from auditq.models import CallbackRun
+
+    if not request.user.has_perm(RETRY_PERMISSION):
+        raise PermissionDenied
+    count = callbacks.retry(CallbackRun.objects.filter(status=CallbackRun.Status.FAILED))
+    messages.success(
+        request, f"{count} failed callback run{'s' if count != 1 else ''} queued for retry."
+    )
+    return HttpResponseRedirect(reverse(f"{model_admin.admin_site.name}:auditq_dashboard"))
 
 
 def view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
@@ -51,6 +76,8 @@ def view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
         "lag": figures.lag(),
         "throughput": chart.throughput(),
         "task_results": _task_result_links(model_admin),
+        "callbacks": figures.failed_callbacks(),
+        "can_retry_callbacks": request.user.has_perm("auditq.change_callbackrun"),
     }
     return TemplateResponse(request, "admin/auditq/dashboard.html", context)
 

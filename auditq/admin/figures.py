@@ -165,3 +165,31 @@ def lag(sample: int = 100) -> Lag:
     if not delays:
         return Lag(0, None, None)
     return Lag(len(delays), statistics.median_low(delays), max(delays))
+
+
+@dataclass(frozen=True)
+class FailedCallbacks:
+    """Callback runs that gave up, for the dashboard."""
+
+    handlers: int
+    """How many handlers are registered (no block at all when there are none)."""
+    count: int
+    """Runs that failed for good."""
+    newest: list[Any]
+    """The newest of them."""
+    pending: int
+    """Runs waiting for their (next) attempt."""
+
+
+def failed_callbacks(newest: int = 5) -> FailedCallbacks:
+    """The failed callback runs: how many, and the newest ones."""
+    from auditq import registry
+    from auditq.models import CallbackRun
+
+    failed = CallbackRun.objects.filter(status=CallbackRun.Status.FAILED)
+    return FailedCallbacks(
+        handlers=len(registry.handlers()),
+        count=failed.count(),
+        newest=list(failed.order_by("-finished_at", "-id")[:newest]),
+        pending=CallbackRun.objects.filter(status=CallbackRun.Status.PENDING).count(),
+    )
