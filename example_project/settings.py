@@ -131,6 +131,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 REDIS_URL = os.environ.get("REDIS_URL", "")
 # Without Redis, Kombu's in-memory transport: only a worker in this same process sees
 # the messages. (Naming its host spares a "No hostname was supplied" warning.)
+# auditq: the relay in the worker is woken by each commit on PostgreSQL; on SQLite it
+# polls, here often, so that the demo's changes show up at once.
+AUDITQ = {"RELAY_POLL_SECONDS": 0.05}
 CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": 3600}
 if not REDIS_URL:

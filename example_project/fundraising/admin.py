@@ -1,6 +1,11 @@
-from django.contrib import admin
+from typing import Any
 
-from .models import Donation, Donor, Email, Fundraiser
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from .models import Donation, Donor, Email, EmailEvent, Fundraiser
+from .report import with_conversion
 
 
 @admin.register(Donor)
@@ -11,8 +16,42 @@ class DonorAdmin(admin.ModelAdmin):
 
 @admin.register(Fundraiser)
 class FundraiserAdmin(admin.ModelAdmin):
-    list_display = ("name", "donations_count", "raised_total")
+    """The per-fundraiser conversion report, as list columns."""
+
+    list_display = (
+        "name",
+        "emails",
+        "opens",
+        "clicks",
+        "donations",
+        "conversion",
+        "donations_count",
+        "raised_total",
+    )
     search_fields = ("name",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return with_conversion(super().get_queryset(request))
+
+    @admin.display(ordering="emails_sent")
+    def emails(self, fundraiser: Any) -> int:
+        return fundraiser.emails_sent
+
+    @admin.display(ordering="email_opens")
+    def opens(self, fundraiser: Any) -> int:
+        return fundraiser.email_opens
+
+    @admin.display(ordering="email_clicks")
+    def clicks(self, fundraiser: Any) -> int:
+        return fundraiser.email_clicks
+
+    @admin.display(description="succeeded donations", ordering="succeeded")
+    def donations(self, fundraiser: Any) -> int:
+        return fundraiser.succeeded
+
+    @admin.display(description="emails converted", ordering="converted")
+    def conversion(self, fundraiser: Any) -> str:
+        return f"{fundraiser.converted} ({fundraiser.conversion_rate:.0%})"
 
 
 @admin.register(Email)
@@ -33,3 +72,10 @@ class DonationAdmin(admin.ModelAdmin):
     raw_id_fields = ("donor", "fundraiser", "email")
     readonly_fields = ("created_at", "updated_at")
     date_hierarchy = "created_at"
+
+
+@admin.register(EmailEvent)
+class EmailEventAdmin(admin.ModelAdmin):
+    list_display = ("id", "kind", "email", "received_at")
+    list_filter = ("kind",)
+    raw_id_fields = ("email",)

@@ -6,3 +6,6 @@ class FundraisingConfig(AppConfig):
     label = "fundraising"
     verbose_name = "Fundraising"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import handlers  # noqa: F401  (registers the @after_save handlers)

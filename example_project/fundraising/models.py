@@ -34,6 +34,12 @@ class Fundraiser(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def conversion_rate(self) -> float:
+        """Share of its emails that led to a donation (with the report's annotations)."""
+        sent = getattr(self, "emails_sent", 0)
+        return getattr(self, "converted", 0) / sent if sent else 0.0
+
 
 @audited
 class Email(models.Model):
@@ -73,3 +79,18 @@ class Donation(models.Model):
 
     def __str__(self) -> str:
         return f"Donation #{self.pk}: {self.amount} ({self.status})"
+
+
+class EmailEvent(models.Model):
+    """An open or a click reported by the mailing provider's webhook."""
+
+    class Kind(models.TextChoices):
+        OPEN = "open", "Open"
+        CLICK = "click", "Click"
+
+    email = models.ForeignKey(Email, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=5, choices=Kind.choices)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} of email #{self.email_id}"

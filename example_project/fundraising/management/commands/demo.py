@@ -14,6 +14,7 @@ subprocess, stopped when the demo exits.
 import argparse
 import contextlib
 import io
+import json
 import math
 import os
 import random
@@ -34,14 +35,17 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.db.models import Count
+from django.test import RequestFactory
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
 from auditq import audit_context
-from auditq.models import AuditEntry
+from auditq.models import AuditEntry, CallbackRun, Outbox
 from example_project.celery import app as celery_app
+from example_project.fundraising import report
 from example_project.fundraising.models import Donation, Donor, Email, Fundraiser
+from example_project.fundraising.views import email_events
 
 ACTIONS = ("create", "update", "delete")
 ADMIN_USERNAME = "admin"
@@ -93,6 +97,8 @@ class Tally:
     actions: Counter[str] = field(default_factory=Counter)
     rolled_back: int = 0
     no_op_saves: int = 0
+    webhook_events: int = 0
+    webhook_refusal: str = ""
 
     def add(self, action: str, n: int = 1) -> None:
         self.actions[action] += n
@@ -196,6 +202,14 @@ def worker_subprocess(stdout: Any, ready_timeout: float = 60.0) -> Iterator[None
                 proc.wait()
 
 
+def post_email_events(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """POST a batch to the webhook view, as the mailing provider would."""
+    request = RequestFactory().post(
+        "/webhooks/email-events/", data=json.dumps(events), content_type="application/json"
+    )
+    return json.loads(email_events(request).content)
+
+
 def run_scenario(rng: random.Random) -> Tally:
     """Create, update and delete fundraising data the way an application would."""
     tally = Tally()
@@ -234,12 +248,15 @@ def run_scenario(rng: random.Random) -> Tally:
         donations.append(donation)
     tally.add("create", len(donations))
 
-    # Engagement: every email is opened, some are clicked.
-    for email in emails:
-        email.opens += rng.randint(1, 4)
-        email.clicks += rng.randint(0, 2)
-        email.save(update_fields=["opens", "clicks"])
-    tally.add("update", len(emails))
+    # Engagement arrives through the mailing provider's webhook; a worker counts it.
+    events = [
+        {"email_id": email.pk, "event": kind}
+        for email in emails
+        for kind in ["open"] * rng.randint(1, 4) + ["click"] * rng.randint(0, 2)
+    ]
+    tally.webhook_events = post_email_events(events).get("accepted", 0)
+    refused = post_email_events([{"email_id": emails[0].pk, "event": "bounce"}])
+    tally.webhook_refusal = refused.get("error", "")
 
     # The payment provider settles the pending donations, in one transaction.
     settled, failed = donations[:40], donations[40:45]
@@ -381,7 +398,10 @@ class Command(BaseCommand):
 
     def report(self, started: Any, tally: Tally, wait: float) -> bool:
         """Wait for the entries of this run, print what was recorded; True if exactly all."""
-        entries = AuditEntry.objects.filter(occurred_at__gte=started)
+        all_entries = AuditEntry.objects.filter(occurred_at__gte=started)
+        # The handlers' own changes (the emails' counters and conversion flags) are
+        # recorded too, in the scenario's context plus "via_callback": counted apart.
+        entries = all_entries.exclude(context__has_key="via_callback")
         t0 = time.monotonic()
         deadline = t0 + wait
         recorded = entries.count()
@@ -415,6 +435,7 @@ class Command(BaseCommand):
                 f"p99 {percentile(lags, 0.99):.0f} ms, max {lags[-1]:.0f} ms."
             )
 
+        self.report_callbacks(tally, deadline, all_entries.filter(context__has_key="via_callback"))
         if recorded == tally.total and by_action == tally.actions:
             self.stdout.write(self.style.SUCCESS("Every change was recorded exactly once."))
             return True
@@ -425,6 +446,34 @@ class Command(BaseCommand):
             )
         )
         return False
+
+    def report_callbacks(self, tally: Tally, deadline: float, by_handlers: Any) -> None:
+        """Wait for the handlers to settle, then print the conversion report."""
+        while time.monotonic() < deadline and (
+            Outbox.objects.exists() or CallbackRun.objects.filter(status="pending").exists()
+        ):
+            time.sleep(0.2)
+        runs = Counter(CallbackRun.objects.values_list("status", flat=True))
+        self.stdout.write(
+            f"Webhook: {tally.webhook_events} email events accepted; a bad batch was refused "
+            f"({tally.webhook_refusal})."
+        )
+        self.stdout.write(
+            f"Callbacks: {self.format_counts(runs)} handler runs; they made "
+            f"{by_handlers.count()} "
+            "audited changes of their own (counters, conversion flags)."
+        )
+        self.stdout.write("Conversion by fundraiser:")
+        self.stdout.write(
+            f"  {'fundraiser':<28} {'emails':>6} {'opens':>6} {'clicks':>6} "
+            f"{'donations':>9} {'converted':>10}"
+        )
+        for row in report.rows():
+            self.stdout.write(
+                f"  {row.name:<28} {row.emails_sent:>6} {row.email_opens:>6} "
+                f"{row.email_clicks:>6} {row.succeeded:>9} "
+                f"{row.converted:>4} ({row.conversion_rate:>4.0%})"
+            )
 
     def serve(self, port: int) -> None:
         from django.contrib.staticfiles.handlers import StaticFilesHandler
