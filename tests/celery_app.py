@@ -1,14 +1,17 @@
-"""The Celery app of the test suite (``celery -A tests.celery_app worker``)."""
+"""The Celery app of the test suite (``celery -A tests.celery_app worker``).
+
+It is the example project's app, configured from ``tests.settings``: the tests install
+the example's fundraising app, whose package loads that app with Django (as a project's
+``__init__.py`` does), and one process should have one current Celery app.
+"""
 
 import os
 
-from celery import Celery
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
-app = Celery("tests")
-app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["auditq"])
+from example_project.celery import app
+
+__all__ = ["app"]
 
 # Test hook for "worker killed mid-batch": when AUDITQ_TEST_STALL_FILE is set, the worker
 # stops forever just before inserting audit entries, inside its transaction, after
