@@ -268,9 +268,14 @@ def project(venv: Path, redis_server: RedisServer, tmp_path_factory) -> Project:
 
 @pytest.fixture
 def broker(redis_server: RedisServer, project: Project) -> str:
-    """The private Redis, running (another test may have stopped it), database emptied."""
-    if not redis_server.ping():
+    """The private Redis, running (another test may have stopped it), database emptied.
+
+    Started again only when its process is gone: a second redis-server started beside a
+    slow one would fail to bind, and the first would outlive the session.
+    """
+    if redis_server.process is None or redis_server.process.poll() is not None:
         redis_server.start()
+    assert poll(redis_server.ping, timeout=20), "the private redis-server does not answer"
     redis.Redis.from_url(project.broker_url).flushdb()
     return project.broker_url
 
