@@ -117,8 +117,9 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 @pytest.fixture
 def broker(redis_server: RedisServer) -> Iterator[RedisServer]:
     """Publish for real to the private Redis (not eagerly) for the length of a test."""
-    if not redis_server.ping():
-        redis_server.start()
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()  # a test stopped it: start it again on the same port
+    wait_for(redis_server.ping, 10, "redis-server to answer")
     redis_server.client().flushall()
     saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
     celery_app.conf.task_always_eager = False

@@ -438,12 +438,6 @@ def test_relay_rejects_nan_without_a_traceback(project: Project) -> None:
     ), result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="README promises a one-line message; argparse prints its usage block (5 lines) "
-    "before the error line",
-)
 def test_relay_rejects_nan_in_one_line(project: Project) -> None:
     result = project.run("manage.py", "auditq_relay", "--older-than", "nan")
 

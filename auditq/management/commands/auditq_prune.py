@@ -4,11 +4,12 @@ import argparse
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 from tqdm import tqdm
 
 from auditq import retention
+from auditq.management.base import AuditqCommand
 
 
 def days(text: str) -> int:
@@ -44,7 +45,7 @@ def database(alias: str) -> str:
     return alias
 
 
-class Command(BaseCommand):
+class Command(AuditqCommand):
     help = (
         "Delete the audit entries that occurred more than DAYS days ago, in small batches "
         "that never lock the table for long. Never asks for confirmation: try --dry-run."

@@ -4,10 +4,11 @@ import argparse
 import math
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from auditq import relay
+from auditq.management.base import AuditqCommand
 
 
 def seconds(text: str) -> float:
@@ -23,7 +24,7 @@ def seconds(text: str) -> float:
     return value
 
 
-class Command(BaseCommand):
+class Command(AuditqCommand):
     help = (
         "Publish again the changes that committed but never reached a worker (outbox rows "
         "older than AUDITQ['RELAY_AFTER_SECONDS']). Workers relay new rows by themselves; "
