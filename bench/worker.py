@@ -84,6 +84,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=2, help="prefork pool processes")
     parser.add_argument("--writers", type=int, default=4, help="processes writing the backlog")
     parser.add_argument(
+        "--conn-max-age",
+        type=float,
+        default=0.0,
+        help="Django's CONN_MAX_AGE in every process (default 0, Django's own default)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=120.0, help="longest wait for the worker to catch up"
     )
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
@@ -101,7 +107,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def bench_environment(db_name: str, queue: str) -> dict[str, str]:
+def bench_environment(db_name: str, queue: str, conn_max_age: float) -> dict[str, str]:
     """The environment of every process of the run: this one, the writers, the worker."""
     path = [str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {
@@ -109,6 +115,7 @@ def bench_environment(db_name: str, queue: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "worker_settings",
         "BENCH_DB_NAME": db_name,
         "BENCH_QUEUE": queue,
+        "BENCH_CONN_MAX_AGE": str(conn_max_age),
         "PYTHONPATH": os.pathsep.join(path),
     }
 
@@ -611,12 +618,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         throwaway_database() as db_name,
         tempfile.TemporaryDirectory(prefix="auditq-workerbench-") as tmp,
     ):
-        env = bench_environment(db_name, queue)
+        env = bench_environment(db_name, queue, args.conn_max_age)
         os.environ.update(env)
         app = setup_django()
         create_tables()
         worker = Worker(args, queue, env, Path(tmp) / "worker.log")
         pool = "solo" if args.pool == "solo" else f"prefork, {args.concurrency} pool processes"
+        pool += f", CONN_MAX_AGE={args.conn_max_age:g}"
         try:
             result: dict[str, Any] = {"worker": " ".join(worker.command), "pool": pool}
             result["throughput"] = throughput(args, worker, app, queue, env)

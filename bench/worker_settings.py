@@ -3,7 +3,9 @@
 - ``BENCH_DB_NAME``: the throwaway PostgreSQL database ``worker.py`` created, on the
   server ``DATABASE_URL`` points at (default ``postgres://postgres@127.0.0.1:5432/test``);
 - ``REDIS_URL``: the broker (default ``redis://127.0.0.1:6379/15``);
-- ``BENCH_QUEUE``: auditq's queue, which the worker consumes with ``-Q``.
+- ``BENCH_QUEUE``: auditq's queue, which the worker consumes with ``-Q``;
+- ``BENCH_CONN_MAX_AGE``: Django's ``CONN_MAX_AGE`` (default 0, Django's default: a
+  connection per request, and in a worker a new connection per task).
 
 The Celery settings are the ones auditq's README recommends for production.
 """
@@ -26,7 +28,12 @@ INSTALLED_APPS = [
     "benchapp",
 ]
 
-DATABASES = {"default": postgres_settings(postgres_url(), os.environ["BENCH_DB_NAME"])}
+DATABASES = {
+    "default": {
+        **postgres_settings(postgres_url(), os.environ["BENCH_DB_NAME"]),
+        "CONN_MAX_AGE": float(os.environ.get("BENCH_CONN_MAX_AGE", "0")) or 0,
+    }
+}
 
 AUDITQ = {"QUEUE": os.environ.get("BENCH_QUEUE", "auditq-bench-worker")}
 
