@@ -8,16 +8,22 @@ or a row relayed again, finds nothing left to do. Consumers that write keyed row
 entries are unique by ``event_id``) stay exact even if a row is ever replayed from a copy.
 
 A row that cannot be read (another payload version, a consumer this worker does not have)
-is left in place and the delivery fails loudly after committing the others: deploy the
-same auditq everywhere, and the relay delivers it again.
+is put back and the delivery fails loudly after committing the others: deploy the same
+auditq everywhere, and the relay delivers it again.
+
+Rows arrive two ways: the workers' relay thread takes fresh rows itself
+(:func:`consume_fresh`), and the ``auditq.tasks.deliver`` task takes the rows a message
+names (:func:`consume`: rows published by ``auditq_relay``, beat, or a relay that found
+them stale).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.utils import timezone
 
 from auditq import events, registry
 from auditq.models import Outbox
@@ -32,13 +38,31 @@ def consume(outbox_ids: Sequence[int], using: str = DEFAULT_DB_ALIAS) -> int:
     Raises:
         events.PayloadError: some rows cannot be read; the others were delivered.
     """
+    return _deliver(using, lambda: _take(using, outbox_ids))
+
+
+def consume_fresh(using: str = DEFAULT_DB_ALIAS, limit: int = 500) -> int:
+    """Deliver up to ``limit`` rows that nobody has published, oldest first; return how
+    many events they held.
+
+    The workers' relay thread calls this: rows are taken straight from the outbox (rows
+    other workers hold are skipped), with no broker message and no task in between, so a
+    steady stream of small transactions costs one database transaction per round.
+
+    Raises:
+        events.PayloadError: some rows cannot be read; the others were delivered.
+    """
+    return _deliver(using, lambda: _take_fresh(using, limit))
+
+
+def _deliver(using: str, take: Callable[[], list[Outbox]]) -> int:
     consumers = registry.consumers()
     known = {consumer.name for consumer in consumers}
     unreadable: list[str] = []
     with transaction.atomic(using=using):
         found: list[events.Event] = []
         kept = []
-        for row in _take(using, outbox_ids):
+        for row in take():
             try:
                 read = events.loads(row.payload)
                 missing = {name for event in read for name in event.consumers} - known
@@ -83,8 +107,30 @@ def _take(using: str, outbox_ids: Sequence[int]) -> list[Outbox]:
     return rows
 
 
+def _take_fresh(using: str, limit: int) -> list[Outbox]:
+    """Delete and return up to ``limit`` never-published rows, skipping locked ones."""
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Outbox._meta.db_table)
+        taken = Outbox.objects.raw(
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE relayed_at IS NULL "
+            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+            "RETURNING id, created_at, relayed_at, payload",
+            [limit],
+            using=using,
+        )
+        return sorted(taken, key=lambda row: row.pk)
+    fresh = Outbox.objects.using(using).filter(relayed_at__isnull=True).order_by("id")
+    return _take(using, list(fresh.values_list("id", flat=True)[:limit]))
+
+
 def _put_back(using: str, rows: list[Outbox]) -> None:
-    """Keep unreadable rows, as they were, for a worker that can read them."""
+    """Keep unreadable rows for a worker that can read them, marked as published now: the
+    relay publishes them again after ``RELAY_AFTER_SECONDS``, and each failing delivery
+    is reported (django-celery-results), rather than retried at every round."""
+    now = timezone.now()
+    for row in rows:
+        row.relayed_at = now
     Outbox.objects.using(using).bulk_create(rows)
 
 

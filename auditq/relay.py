@@ -1,17 +1,21 @@
-"""Committed outbox rows -> broker messages, from the workers; web processes publish nothing.
+"""Committed outbox rows -> recorded, from the workers; web processes publish nothing.
 
 Every Celery worker process runs a relay thread (started by the ``worker_ready`` signal).
 On PostgreSQL it ``LISTEN``s on ``auditq_outbox``, which the outbox function notifies at
 each commit, so a new row is picked up at once; elsewhere it polls every
-``RELAY_POLL_SECONDS``. It claims rows (``FOR UPDATE SKIP LOCKED``: several workers share
-the work), commits the claim, and only then publishes their keys, up to
-``RELAY_BATCH_SIZE`` rows per message, so many small transactions become few messages. A
-row whose publish fails is released at once; a claimed row that is still undelivered
-``RELAY_AFTER_SECONDS`` later (its message lost with a broker or a worker) is published
-again. Delivering a row twice is harmless (see :mod:`auditq.recording`).
+``RELAY_POLL_SECONDS``. Each round takes up to ``RELAY_BATCH_SIZE`` fresh rows straight
+from the outbox and records them in one transaction (:func:`auditq.recording.consume_fresh`;
+``SKIP LOCKED``, so the relays of several workers share the work): no broker message and
+no task per row, so a steady stream of one-save transactions costs one database
+transaction per round, and the lag is one round.
 
-``auditq_relay`` and the ``auditq.tasks.relay`` periodic task run the same claim-and-publish
-once, for operators and for projects whose workers cannot hold a database connection open.
+The broker carries what the relay publishes instead: rows claimed by ``auditq_relay`` or
+the ``auditq.tasks.relay`` periodic task (for projects that keep the relay out of their
+workers, ``RELAY_IN_WORKER = False``), and claimed rows still undelivered
+``RELAY_AFTER_SECONDS`` later. Claims are committed before publishing, a failed publish
+releases the rows at once, and delivering a row twice is harmless (see
+:mod:`auditq.recording`). The relay thread also runs the consumers' sweeps (callback runs
+coming due).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, rout
 from django.db.models import Q
 from django.utils import timezone
 
-from auditq import conf, registry
+from auditq import conf, events, recording, registry
 
 logger = logging.getLogger("auditq")
 
@@ -263,13 +267,19 @@ class Relay:
             try:
                 if broker is None:
                     broker = broker_connection(self.app)
-                relay(using=self.using, fresh=True, app=self.app, connection=broker)
+                # Fresh rows are recorded right here, RELAY_BATCH_SIZE rows a transaction.
+                while not self._stop.is_set() and recording.consume_fresh(
+                    self.using, settings.RELAY_BATCH_SIZE
+                ):
+                    pass
                 for sweep in registry.sweepers():
                     sweep(self.using, self.app, broker)
                 now = time.monotonic()
                 if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:
                     last_sweep = now
                     relay(using=self.using, app=self.app, connection=broker)
+            except events.PayloadError as exc:
+                logger.error("auditq relay: outbox rows left for later: %s", exc)
             except BrokerUnavailable as exc:
                 logger.warning("auditq relay: the broker is unavailable (%s); retrying.", exc)
                 _discard(broker)

@@ -14,13 +14,13 @@ from example_project.celery import app
 __all__ = ["app"]
 
 # Test hook for "worker killed mid-batch": when AUDITQ_TEST_STALL_FILE is set, the worker
-# stops forever just before inserting audit entries, inside its transaction, after
-# creating that file so that the test knows when to kill it.
+# stops forever just before inserting audit entries, inside its transaction (the relay
+# thread's or a task's), after creating that file so that the test knows when to kill it.
 if os.environ.get("AUDITQ_TEST_STALL_FILE"):
     import time
     from pathlib import Path
 
-    from celery.signals import task_prerun
+    from django.db.backends.signals import connection_created
 
     def _stall(execute, sql, params, many, context):
         if sql.startswith("INSERT") and "auditq_auditentry" in sql:
@@ -28,9 +28,8 @@ if os.environ.get("AUDITQ_TEST_STALL_FILE"):
             time.sleep(3600)
         return execute(sql, params, many, context)
 
-    @task_prerun.connect
-    def _install_stall(**kwargs):
-        from django.db import connection
-
+    def _install_stall(connection, **kwargs):
         if _stall not in connection.execute_wrappers:
             connection.execute_wrappers.append(_stall)
+
+    connection_created.connect(_install_stall, weak=False)

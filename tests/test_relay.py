@@ -75,7 +75,9 @@ def test_backlog_counts_rows_and_dates_the_oldest(undelivered):
     assert oldest == Outbox.objects.order_by("id").first().created_at
 
 
-def test_the_relay_thread_publishes_new_rows_until_stopped(sent):
+def test_the_relay_thread_records_new_rows_itself_until_stopped(sent):
+    from auditq.models import AuditEntry
+
     thread = relay.Relay(celery_app)
     thread.start()
     try:
@@ -83,16 +85,30 @@ def test_the_relay_thread_publishes_new_rows_until_stopped(sent):
         with transaction.atomic():
             Document.objects.create(title="b")
             Document.objects.create(title="c")
-        wait_for(lambda: sum(map(len, sent)) == 2, 10, "both rows to be published")
+        wait_for(lambda: AuditEntry.objects.count() == 3, 10, "the three entries")
+        assert not Outbox.objects.exists()
     finally:
         thread.stop()
 
-    assert sorted(i for ids in sent for i in ids) == sorted(
-        Outbox.objects.values_list("id", flat=True)
-    )
-    assert not Outbox.objects.filter(relayed_at__isnull=True).exists()
+    assert sent == []  # no broker message for rows the thread recorded itself
     Document.objects.create(title="after the stop")
-    assert sum(map(len, sent)) == 2
+    assert Outbox.objects.count() == 1
+
+
+def test_a_row_the_relay_cannot_read_waits_for_the_stale_sweep(sent):
+    from auditq import events, recording
+
+    Document.objects.create(title="fine")
+    bad = Outbox.objects.create(payload='{"v": 99}')
+
+    with pytest.raises(events.PayloadError, match=f"outbox row {bad.pk}"):
+        recording.consume_fresh()
+    # Marked published: not retried at every round, published again once stale.
+    assert list(Outbox.objects.values_list("pk", flat=True)) == [bad.pk]
+    assert Outbox.objects.get().relayed_at is not None
+    assert recording.consume_fresh() == 0
+    assert relay.relay(older_than=0) == 1
+    assert sent == [[bad.pk]]
 
 
 def test_start_and_stop_in_worker_run_one_thread(sent, settings):

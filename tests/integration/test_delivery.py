@@ -184,22 +184,29 @@ def test_the_web_process_never_contacts_the_broker(broker):
         listener.close()
 
 
-def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(broker, workers, tmp_path):
+@pytest.mark.parametrize("path", ["relay thread", "deliver task"])
+def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(broker, workers, tmp_path, path):
     stalled = tmp_path / "stalled"
-    doomed = workers(AUDITQ_TEST_STALL_FILE=str(stalled))
+    by_task = {"AUDITQ_TEST_RELAY_IN_WORKER": "0"} if path == "deliver task" else {}
+    doomed = workers(AUDITQ_TEST_STALL_FILE=str(stalled), **by_task)
     with transaction.atomic():
         for number in range(50):
             Document.objects.create(title=f"doc {number}")
+    if by_task:
+        assert relay.relay(older_than=0) == 1
 
     wait_for(stalled.exists, 30, "the worker to start writing")
     doomed.kill(signal.SIGKILL)
     assert not AuditEntry.objects.exists()
     assert Outbox.objects.count() == 1
 
-    # The doomed worker's relay had claimed the row: published again once stale (here at
-    # once), and redelivered by Redis after its visibility timeout, whichever comes first.
-    workers()
-    assert relay.relay(older_than=0) == 1
+    # The doomed worker's transaction died with it: the row is back. A relay thread finds
+    # it fresh; a published row is published again once stale (here at once), or
+    # redelivered by Redis after its visibility timeout, whichever comes first.
+    assert (Outbox.objects.get().relayed_at is None) == (not by_task)
+    workers(**by_task)
+    if by_task:
+        assert relay.relay(older_than=0) == 1
     entries = settle(50)
     wait_for(lambda: quiet(broker), 30, "the queue to drain")
     assert AuditEntry.objects.count() == 50
@@ -281,10 +288,12 @@ def test_the_periodic_relay_task_publishes_left_rows(broker, workers):
     assert len(settle(1)) == 1
 
 
-def test_a_row_that_cannot_be_recorded_fails_visibly_and_stays(worker):
+def test_a_row_that_cannot_be_recorded_fails_visibly_and_stays(broker, workers):
     from django_celery_results.models import TaskResult
 
-    poisoned = Outbox.objects.create(payload="{not json")  # the worker's relay publishes it
+    poisoned = Outbox.objects.create(payload="{not json")
+    workers(AUDITQ_TEST_RELAY_IN_WORKER="0")
+    assert relay.relay(older_than=0) == 1  # through the broker, as a stale row would go
 
     failure = wait_for(
         lambda: TaskResult.objects.filter(task_name="auditq.tasks.deliver").first(),
