@@ -8,7 +8,7 @@ project without them (the worker bench, SQLite without pghistory) still loads th
 from django.conf import settings
 from django.db import models
 
-from auditq import audited
+from auditq import after_delete, after_save, audited
 
 
 class Owner(models.Model):
@@ -42,6 +42,36 @@ class PlainRow(Row):
 @audited
 class AuditqRow(Row):
     """auditq: captured in memory, one outbox row per transaction, recorded by a worker."""
+
+
+@audited
+class AuditqHandlerRow(Row):
+    """auditq with a handler too (``@after_save``, ``@after_delete``): one event, two
+    consumers."""
+
+
+class HandlerRow(Row):
+    """Not audited, with handlers: tracked for the handlers alone."""
+
+
+@after_save(AuditqHandlerRow, when=lambda row: row.active is not None)
+def audited_row_saved(row: AuditqHandlerRow, event: object) -> None:
+    """Never runs here (no worker): the bench measures the request path."""
+
+
+@after_save(HandlerRow, when=lambda row: row.active is not None)
+def row_saved(row: HandlerRow, event: object) -> None:
+    """Never runs here (no worker): the bench measures the request path."""
+
+
+@after_delete(AuditqHandlerRow)
+def audited_row_deleted(event: object) -> None:
+    """Never runs here (no worker)."""
+
+
+@after_delete(HandlerRow)
+def row_deleted(event: object) -> None:
+    """Never runs here (no worker)."""
 
 
 if "auditlog" in settings.INSTALLED_APPS:
