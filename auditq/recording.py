@@ -52,7 +52,12 @@ def consume_fresh(using: str = DEFAULT_DB_ALIAS, limit: int = 500) -> int:
     Raises:
         events.PayloadError: some rows cannot be read; the others were delivered.
     """
-    return _deliver(using, lambda: _take_fresh(using, limit))
+    if connections[using].vendor == "postgresql":
+        return _deliver(using, lambda: _take_fresh(using, limit))
+    # Elsewhere, look before taking: on SQLite a transaction takes the write lock.
+    fresh = Outbox.objects.using(using).filter(relayed_at__isnull=True).order_by("id")
+    ids = list(fresh.values_list("id", flat=True)[:limit])
+    return consume(ids, using) if ids else 0
 
 
 def _deliver(using: str, take: Callable[[], list[Outbox]]) -> int:
@@ -108,20 +113,18 @@ def _take(using: str, outbox_ids: Sequence[int]) -> list[Outbox]:
 
 
 def _take_fresh(using: str, limit: int) -> list[Outbox]:
-    """Delete and return up to ``limit`` never-published rows, skipping locked ones."""
+    """Delete and return up to ``limit`` never-published rows, skipping locked ones
+    (PostgreSQL: one statement)."""
     connection = connections[using]
-    if connection.vendor == "postgresql":
-        table = connection.ops.quote_name(Outbox._meta.db_table)
-        taken = Outbox.objects.raw(
-            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE relayed_at IS NULL "
-            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-            "RETURNING id, created_at, relayed_at, payload",
-            [limit],
-            using=using,
-        )
-        return sorted(taken, key=lambda row: row.pk)
-    fresh = Outbox.objects.using(using).filter(relayed_at__isnull=True).order_by("id")
-    return _take(using, list(fresh.values_list("id", flat=True)[:limit]))
+    table = connection.ops.quote_name(Outbox._meta.db_table)
+    taken = Outbox.objects.raw(
+        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE relayed_at IS NULL "
+        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+        "RETURNING id, created_at, relayed_at, payload",
+        [limit],
+        using=using,
+    )
+    return sorted(taken, key=lambda row: row.pk)
 
 
 def _put_back(using: str, rows: list[Outbox]) -> None:
