@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 
 from auditq import callbacks, registry
 from auditq.admin.entries import when
+from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.models import CallbackRun
 
 RETRY_PERMISSION = "auditq.change_callbackrun"
@@ -37,7 +38,7 @@ class HandlerFilter(admin.SimpleListFilter):
 
 
 @admin.register(CallbackRun)
-class CallbackRunAdmin(admin.ModelAdmin):
+class CallbackRunAdmin(ReadOnlyAdmin):
     list_display = (
         "created_display",
         "handler",
@@ -71,15 +72,6 @@ class CallbackRunAdmin(admin.ModelAdmin):
         "event_display",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(RETRY_PERMISSION)

@@ -27,6 +27,7 @@ from auditq.admin import dashboard
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter
 from auditq.admin.paginators import CappedCountPaginator
+from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.models import AuditEntry
 
 
@@ -36,7 +37,7 @@ def when(value: datetime.datetime) -> str:
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = (
         "when_display",
         "action",
@@ -67,15 +68,6 @@ class AuditEntryAdmin(admin.ModelAdmin):
         "context_display",
         "event_id",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         changelist = super().get_changelist_instance(request)
