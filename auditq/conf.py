@@ -41,6 +41,9 @@ class Settings:
     notifies at each commit; other databases are polled at this pace)."""
     RELAY_IN_WORKER: bool = True
     """Run the relay thread in every Celery worker process."""
+    RELAY_THREADS: int = 2
+    """Threads recording fresh rows, per outbox database, in each worker process: one
+    listens and sweeps, the others help it through a backlog (each holds a connection)."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -54,6 +57,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "RELAY_BATCH_SIZE": (int,),
     "RELAY_POLL_SECONDS": (int, float),
     "RELAY_IN_WORKER": (bool,),
+    "RELAY_THREADS": (int,),
 }
 
 
@@ -100,7 +104,13 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
                         'Use addresses or CIDR networks, e.g. ["10.0.0.0/8", "127.0.0.1"].',
                     )
                 ]
-    positive = ("RELAY_AFTER_SECONDS", "PUBLISH_TIMEOUT", "RELAY_BATCH_SIZE", "RELAY_POLL_SECONDS")
+    positive = (
+        "RELAY_AFTER_SECONDS",
+        "PUBLISH_TIMEOUT",
+        "RELAY_BATCH_SIZE",
+        "RELAY_POLL_SECONDS",
+        "RELAY_THREADS",
+    )
     if key in positive and not 0 < value < float("inf"):
         return [(f"AUDITQ[{key!r}] must be a finite number greater than zero.", f"Got {value!r}.")]
     return []

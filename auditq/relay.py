@@ -239,24 +239,60 @@ def backlog(using: str = DEFAULT_DB_ALIAS) -> tuple[int, datetime.datetime | Non
 class Relay:
     """The relay thread of one worker process (see the module docstring)."""
 
-    def __init__(self, app: Any, using: str = DEFAULT_DB_ALIAS) -> None:
+    def __init__(self, app: Any, using: str = DEFAULT_DB_ALIAS, threads: int = 1) -> None:
         self.app = app
         self.using = using
+        self.threads = threads
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._backlog = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Start the thread (once)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="auditq-relay", daemon=True)
-            self._thread.start()
+        """Start the threads (once): the one that listens, publishes and sweeps, and
+        ``threads - 1`` that help it record a backlog (their database waits overlap)."""
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._run, name="auditq-relay", daemon=True),
+                *(
+                    threading.Thread(target=self._help, name="auditq-relay-helper", daemon=True)
+                    for _ in range(self.threads - 1)
+                ),
+            ]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to finish its round and wait for it."""
+        """Ask the threads to finish their round and wait for them."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._backlog.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+    def _record_fresh(self) -> None:
+        """Record fresh rows until none is left, RELAY_BATCH_SIZE rows a transaction."""
+        size = conf.get().RELAY_BATCH_SIZE
+        while not self._stop.is_set():
+            recorded = recording.consume_fresh(self.using, size)
+            if not recorded:
+                return
+            if recorded >= size:
+                self._backlog.set()  # a full round: more are waiting, wake the helpers
+
+    def _help(self) -> None:
+        poll = conf.get().RELAY_POLL_SECONDS
+        while not self._stop.is_set():
+            self._backlog.wait(poll * 5)
+            self._backlog.clear()
+            try:
+                self._record_fresh()
+            except events.PayloadError as exc:
+                logger.error("auditq relay: outbox rows left for later: %s", exc)
+            except Exception:
+                logger.exception("auditq relay: a round failed; retrying.")
+                close_old_connections()
+                self._stop.wait(1.0)
+        connections[self.using].close()
 
     def _run(self) -> None:
         settings = conf.get()
@@ -267,11 +303,7 @@ class Relay:
             try:
                 if broker is None:
                     broker = broker_connection(self.app)
-                # Fresh rows are recorded right here, RELAY_BATCH_SIZE rows a transaction.
-                while not self._stop.is_set() and recording.consume_fresh(
-                    self.using, settings.RELAY_BATCH_SIZE
-                ):
-                    pass
+                self._record_fresh()
                 for sweep in registry.sweepers():
                     sweep(self.using, self.app, broker)
                 now = time.monotonic()
@@ -360,7 +392,8 @@ def outbox_databases() -> list[str]:
 def start_in_worker(app: Any) -> None:
     """Start this process's relay threads, one per outbox database (``worker_ready``)."""
     if not _relays and conf.get().RELAY_IN_WORKER:
-        _relays.extend(Relay(app, alias) for alias in outbox_databases())
+        threads = conf.get().RELAY_THREADS
+        _relays.extend(Relay(app, alias, threads) for alias in outbox_databases())
         for thread in _relays:
             thread.start()
 

@@ -57,6 +57,7 @@ def test_no_auditq_setting_at_all_means_defaults(settings):
         ("RELAY_POLL_SECONDS", "fast", "must be int or float, not str"),
         ("RELAY_IN_WORKER", "yes", "must be bool, not str"),
         ("RELAY_BATCH_SIZE", True, "must be int, not bool"),
+        ("RELAY_THREADS", 0, "must be a finite number greater than zero"),
     ],
 )
 def test_relay_settings_are_checked(settings, key, value, message):

@@ -78,7 +78,7 @@ def test_backlog_counts_rows_and_dates_the_oldest(undelivered):
 def test_the_relay_thread_records_new_rows_itself_until_stopped(sent):
     from auditq.models import AuditEntry
 
-    thread = relay.Relay(celery_app)
+    thread = relay.Relay(celery_app, threads=2)
     thread.start()
     try:
         Document.objects.create(title="a")
@@ -115,11 +115,29 @@ def test_start_and_stop_in_worker_run_one_thread(sent, settings):
     relay.start_in_worker(celery_app)
     relay.start_in_worker(celery_app)
     try:
-        assert [t.name for t in threading.enumerate()].count("auditq-relay") == 1
+        names = [t.name for t in threading.enumerate()]
+        # RELAY_THREADS = 2: the one that listens and sweeps, and one helper.
+        assert (names.count("auditq-relay"), names.count("auditq-relay-helper")) == (1, 1)
     finally:
         relay.stop_in_worker()
-    assert "auditq-relay" not in [t.name for t in threading.enumerate()]
+    assert not {"auditq-relay", "auditq-relay-helper"} & {t.name for t in threading.enumerate()}
 
     settings.AUDITQ = {**settings.AUDITQ, "RELAY_IN_WORKER": False}
     relay.start_in_worker(celery_app)
     assert "auditq-relay" not in [t.name for t in threading.enumerate()]
+
+
+def test_helper_threads_share_a_backlog(sent, settings):
+    from auditq.models import AuditEntry
+
+    settings.AUDITQ = {**settings.AUDITQ, "RELAY_BATCH_SIZE": 5}
+    for number in range(60):
+        Document.objects.create(title=str(number))
+    thread = relay.Relay(celery_app, threads=3)
+    thread.start()
+    try:
+        wait_for(lambda: AuditEntry.objects.count() == 60, 20, "the backlog")
+    finally:
+        thread.stop()
+    assert not Outbox.objects.exists()
+    assert len(set(AuditEntry.objects.values_list("event_id", flat=True))) == 60
