@@ -155,7 +155,8 @@ def _on_save(
     tracking = registry.tracking(sender)
     if raw or tracking is None:
         return
-    write = outbox.state(connections[using]).write
+    connection = connections[using]
+    write = outbox.state(connection).write
     if write is None or write.instance is not instance or not write.recorded:
         if created:
             changes = _every_value(tracking, instance, deleted=False)
@@ -164,7 +165,7 @@ def _on_save(
         action = "create" if created else "update"
         change = _change(tracking, instance, encode(instance.pk), None, action, changes)
         if change is not None:
-            outbox.add(connections[using], change._replace(repr=_object_repr(instance)))
+            outbox.add(connection, change._replace(repr=_object_repr(instance)))
     if update_fields is None or created:
         snapshot(instance, tracking.attnames)
     else:

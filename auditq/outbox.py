@@ -56,21 +56,19 @@ class Write:
     the statement is a transaction of its own.
     """
 
-    __slots__ = ("change", "instance", "prefixes", "recorded", "update_fields")
+    __slots__ = ("change", "instance", "prefixes", "recorded")
 
     def __init__(
         self,
         instance: Any,
         prefixes: tuple[str, ...],
         change: Callable[[str], Change | None],
-        update_fields: Any = None,
     ) -> None:
         self.instance = instance
         self.prefixes = prefixes
         """SQL prefixes of the statements that write the row (``INSERT INTO "t"`` ...)."""
         self.change = change
         """Builds the change for a statement, by its first letter (``I``, ``U``, ``D``)."""
-        self.update_fields = update_fields
         self.recorded = False
         """Set once a statement carried the change: nothing more to capture for it."""
 
