@@ -1,4 +1,4 @@
-"""``auditq.encoding.encode``: every value as ``AuditEntry.changes`` stores it (DESIGN.md).
+"""``auditq.encoding.encode``: every value as ``AuditEntry.changes`` stores it (README).
 
 The first part calls ``encode`` directly; the second saves ``Everything`` rows and reads
 the entries the (eager) worker wrote, so the values are checked after the JSON round trip.
@@ -496,7 +496,7 @@ def everything_values(owner: Document, twin: Tag) -> dict:
 
 
 def encoded_everything(obj: Everything, owner: Document, twin: Tag) -> dict:
-    """What DESIGN.md says ``changes`` holds for the values of ``everything_values``."""
+    """What the README says ``changes`` holds for the values of ``everything_values``."""
     return {
         "id": obj.pk,
         "uid": "12345678-1234-5678-1234-567812345678",
