@@ -50,11 +50,9 @@ class Pending:
 
 
 class Write:
-    """A save or delete of a tracked row in flight on a connection.
-
-    The execute wrapper gives the row's own statement its outbox row (``RETURNING``) when
-    the statement is a transaction of its own.
-    """
+    """A save or delete of a tracked row in flight on a connection, set only when its
+    statement is a transaction of its own (:func:`single_statement`): the execute wrapper
+    gives that statement its outbox row (``RETURNING``)."""
 
     __slots__ = ("change", "instance", "prefixes", "recorded")
 
@@ -143,9 +141,8 @@ def _install(connection: Any, found: State) -> None:
 
     def execute(run: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
         write = found.write
+        # ``write`` is only set for a lone statement (see capture): no need to ask again.
         if write is None or many or write.recorded or not sql.startswith(write.prefixes):
-            return run(sql, params, many, context)
-        if not single_statement(connection):
             return run(sql, params, many, context)
         change = write.change(sql[0])
         if change is None:
