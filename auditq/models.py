@@ -189,3 +189,25 @@ class CallbackRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.handler} for {self.model} {self.object_pk} ({self.status})"
+
+
+class CounterDelta(models.Model):
+    """A counter-cache change recorded by a worker and not yet applied to its parent row.
+
+    Written in the transaction that consumes the change's outbox row (so once), applied
+    and deleted in the transaction that updates the parent (so once): many rows for one
+    parent become one ``UPDATE``.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    parent = models.CharField(max_length=100, help_text="app_label.modelname of the parent.")
+    key = models.CharField(max_length=255, help_text="The parent's key, as JSON text.")
+    field = models.CharField(max_length=100, help_text="The counter column on the parent.")
+    delta = models.DecimalField(max_digits=40, decimal_places=12)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "pending counter delta"
+
+    def __str__(self) -> str:
+        return f"{self.parent}.{self.field} {self.key} {self.delta:+}"
