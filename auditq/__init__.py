@@ -3,7 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from auditq.context import audit_context, disable_auditing
-from auditq.decorators import after_delete, after_save, audited
+from auditq.decorators import after_delete, after_save, audited, counter_cache
 
 try:
     __version__ = version("auditq")
@@ -16,5 +16,6 @@ __all__ = [
     "after_save",
     "audit_context",
     "audited",
+    "counter_cache",
     "disable_auditing",
 ]

@@ -7,12 +7,15 @@ class AuditqConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from auditq import callbacks, capture, checks, registry
+        from auditq import callbacks, capture, checks, counters, registry
         from auditq.audit import AuditConsumer
 
         checks.register()
         registry.add_consumer(AuditConsumer())
         registry.add_consumer(callbacks.CallbacksConsumer())
+        registry.add_consumer(counters.CountersConsumer())
         registry.add_sweeper(callbacks.publish_due)
+        registry.add_sweeper(counters.sweep)
         for model in registry.tracked_models():
             capture.connect(model)
+        counters.protect_parents()

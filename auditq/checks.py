@@ -21,6 +21,72 @@ def check_audited_fields(**kwargs: Any) -> list[checks.CheckMessage]:
     ]
 
 
+def check_counters(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.E006 to E009: a ``@counter_cache`` names what cannot hold or feed a counter."""
+    from auditq import counters
+
+    found: list[checks.CheckMessage] = []
+    for counter in registry.counters():
+        model = counter.model
+        label = (
+            f"@counter_cache({counter.fk_name!r}, field={counter.field!r}) on {model._meta.label}"
+        )
+        fk = counters.foreign_key(counter)
+        if fk is None:
+            found.append(
+                checks.Error(
+                    f"{label}: {counter.fk_name!r} is not a foreign key of {model.__name__}.",
+                    hint="Name the ForeignKey (or OneToOneField) that points at the parent: "
+                    + ", ".join(f.name for f in model._meta.concrete_fields if f.many_to_one),
+                    obj=model,
+                    id="auditq.E006",
+                )
+            )
+        else:
+            parent = fk.related_model
+            column = _field(parent, counter.field)
+            if not isinstance(column, counters.NUMERIC):
+                what = "has no such field" if column is None else "is not numeric"
+                found.append(
+                    checks.Error(
+                        f"{label}: {parent._meta.label} {what} ({counter.field!r}).",
+                        hint=f"Add a numeric column to {parent.__name__}, e.g. "
+                        f"{counter.field} = models.PositiveIntegerField(default=0) "
+                        "(a DecimalField for sums of decimals).",
+                        obj=model,
+                        id="auditq.E007",
+                    )
+                )
+        if counter.sum is not None and not isinstance(_field(model, counter.sum), counters.NUMERIC):
+            found.append(
+                checks.Error(
+                    f"{label}: sum={counter.sum!r} is not a numeric field of {model.__name__}.",
+                    hint="Sum an integer, decimal or float field of the child, or leave sum "
+                    "out to count children.",
+                    obj=model,
+                    id="auditq.E008",
+                )
+            )
+        if counter.when is not None and not callable(counter.when):
+            found.append(
+                checks.Error(
+                    f"{label}: when={counter.when!r} is not callable.",
+                    hint="Pass a function of the child, e.g. when=lambda d: d.status == 'paid'.",
+                    obj=model,
+                    id="auditq.E009",
+                )
+            )
+    return found
+
+
+def _field(model: Any, name: str) -> Any:
+    try:
+        field = model._meta.get_field(name)
+    except Exception:
+        return None
+    return field if field.concrete else None
+
+
 def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     """auditq.E002: ``AUDITQ`` has an unknown key, a wrong type or a bad value."""
     return [checks.Error(message, hint=hint, id="auditq.E002") for message, hint in conf.problems()]
@@ -124,6 +190,7 @@ def register() -> None:
     """Register every auditq check (called from ``AppConfig.ready``)."""
     for check in (
         check_audited_fields,
+        check_counters,
         check_settings,
         check_celery,
         check_celery_app,

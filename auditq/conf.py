@@ -44,6 +44,9 @@ class Settings:
     RELAY_THREADS: int = 2
     """Threads recording fresh rows, per outbox database, in each worker process: one
     listens and sweeps, the others help it through a backlog (each holds a connection)."""
+    COUNTER_DELAY_SECONDS: float = 0.5
+    """How long counter-cache deltas gather before a worker applies them: the longer,
+    the fewer ``UPDATE`` statements on a busy parent, the later its count is right."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -58,6 +61,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "RELAY_POLL_SECONDS": (int, float),
     "RELAY_IN_WORKER": (bool,),
     "RELAY_THREADS": (int,),
+    "COUNTER_DELAY_SECONDS": (int, float),
 }
 
 
@@ -110,6 +114,7 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
         "RELAY_BATCH_SIZE",
         "RELAY_POLL_SECONDS",
         "RELAY_THREADS",
+        "COUNTER_DELAY_SECONDS",
     )
     if key in positive and not 0 < value < float("inf"):
         return [(f"AUDITQ[{key!r}] must be a finite number greater than zero.", f"Got {value!r}.")]

@@ -187,3 +187,55 @@ def after_delete(
         ... def forget_donation(event): ...
     """
     return _handler_decorator("delete", model, when, queue, retries, backoff)
+
+
+def counter_cache(
+    fk_name: str,
+    *,
+    field: str,
+    sum: str | None = None,
+    when: Callable[[Any], Any] | None = None,
+) -> Callable[[M], M]:
+    """Keep ``parent.<field>`` equal to the number of children (or the sum of ``sum``).
+
+    Declared on the child model, several times if need be. The request computes what each
+    change adds to or takes from its parents, in memory; workers apply it, many changes of
+    one parent in one ``UPDATE``, exactly once (see :mod:`auditq.counters`).
+
+    Args:
+        fk_name: the child's foreign key to the parent.
+        field: the parent's numeric column that holds the count or the sum.
+        sum: a numeric field of the child to add up instead of counting.
+        when: ``when(child)``: which children count; evaluated in memory on the old and
+            on the new state, so an update that flips it moves the count.
+
+    Raises:
+        TypeError: an argument is not a name, or the decorated class is not a concrete
+            model. What the names point at is checked by ``auditq.E006`` to ``E009``.
+
+    Example:
+        >>> @counter_cache("fundraiser", field="raised_total", sum="amount",
+        ...                when=lambda d: d.status == "succeeded")
+        ... class Donation(models.Model): ...
+    """
+    for argument, value in (("fk_name", fk_name), ("field", field)):
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"@counter_cache({argument}=...) takes a field name, not {value!r}.")
+    if sum is not None and (not isinstance(sum, str) or not sum):
+        raise TypeError(f"@counter_cache(sum=...) takes a field name, not {sum!r}.")
+
+    def decorate(cls: M) -> M:
+        if not (isinstance(cls, type) and issubclass(cls, models.Model)):
+            raise TypeError(f"@counter_cache decorates model classes, not {cls!r}.")
+        if cls._meta.abstract or cls._meta.proxy:
+            raise TypeError(f"@counter_cache decorates concrete models; {cls.__name__} is not one.")
+        registry.add_counter(registry.Counter(cls, fk_name, field, sum, when))
+        if apps.ready:
+            # Declared after auditq's ready() (a model imported late, a test): wire it now.
+            from auditq import capture, counters
+
+            capture.connect(cls)
+            counters.protect_parents()
+        return cls
+
+    return decorate

@@ -92,7 +92,8 @@ class Tracking:
     fields: tuple[TrackedField, ...]
     """Concrete fields recorded on create, update and delete."""
     attnames: frozenset[str]
-    """The attnames of ``fields``, for snapshots."""
+    """The attnames snapshotted at load: those of ``fields``, and every column of a
+    model with counter caches."""
     m2m: tuple[TrackedField, ...]
     """Many-to-many fields recorded as added / removed keys."""
     consumers: tuple[Consumer, ...]
@@ -121,9 +122,27 @@ class Handler:
     """Seconds before the first retry; doubled at each retry, with jitter."""
 
 
+@dataclass(frozen=True)
+class Counter:
+    """One ``@counter_cache`` declared on a child model (checked by the system checks,
+    resolved against the models by :mod:`auditq.counters`)."""
+
+    model: type[models.Model]
+    """The child model that declares it."""
+    fk_name: str
+    """The foreign key to the parent."""
+    field: str
+    """The parent's column that holds the count or the sum."""
+    sum: str | None
+    """The child's field to add up; ``None`` counts children."""
+    when: Any
+    """``when(child)``: which children count; ``None``: all of them."""
+
+
 _audited: dict[type[models.Model], AuditOptions] = {}
 _consumers: dict[str, Consumer] = {}
 _handlers: dict[str, Handler] = {}
+_counters: list[Counter] = []
 _sweepers: list[Callable[[str, Any, Any], int]] = []
 
 ALL_FIELDS = AuditOptions(fields=None, exclude=(), mask=())
@@ -162,6 +181,35 @@ def handler(name: str) -> Handler | None:
 def handlers_for(model: type[models.Model], on: str) -> tuple[Handler, ...]:
     """The handlers following ``model``'s saves (``on="save"``) or deletes."""
     return tuple(h for h in _handlers.values() if h.model is model and h.on == on)
+
+
+def add_counter(counter: Counter) -> None:
+    """Register a counter cache (replacing one on the same child, parent and column)."""
+    _counters[:] = [
+        c
+        for c in _counters
+        if (c.model, c.fk_name, c.field) != (counter.model, counter.fk_name, counter.field)
+    ]
+    _counters.append(counter)
+    clear_caches()
+
+
+def remove_counter(counter: Counter) -> None:
+    """Unregister a counter cache (tests)."""
+    if counter in _counters:
+        _counters.remove(counter)
+    clear_caches()
+
+
+def counters() -> list[Counter]:
+    """Every registered counter cache, in declaration order."""
+    return list(_counters)
+
+
+@cache
+def counters_for(model: type[models.Model]) -> tuple[Counter, ...]:
+    """The counter caches declared on ``model``."""
+    return tuple(c for c in _counters if c.model is model)
 
 
 def add_sweeper(sweep: Callable[[str, Any, Any], int]) -> None:
@@ -268,10 +316,14 @@ def tracking(model: type[models.Model]) -> Tracking | None:
         for f in chosen
     ]
     concrete = tuple(t for t, many in resolved if not many)
+    attnames = {t.attname for t in concrete}
+    if counters_for(model):
+        # Counters compare the whole old and new state (``when`` may read any field).
+        attnames.update(f.attname for f in model._meta.concrete_fields)
     return Tracking(
         label=model._meta.label_lower,
         fields=concrete,
-        attnames=frozenset(t.attname for t in concrete),
+        attnames=frozenset(attnames),
         m2m=tuple(t for t, many in resolved if many),
         consumers=wanting,
     )
@@ -281,3 +333,4 @@ def clear_caches() -> None:
     """Forget resolved field lists (settings or registrations changed)."""
     tracking.cache_clear()
     handlers_for.cache_clear()
+    counters_for.cache_clear()

@@ -14,8 +14,8 @@ the ``auditq.tasks.relay`` periodic task (for projects that keep the relay out o
 workers, ``RELAY_IN_WORKER = False``), and claimed rows still undelivered
 ``RELAY_AFTER_SECONDS`` later. Claims are committed before publishing, a failed publish
 releases the rows at once, and delivering a row twice is harmless (see
-:mod:`auditq.recording`). The relay thread also runs the consumers' sweeps (callback runs
-coming due).
+:mod:`auditq.recording`). The relay thread also runs the sweeps (:func:`sweep`: callback
+runs and operation steps coming due), and so do ``auditq_relay`` and the periodic task.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import datetime
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import current_app
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, router, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from auditq import conf, events, recording, registry
@@ -114,7 +115,15 @@ def publish(
     )
 
 
-def send(task: str, args: tuple, *, app: Any, connection: Any = None, queue: str | None) -> None:
+def send(
+    task: str,
+    args: tuple,
+    *,
+    app: Any,
+    connection: Any = None,
+    queue: str | None,
+    countdown: float | None = None,
+) -> None:
     """Publish one auditq task message, always as JSON whatever ``task_serializer`` says.
 
     Raises:
@@ -124,16 +133,95 @@ def send(task: str, args: tuple, *, app: Any, connection: Any = None, queue: str
         if connection is None:
             with broker_connection(app) as fresh:
                 app.send_task(
-                    task, args, connection=fresh, queue=queue, serializer="json", retry=False
+                    task,
+                    args,
+                    connection=fresh,
+                    queue=queue,
+                    countdown=countdown,
+                    serializer="json",
+                    retry=False,
                 )
         else:
             app.send_task(
-                task, args, connection=connection, queue=queue, serializer="json", retry=False
+                task,
+                args,
+                connection=connection,
+                queue=queue,
+                countdown=countdown,
+                serializer="json",
+                retry=False,
             )
     except ImportError:
         raise  # a broken install (say, the transport's dependencies), not an outage
     except Exception as exc:
         raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def publish_rows(
+    due: QuerySet,
+    *,
+    task: str,
+    label: str,
+    queue_of: Callable[[str], str | None],
+    run_here: Callable[[int, str], Any],
+    using: str,
+    app: Any = None,
+    connection: Any = None,
+) -> int:
+    """Claim up to ``RELAY_BATCH_SIZE`` rows of ``due`` and send ``task(pk, using)`` for each.
+
+    For the ledgers whose rows become tasks (callback runs, operation steps): a row is
+    claimed (its ``published_at`` stamped, committed) before it is sent and released if
+    the send fails, so that a claim never hides a row for longer than a failed attempt.
+    With ``task_always_eager`` each row runs here instead (``run_here(pk, using)``).
+
+    Args:
+        due: the rows to publish, with ``next_attempt_at`` and ``published_at`` columns.
+        task: the task's name.
+        label: the column handed to ``queue_of`` to pick each row's queue.
+        queue_of: a label -> the row's Celery queue.
+        run_here: what runs one row in eager mode.
+        using: the database alias of the rows.
+        app: the Celery app; default the current app.
+        connection: a broker connection to reuse.
+
+    Returns:
+        How many rows were published (or run here).
+
+    Raises:
+        BrokerUnavailable: the broker failed; the rows not sent are due again at once.
+    """
+    if not due.exists():
+        return 0  # no write transaction (on SQLite, no write lock) just to find nothing
+    rows = due.model._default_manager.using(using)
+    with transaction.atomic(using=using):
+        claimed = list(
+            due.select_for_update(skip_locked=True)
+            .order_by("next_attempt_at", "id")
+            .values_list("id", label)[: conf.get().RELAY_BATCH_SIZE]
+        )
+        rows.filter(id__in=[pk for pk, _ in claimed]).update(published_at=timezone.now())
+    app = celery_app(app)
+    if app.conf.task_always_eager:  # tests and scripts: run them here and now
+        for pk, _ in claimed:
+            run_here(pk, using)
+        return len(claimed)
+    sent = 0
+    try:
+        for pk, name in claimed:
+            send(task, (pk, using), app=app, connection=connection, queue=queue_of(name))
+            sent += 1
+    except BaseException:
+        rows.filter(id__in=[pk for pk, _ in claimed[sent:]]).update(published_at=None)
+        raise
+    return sent
+
+
+def sweep(using: str = DEFAULT_DB_ALIAS, app: Any = None, connection: Any = None) -> int:
+    """Run every registered sweeper (retries and operation steps coming due); return how
+    many rows they published."""
+    app = celery_app(app)
+    return sum(sweeper(using, app, connection) for sweeper in registry.sweepers())
 
 
 def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) -> list[int]:
@@ -304,8 +392,7 @@ class Relay:
                 if broker is None:
                     broker = broker_connection(self.app)
                 self._record_fresh()
-                for sweep in registry.sweepers():
-                    sweep(self.using, self.app, broker)
+                sweep(self.using, self.app, broker)
                 now = time.monotonic()
                 if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:
                     last_sweep = now

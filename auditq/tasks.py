@@ -8,7 +8,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 
-from auditq import callbacks, recording, relay
+from auditq import callbacks, counters, recording, relay
 from auditq.retention import prune_task  # noqa: F401  (registers auditq.tasks.prune)
 
 
@@ -52,6 +52,27 @@ def run_callback(run_id: int, using: str = DEFAULT_DB_ALIAS) -> str:
     (not through Celery); a database error around it retries the task.
     """
     return callbacks.run(run_id, using)
+
+
+@shared_task(
+    name="auditq.tasks.flush_counters",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    store_errors_even_if_ignored=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=10,
+    serializer="json",
+)
+def flush_counters(using: str = DEFAULT_DB_ALIAS) -> int:
+    """Apply the pending counter-cache deltas; return the parent ``UPDATE`` statements.
+
+    Any number may run at once (each claims its own deltas); a worker that dies mid-flush
+    rolls its claim back, for the next flush or the relay's sweep.
+    """
+    return counters.flush(using)
 
 
 @shared_task(

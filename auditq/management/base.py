@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
 
 
 class AuditqCommand(BaseCommand):
@@ -17,3 +19,21 @@ class AuditqCommand(BaseCommand):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         parser.print_usage = lambda file=None: None  # type: ignore[method-assign]
         return parser
+
+
+def batch_size(text: str) -> int:
+    """``--batch-size``: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def database(alias: str) -> str:
+    """``--database``: an alias of ``DATABASES``."""
+    if alias not in connections:
+        raise argparse.ArgumentTypeError(f"unknown database alias {alias!r}")
+    return alias

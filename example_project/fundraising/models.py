@@ -6,13 +6,15 @@ object's repr, and a repr that follows a foreign key would cost a query per save
 
 from django.db import models
 
-from auditq import audited
+from auditq import audited, counter_cache
 
 
 @audited
 class Donor(models.Model):
     name = models.CharField(max_length=200)
     email = models.EmailField()
+    # Counter cache: kept by auditq's workers (@counter_cache on Donation).
+    donations_count = models.IntegerField(default=0)
 
     class Meta:
         ordering = ("name",)
@@ -24,7 +26,7 @@ class Donor(models.Model):
 @audited
 class Fundraiser(models.Model):
     name = models.CharField(max_length=200)
-    # Counter caches of the fundraiser's donations (kept by auditq's @counter_cache later).
+    # Counter caches: kept by auditq's workers (@counter_cache on Donation).
     donations_count = models.IntegerField(default=0)
     raised_total = models.DecimalField(max_digits=14, decimal_places=2, default=0)
 
@@ -56,6 +58,14 @@ class Email(models.Model):
 
 
 @audited(exclude=["updated_at"], mask=["card_token"])
+@counter_cache("fundraiser", field="donations_count")
+@counter_cache(
+    "fundraiser",
+    field="raised_total",
+    sum="amount",
+    when=lambda d: d.status == Donation.Status.SUCCEEDED,
+)
+@counter_cache("donor", field="donations_count")
 class Donation(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

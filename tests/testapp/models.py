@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from auditq import audited
+from auditq import audited, counter_cache
 
 
 class Tag(models.Model):
@@ -128,3 +128,30 @@ class Effect(models.Model):
 
     def __str__(self):
         return f"{self.handler} {self.object_pk}"
+
+
+class Team(models.Model):
+    """A parent whose counter columns auditq keeps (see Player)."""
+
+    name = models.CharField(max_length=50)
+    players_count = models.IntegerField(default=0)
+    active_count = models.PositiveIntegerField(default=0)
+    points_total = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+
+    def __str__(self):
+        return self.name
+
+
+@counter_cache("team", field="players_count")
+@counter_cache("team", field="active_count", when=lambda p: p.active)
+@counter_cache("team", field="points_total", sum="points", when=lambda p: p.active)
+class Player(models.Model):
+    """Counted on its team, not audited: tracked all the same."""
+
+    name = models.CharField(max_length=50)
+    team = models.ForeignKey(Team, null=True, on_delete=models.CASCADE, related_name="players")
+    points = models.DecimalField(max_digits=8, decimal_places=2, default=0)
+    active = models.BooleanField(default=True)
+
+    def __str__(self):
+        return self.name

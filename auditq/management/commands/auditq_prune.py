@@ -5,11 +5,11 @@ import sys
 from typing import Any
 
 from django.core.management.base import CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS
 from tqdm import tqdm
 
 from auditq import retention
-from auditq.management.base import AuditqCommand
+from auditq.management.base import AuditqCommand, batch_size, database
 
 
 def days(text: str) -> int:
@@ -25,24 +25,6 @@ def days(text: str) -> int:
     except OverflowError:
         raise argparse.ArgumentTypeError(f"{value} days is too far back") from None
     return value
-
-
-def batch_size(text: str) -> int:
-    """``--batch-size``: a whole number of entries, 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
-
-
-def database(alias: str) -> str:
-    """``--database``: an alias of ``DATABASES``."""
-    if alias not in connections:
-        raise argparse.ArgumentTypeError(f"unknown database alias {alias!r}")
-    return alias
 
 
 class Command(AuditqCommand):

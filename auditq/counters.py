@@ -1,0 +1,350 @@
+"""Consumer: ``@counter_cache`` columns, kept by workers, coalesced, exact.
+
+On the request path a change of a child computes, in memory, what it adds to and takes
+from its parents' counters (``when`` and the summed value are evaluated on the old and on
+the new state, so a move or a flip adjusts both parents); the deltas travel in the
+transaction's one outbox row. The worker that records the row writes them as
+``CounterDelta`` rows in the same transaction, so they exist once however often the row
+is delivered. A flush, shortly after (``COUNTER_DELAY_SECONDS``), claims pending deltas
+with ``SKIP LOCKED``, adds them up per parent and applies each parent's total in one
+``UPDATE … SET f = f + delta``, in a fixed order of parents (no deadlocks between
+flushes), deleting the deltas in the same transaction: applied once, however many
+workers flush at once. Nothing touches a parent row on the request path.
+
+A parent's own ``save()`` leaves its counter columns out of the ``UPDATE`` (see
+:func:`protect`): a parent loaded before a flush would otherwise write its stale count
+back.
+"""
+
+from __future__ import annotations
+
+import decimal
+import functools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from django.apps import apps
+from django.db import connections, models, transaction
+from django.db.models import F, Model, Value
+from django.db.models.functions import Coalesce
+
+from auditq import conf, registry
+from auditq.context import AuditContext
+from auditq.encoding import encode
+from auditq.events import Event
+
+logger = logging.getLogger("auditq")
+
+FLUSH = "auditq.tasks.flush_counters"
+FLUSH_BATCH = 5000
+"""Pending deltas claimed per flush transaction."""
+NUMERIC = (models.IntegerField, models.DecimalField, models.FloatField)
+"""Field classes a counter column or a summed field may be (integers include the
+small, big and positive kinds)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One counter resolved against its models: what capture and flush need."""
+
+    parent: str
+    """``app_label.modelname`` of the parent."""
+    fk: str
+    """The child's attname holding the parent's key (``fundraiser_id``)."""
+    target: str
+    """The parent's attname the foreign key points at (its primary key, or ``to_field``)."""
+    field: str
+    """The parent's counter column (attname)."""
+    amount: str | None
+    """The child's attname to add up; ``None`` counts."""
+    when: Callable[[Any], Any] | None
+
+
+def plans(model: type[Model]) -> tuple[Plan, ...]:
+    """The counters declared on ``model``, resolved (after the checks passed)."""
+    return _resolve(model, registry.counters_for(model))
+
+
+@functools.cache
+def _resolve(model: type[Model], declared: tuple[registry.Counter, ...]) -> tuple[Plan, ...]:
+    found = []
+    for counter in declared:
+        fk: Any = model._meta.get_field(counter.fk_name)
+        parent = fk.related_model
+        found.append(
+            Plan(
+                parent=parent._meta.label_lower,
+                fk=fk.attname,
+                target=fk.target_field.attname,
+                field=_attname(parent, counter.field),
+                amount=_attname(model, counter.sum) if counter.sum else None,
+                when=counter.when,
+            )
+        )
+    return tuple(found)
+
+
+def _attname(model: type[Model], name: str) -> str:
+    field: Any = model._meta.get_field(name)
+    return field.attname
+
+
+def parent_fields(parent: type[Model]) -> dict[str, str]:
+    """``{counter column: attname its children's keys point at}`` for a parent model."""
+    return _parent_fields(parent._meta.label_lower, tuple(registry.counters()))
+
+
+@functools.cache
+def _parent_fields(label: str, declared: tuple[registry.Counter, ...]) -> dict[str, str]:
+    return {
+        plan.field: plan.target
+        for model in dict.fromkeys(counter.model for counter in declared)
+        for plan in plans(model)
+        if plan.parent == label
+    }
+
+
+def _state(instance: Model, values: Mapping[str, Any]) -> Model:
+    """An instance of the same model holding ``values`` (for ``when`` on the old state)."""
+    model = type(instance)
+    other = model.__new__(model)
+    other.__dict__.update(values)
+    return other
+
+
+def contribution(plan: Plan, values: Mapping[str, Any], holder: Callable[[], Model]) -> Any:
+    """``(parent key, amount)`` a child with ``values`` adds to ``plan``'s counter, or
+    ``None``; ``holder()`` gives the child as an instance, for ``when``."""
+    key = values.get(plan.fk)
+    if key is None or (plan.when is not None and not plan.when(holder())):
+        return None
+    amount = 1 if plan.amount is None else values.get(plan.amount)
+    return None if amount is None else (key, amount)
+
+
+def deltas(instance: Model, action: str) -> list[list[Any]]:
+    """``[[parent, key, column, delta], …]`` for one change of ``instance`` (no queries).
+
+    The old state is the snapshot of what the database held; the new one the instance.
+    """
+    from auditq.capture import LOADED
+
+    current = instance.__dict__
+    states: list[tuple[Mapping[str, Any], Callable[[], Model], int]] = []
+    if action != "create":
+        old_values = {**current, **current.get(LOADED, {})}
+        states.append((old_values, functools.cache(lambda: _state(instance, old_values)), -1))
+    if action != "delete":
+        states.append((current, lambda: instance, 1))
+    totals: dict[tuple[str, Any, str], Any] = {}
+    for plan in plans(type(instance)):
+        for values, holder, sign in states:
+            found = contribution(plan, values, holder)
+            if found is not None:
+                slot = (plan.parent, found[0], plan.field)
+                totals[slot] = totals.get(slot, 0) + sign * found[1]
+    return [
+        [parent, encode(key), field, encode(total)]
+        for (parent, key, field), total in totals.items()
+        if total
+    ]
+
+
+class CountersConsumer:
+    """Keeps the columns declared with ``@counter_cache``."""
+
+    name = "counters"
+
+    def models(self) -> Iterable[type[Model]]:
+        """Every model that declares a counter."""
+        return {counter.model for counter in registry.counters()}
+
+    def capture(
+        self,
+        instance: Model | None,
+        action: str,
+        changes: Mapping[str, Any],
+        context: AuditContext,
+    ) -> Any:
+        """The change's deltas, ``None`` when it moves no counter."""
+        if instance is None or not registry.counters_for(type(instance)):
+            return None
+        return deltas(instance, action) or None
+
+    def record(self, events: Sequence[Event], using: str) -> None:
+        """Write the events' deltas, added up per parent and column; flush them soon."""
+        from auditq.models import CounterDelta
+
+        totals: dict[tuple[str, str, str], decimal.Decimal] = defaultdict(decimal.Decimal)
+        for event in events:
+            for parent, key, field, delta in event.consumers[self.name]:
+                totals[parent, orjson.dumps(key).decode(), field] += decimal.Decimal(str(delta))
+        CounterDelta.objects.using(using).bulk_create(
+            CounterDelta(parent=parent, key=key, field=field, delta=delta)
+            for (parent, key, field), delta in totals.items()
+            if delta
+        )
+        transaction.on_commit(lambda: flush_soon(using), using=using)
+
+
+_next_flush: dict[str, float] = {}
+
+
+def flush_soon(using: str) -> None:
+    """Have a worker flush in ``COUNTER_DELAY_SECONDS``, unless this process already did.
+
+    The delay is what coalesces: every delta recorded meanwhile, by any worker, goes into
+    the same ``UPDATE``. A lost flush is made up by the next one or by the relay's sweep.
+    """
+    from auditq import relay
+
+    settings = conf.get()
+    try:
+        app = relay.celery_app()
+        if app.conf.task_always_eager:  # tests and scripts: flush here and now
+            flush(using)
+            return
+        now = time.monotonic()
+        if _next_flush.get(using, 0.0) > now:
+            return
+        delay = settings.COUNTER_DELAY_SECONDS
+        _next_flush[using] = now + delay
+        relay.send(FLUSH, (using,), app=app, queue=settings.QUEUE, countdown=delay)
+    except Exception as exc:  # the relay's sweep flushes them
+        _next_flush.pop(using, None)
+        logger.warning("auditq: counter flush not scheduled yet (%s)", exc)
+
+
+def _claim(using: str, limit: int) -> list[tuple[int, str, str, str, decimal.Decimal]]:
+    from auditq.models import CounterDelta
+
+    rows = CounterDelta.objects.using(using)
+    if connections[using].features.has_select_for_update_skip_locked:
+        rows = rows.select_for_update(skip_locked=True)
+    claimed = list(rows.order_by("id").values_list("id", "parent", "key", "field", "delta")[:limit])
+    CounterDelta.objects.using(using).filter(id__in=[row[0] for row in claimed]).delete()
+    return claimed
+
+
+def _typed(column: models.Field, total: decimal.Decimal) -> Any:
+    if isinstance(column, models.IntegerField):
+        return int(total)
+    if isinstance(column, models.FloatField):
+        return float(total)
+    return total
+
+
+def _apply(using: str, parent: str, key: str, totals: Mapping[str, decimal.Decimal]) -> int:
+    """One ``UPDATE`` of one parent row for every column it has deltas for."""
+    model = apps.get_model(parent)
+    targets = parent_fields(model)
+    changes: dict[str, Any] = {}
+    target = None
+    for attname, total in totals.items():
+        column = model._meta.get_field(attname)
+        changes[column.name] = Coalesce(F(column.name), Value(0), output_field=column) + Value(
+            _typed(column, total), output_field=column
+        )
+        target = targets.get(attname, target)
+    if not changes or target is None:
+        return 0
+    target_field = next(f for f in model._meta.concrete_fields if f.attname == target)
+    value = target_field.to_python(orjson.loads(key))
+    model._base_manager.using(using).filter(**{target: value}).update(**changes)
+    return 1
+
+
+def flush(using: str, limit: int = FLUSH_BATCH) -> int:
+    """Apply every pending delta; return the number of parent ``UPDATE`` statements.
+
+    Each batch claims deltas (skipping those another flush holds), applies them one
+    ``UPDATE`` per parent in a fixed order, and deletes them, in one transaction.
+    """
+    updates = 0
+    while True:
+        with transaction.atomic(using=using):
+            claimed = _claim(using, limit)
+            grouped: dict[tuple[str, str], dict[str, decimal.Decimal]] = defaultdict(
+                lambda: defaultdict(decimal.Decimal)
+            )
+            for _, parent, key, field, delta in claimed:
+                grouped[parent, key][field] += delta
+            for parent, key in sorted(grouped):
+                totals = {field: total for field, total in grouped[parent, key].items() if total}
+                updates += _apply(using, parent, key, totals)
+        if len(claimed) < limit:
+            return updates
+
+
+def sweep(using: str, app: Any = None, connection: Any = None) -> int:
+    """Flush deltas left pending well past their delay (a flush message was lost)."""
+    oldest = pending(using)[1]
+    age = conf.get().COUNTER_DELAY_SECONDS * 4 + 2
+    if oldest is None or time.time() - oldest.timestamp() < age:
+        return 0
+    return flush(using)
+
+
+def pending(using: str) -> tuple[int, Any]:
+    """How many deltas wait to be applied, and when the oldest was recorded."""
+    from auditq.models import CounterDelta
+
+    rows = CounterDelta.objects.using(using)
+    oldest = rows.order_by("id").values_list("created_at", flat=True).first()
+    return (rows.count() if oldest is not None else 0), oldest
+
+
+def protect_parents() -> None:
+    """:func:`protect` every parent that a counter resolves to (``AppConfig.ready``);
+    a counter that does not resolve is left to the system checks to report."""
+    for counter in registry.counters():
+        fk = foreign_key(counter)
+        if fk is not None:
+            protect(fk.related_model)
+
+
+def foreign_key(counter: registry.Counter) -> Any:
+    """The counter's foreign key field, or ``None`` when ``fk_name`` names none."""
+    try:
+        fk: Any = counter.model._meta.get_field(counter.fk_name)
+    except Exception:
+        return None
+    return fk if fk.many_to_one and fk.concrete and not isinstance(fk.related_model, str) else None
+
+
+def protect(parent: type[Model]) -> None:
+    """Keep ``parent.save()`` from writing its counter columns back (stale values).
+
+    A save of a loaded instance without ``update_fields`` becomes a save of every loaded
+    column except the counters, the way Django saves an instance with deferred fields.
+    """
+    if getattr(parent.save, "_auditq_counters", False):
+        return
+    save = parent.save
+
+    @functools.wraps(save)
+    def guarded(self: Model, *args: Any, **kwargs: Any) -> Any:
+        if (
+            not args
+            and kwargs.get("update_fields") is None
+            and not kwargs.get("force_insert")
+            and not self._state.adding
+        ):
+            counted = parent_fields(parent)
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key
+                and field.attname not in counted
+                and field.attname in self.__dict__
+                and not getattr(field, "generated", False)
+            ]
+        return save(self, *args, **kwargs)
+
+    guarded._auditq_counters = True  # type: ignore[attr-defined]
+    parent.save = guarded  # type: ignore[method-assign]
