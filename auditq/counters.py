@@ -142,7 +142,7 @@ def deltas(instance: Model, action: str) -> list[list[Any]]:
     if action != "delete":
         states.append((current, lambda: instance, 1))
     totals: dict[tuple[str, Any, str], Any] = {}
-    for plan in plans(type(instance)):
+    for plan in plans(instance._meta.concrete_model):
         for values, holder, sign in states:
             found = contribution(plan, values, holder)
             if found is not None:
@@ -172,7 +172,7 @@ class CountersConsumer:
         context: AuditContext,
     ) -> Any:
         """The change's deltas, ``None`` when it moves no counter."""
-        if instance is None or not registry.counters_for(type(instance)):
+        if instance is None or not registry.counters_for(instance._meta.concrete_model):
             return None
         return deltas(instance, action) or None
 

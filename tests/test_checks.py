@@ -1,5 +1,6 @@
 """Every system check fires on the configuration it guards against, and only then."""
 
+import itertools
 from types import SimpleNamespace
 
 import pytest
@@ -143,3 +144,66 @@ def test_e005_the_projects_celery_app_is_not_loaded(monkeypatch):
     [error] = check_celery_app()
     assert error.id == "auditq.E005"
     assert "from .celery import app as celery_app" in error.msg
+
+
+_children = itertools.count()
+
+
+@pytest.fixture
+def counter_on(monkeypatch):
+    """Declare a counter on a throwaway child of ``Team`` for one test."""
+    from tests.testapp.models import Team
+
+    monkeypatch.setattr(registry, "_counters", [])
+
+    def declare(fk_name="team", field="players_count", sum=None, when=None, **columns):
+        Child = type(
+            f"CountedChild{next(_children)}",
+            (models.Model,),
+            {
+                "__module__": __name__,
+                "team": models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+"),
+                "label": models.CharField(max_length=10),
+                "weight": models.IntegerField(default=1),
+                "Meta": type("Meta", (), {"app_label": "testapp"}),
+            },
+        )
+        registry._counters.append(registry.Counter(Child, fk_name, field, sum, when))
+        registry.clear_caches()
+        return Child
+
+    yield declare
+    registry.clear_caches()
+
+
+@pytest.mark.parametrize(
+    ("declared", "check_id", "fragment", "hint"),
+    [
+        ({"fk_name": "label"}, "auditq.E006", "'label' is not a foreign key", "team"),
+        ({"fk_name": "nope"}, "auditq.E006", "'nope' is not a foreign key", "team"),
+        ({"field": "nope"}, "auditq.E007", "testapp.Team has no such field ('nope')", "default=0"),
+        ({"field": "name"}, "auditq.E007", "testapp.Team is not numeric ('name')", "default=0"),
+        ({"sum": "label"}, "auditq.E008", "sum='label' is not a numeric field", "leave sum out"),
+        ({"when": "status == 'paid'"}, "auditq.E009", "is not callable", "lambda"),
+    ],
+)
+def test_e006_to_e009_counter_caches_that_cannot_work(
+    counter_on, declared, check_id, fragment, hint
+):
+    from auditq.checks import check_counters
+
+    assert check_counters() == []
+    Child = counter_on(**declared)
+
+    [error] = check_counters()
+    assert (error.id, error.obj) == (check_id, Child)
+    assert fragment in error.msg
+    assert hint in error.hint
+
+
+def test_a_summed_counter_of_numbers_passes(counter_on):
+    from auditq.checks import check_counters
+
+    counter_on(field="points_total", sum="weight", when=lambda child: child.weight > 0)
+
+    assert check_counters() == []

@@ -227,12 +227,10 @@ def test_deltas_wait_for_a_flush_and_the_sweep_applies_forgotten_ones(undelivere
     assert counts(team)[:2] == (1, 1)
 
 
-def test_flush_soon_sends_one_delayed_flush_per_delay(monkeypatch):
+def test_flush_soon_sends_one_delayed_flush_per_delay(undelivered, monkeypatch):
     sent = []
     monkeypatch.setattr(relay, "send", lambda *a, **kw: sent.append((a, kw)))
     monkeypatch.setattr(counters, "_next_flush", {})
-    app = relay.celery_app()
-    monkeypatch.setattr(app.conf, "task_always_eager", False)
 
     counters.flush_soon("default")
     counters.flush_soon("default")
