@@ -7,7 +7,7 @@ class AuditqConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from auditq import callbacks, capture, checks, counters, registry
+        from auditq import callbacks, capture, checks, counters, operations, registry
         from auditq.audit import AuditConsumer
 
         checks.register()
@@ -16,6 +16,7 @@ class AuditqConfig(AppConfig):
         registry.add_consumer(counters.CountersConsumer())
         registry.add_sweeper(callbacks.publish_due)
         registry.add_sweeper(counters.sweep)
+        registry.add_sweeper(operations.publish_due)
         for model in registry.tracked_models():
             capture.connect(model)
         counters.protect_parents()

@@ -111,38 +111,35 @@ def publish_due(using: str, app: Any = None, connection: Any = None) -> int:
     from auditq import relay
     from auditq.models import CallbackRun
 
-    settings = conf.get()
     now = timezone.now()
-    stale = now - datetime.timedelta(seconds=settings.RELAY_AFTER_SECONDS)
-    rows = CallbackRun.objects.using(using)
-    due = rows.filter(status=CallbackRun.Status.PENDING, next_attempt_at__lte=now).filter(
-        Q(published_at__isnull=True) | Q(published_at__lte=stale)
+    stale = now - datetime.timedelta(seconds=conf.get().RELAY_AFTER_SECONDS)
+    due = CallbackRun.objects.using(using).filter(
+        Q(published_at__isnull=True) | Q(published_at__lte=stale),
+        status=CallbackRun.Status.PENDING,
+        next_attempt_at__lte=now,
     )
-    if not due.exists():
-        return 0
-    with transaction.atomic(using=using):
-        claimed = list(
-            due.select_for_update(skip_locked=True)
-            .order_by("next_attempt_at", "id")
-            .values_list("id", "handler")[: settings.RELAY_BATCH_SIZE]
-        )
-        rows.filter(id__in=[pk for pk, _ in claimed]).update(published_at=now)
-    app = relay.celery_app(app)
-    if app.conf.task_always_eager:  # tests and scripts: run them here and now
-        for pk, _ in claimed:
-            run(pk, using)
-        return len(claimed)
-    sent = 0
-    try:
-        for pk, name in claimed:
-            handler = registry.handler(name)
-            queue = (handler.queue if handler else None) or settings.QUEUE
-            relay.send(RUN, (pk, using), app=app, connection=connection, queue=queue)
-            sent += 1
-    except BaseException:
-        rows.filter(id__in=[pk for pk, _ in claimed[sent:]]).update(published_at=None)
-        raise
-    return sent
+    return relay.publish_rows(
+        due,
+        task=RUN,
+        label="handler",
+        queue_of=_queue_of,
+        run_here=run,
+        using=using,
+        app=app,
+        connection=connection,
+    )
+
+
+def _queue_of(name: str) -> str | None:
+    handler = registry.handler(name)
+    return (handler.queue if handler else None) or conf.get().QUEUE
+
+
+def retry_delay(attempts: int, backoff: float) -> datetime.timedelta:
+    """The wait before the next attempt after ``attempts`` failed ones: ``backoff`` doubled
+    at each attempt, at most ``MAX_DELAY``, with jitter (so that retries spread out)."""
+    delay = min(MAX_DELAY, backoff * 2 ** (attempts - 1))
+    return datetime.timedelta(seconds=delay * random.uniform(0.5, 1.5))
 
 
 def run(run_id: int, using: str) -> str:
@@ -225,10 +222,7 @@ def _failed(found: Any, handler: registry.Handler, exc: Exception) -> None:
         )
         logger.error("auditq: %s failed for good on %s: %s", handler.name, found.object_pk, error)
         return
-    delay = min(MAX_DELAY, handler.backoff * 2 ** (found.attempts - 1))
-    found.next_attempt_at = timezone.now() + datetime.timedelta(
-        seconds=delay * random.uniform(0.5, 1.5)
-    )
+    found.next_attempt_at = timezone.now() + retry_delay(found.attempts, handler.backoff)
     found.published_at = None
     found.save(
         update_fields=["attempts", "last_error", "errors", "next_attempt_at", "published_at"]

@@ -186,6 +186,38 @@ def check_sqlite_locking(**kwargs: Any) -> list[checks.CheckMessage]:
     ]
 
 
+def check_operation_steps(
+    databases: list[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """auditq.E010: unfinished operation runs wait for a step that no longer resolves.
+
+    A database check (``migrate`` runs it, and ``check --database default``).
+    """
+    from django.db import DatabaseError
+
+    from auditq import operations
+
+    found = []
+    for alias in databases or ():
+        try:
+            waiting = operations.unresolved(alias)
+        except DatabaseError:  # auditq's tables are not there yet (before migrate)
+            continue
+        for name, branch, step, runs, why in waiting:
+            found.append(
+                checks.Error(
+                    f"{runs} unfinished run{'s' if runs != 1 else ''} of operation {name!r} "
+                    f"wait{'' if runs != 1 else 's'} for step {step} in branch {branch!r}, "
+                    f"which no longer resolves: {why}",
+                    hint="Keep a step under its old name (in its branch) until those runs "
+                    "finish, or cancel them (OperationRun.cancel(), or the admin's "
+                    "operation runs).",
+                    id="auditq.E010",
+                )
+            )
+    return found
+
+
 def register() -> None:
     """Register every auditq check (called from ``AppConfig.ready``)."""
     for check in (
@@ -199,3 +231,4 @@ def register() -> None:
         check_sqlite_locking,
     ):
         checks.register(check, "auditq")
+    checks.register(check_operation_steps, "auditq", checks.Tags.database)

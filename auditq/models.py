@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -211,3 +212,114 @@ class CounterDelta(models.Model):
 
     def __str__(self) -> str:
         return f"{self.parent}.{self.field} {self.key} {self.delta:+}"
+
+
+class OperationRun(models.Model):
+    """One run of an ``auditq.operations.Operation``: where it stands and what it knows.
+
+    ``branch``, ``position`` and ``step`` name the step that runs next (or runs now, or
+    failed); a step's writes, its ``StepRun`` success and the move to the next step
+    commit in one transaction.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=200, help_text="The operation's name.")
+    key = models.CharField(
+        max_length=255, null=True, blank=True, help_text="Deduplication key given to start()."
+    )
+    params = models.JSONField(default=dict, blank=True, help_text="What start() was given.")
+    values = models.JSONField(default=dict, blank=True, help_text="What the steps set.")
+    status = models.CharField(max_length=9, choices=Status.choices, default=Status.PENDING)
+    branch = models.CharField(max_length=100, default="main")
+    position = models.PositiveIntegerField(default=0, help_text="The step's index in its branch.")
+    step = models.CharField(max_length=255, help_text="The step's dotted path.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Attempts of the current step.")
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+    lease = models.CharField(max_length=32, blank=True, help_text="Token of the running attempt.")
+    leased_until = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "operation run"
+        constraints = (
+            models.UniqueConstraint(fields=["name", "key"], name="auditq_operation_key"),
+        )
+        indexes = (
+            models.Index(fields=["status", "next_attempt_at"], name="auditq_operation_due"),
+            models.Index(fields=["name", "status"], name="auditq_operation_name"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.pk} ({self.status})"
+
+    def retry(self) -> bool:
+        """Resume a failed run at the step that failed; return whether it was failed.
+
+        Completed steps do not run again: the run keeps its values and its place.
+        """
+        from auditq import operations
+
+        done = operations.retry(
+            type(self)._default_manager.using(self._state.db).filter(pk=self.pk)
+        )
+        self.refresh_from_db()
+        return done == 1
+
+    def cancel(self) -> bool:
+        """Stop the run before its next step; return whether it was still going or failed.
+
+        A step running now finishes, and its writes commit; no step runs after it.
+        """
+        from auditq import operations
+
+        done = operations.cancel(
+            type(self)._default_manager.using(self._state.db).filter(pk=self.pk)
+        )
+        self.refresh_from_db()
+        return done == 1
+
+
+class StepRun(models.Model):
+    """One attempt at one step of an ``OperationRun``: the path the run took."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(OperationRun, on_delete=models.CASCADE, related_name="steps")
+    branch = models.CharField(max_length=100)
+    position = models.PositiveIntegerField()
+    step = models.CharField(max_length=255, help_text="The step's dotted path.")
+    attempt = models.PositiveIntegerField(help_text="1 for the step's first attempt.")
+    status = models.CharField(max_length=9, choices=Status.choices, default=Status.RUNNING)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    worker = models.CharField(max_length=255, blank=True, help_text="Host and process id.")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "step run"
+        ordering = ("run", "id")
+
+    def __str__(self) -> str:
+        return f"{self.step} attempt {self.attempt} ({self.status})"
+
+    @property
+    def duration(self) -> datetime.timedelta | None:
+        """How long the attempt took; ``None`` while it runs (or if its worker died)."""
+        return self.finished_at - self.started_at if self.finished_at else None

@@ -33,18 +33,22 @@ def deliver(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS) -> int:
     return recording.consume(outbox_ids, using)
 
 
-@shared_task(
-    name="auditq.tasks.run_callback",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    store_errors_even_if_ignored=True,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=10,
-    serializer="json",
-)
+LEDGER_TASK: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "store_errors_even_if_ignored": True,
+    "autoretry_for": (DatabaseError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 300,
+    "max_retries": 10,
+    "serializer": "json",
+}
+"""Options of the tasks that run one ledger row (a callback run, an operation step): the
+row says whether the work was done, so late acknowledgement and retries are safe."""
+
+
+@shared_task(name="auditq.tasks.run_callback", **LEDGER_TASK)
 def run_callback(run_id: int, using: str = DEFAULT_DB_ALIAS) -> str:
     """Run one ``@after_save`` / ``@after_delete`` handler for one change; return its status.
 
@@ -75,6 +79,16 @@ def flush_counters(using: str = DEFAULT_DB_ALIAS) -> int:
     return counters.flush(using)
 
 
+@shared_task(name="auditq.tasks.run_operation_step", **LEDGER_TASK)
+def run_operation_step(run_id: int, using: str = DEFAULT_DB_ALIAS) -> str:
+    """Run the due step of one ``OperationRun``; return what happened.
+
+    The step's own failures are recorded on the run and retried on schedule (not through
+    Celery); a duplicate delivery finds the step leased or done.
+    """
+    return operations.run(run_id, using)
+
+
 @shared_task(
     name="auditq.tasks.relay",
     ignore_result=True,
@@ -82,8 +96,9 @@ def flush_counters(using: str = DEFAULT_DB_ALIAS) -> int:
     serializer="json",
 )
 def relay_task(using: str = DEFAULT_DB_ALIAS) -> int:
-    """Publish again the rows undelivered for ``RELAY_AFTER_SECONDS`` (a beat safety net)."""
-    return relay.relay(using=using)
+    """Publish again the rows undelivered for ``RELAY_AFTER_SECONDS``, and the callback runs
+    and operation steps that are due (a beat safety net)."""
+    return relay.relay(using=using) + relay.sweep(using)
 
 
 @worker_ready.connect

@@ -7,4 +7,4 @@ class TestappConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from tests.testapp import handlers  # noqa: F401  (registers the handlers)
+        from tests.testapp import handlers, operations  # noqa: F401  (registers them)

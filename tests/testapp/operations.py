@@ -1,0 +1,110 @@
+"""The tests' operations. Each step leaves an ``Effect`` (handler ``"op:<step>"``), written
+in the step's own transaction, so that a step that completed twice shows twice.
+
+Module-level, imported from ``TestappConfig.ready()``: the worker processes of the
+integration tests find the same operations by name.
+"""
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+from auditq.operations import Operation, retry_policy
+from tests.testapp.models import Effect
+
+
+def effect(step, name: str, **seen) -> None:
+    Effect.objects.create(
+        handler=f"op:{name}",
+        object_pk=str(step.run_id),
+        event_id=uuid.uuid4(),
+        pid=os.getpid(),
+        seen={"attempt": step.attempt, **seen},
+    )
+
+
+def charge(step):
+    effect(step, "charge", amount=step.get("amount"))
+    step.set("charge_id", f"ch_{step.get('order')}")
+    if step.get("amount") >= 100:
+        step.jump_to("big")
+
+
+def review(step):
+    """The big-amount branch: jumps back to main, to the receipt (skipping ``pack``)."""
+    effect(step, "review", charge_id=step.get("charge_id"))
+    step.set("reviewed", True)
+    step.jump_to("main", receipt)
+
+
+def pack(step):
+    effect(step, "pack")
+    step.set("packed", True)
+
+
+def receipt(step):
+    effect(step, "receipt", charge_id=step.get("charge_id"), reviewed=step.get("reviewed", False))
+
+
+orders = Operation("tests.orders", main=[charge, pack, receipt], big=[review])
+
+
+def fail_until_allowed(step):
+    """Fails while the ``fail_at`` start argument names this step and no ``Effect``
+    ``allow:<run>`` exists (the test creates it to let a retry through)."""
+    effect(step, "flaky-try")
+    if not Effect.objects.filter(handler="allow", object_pk=str(step.run_id)).exists():
+        raise RuntimeError(f"declined for run {step.run_id}")
+    effect(step, "flaky")
+
+
+def first(step):
+    effect(step, "first")
+    step.set("token", f"t-{step.run_id}")
+
+
+def second(step):
+    effect(step, "second", token=step.get("token"))
+
+
+flaky = Operation("tests.flaky", main=[first, fail_until_allowed, second], retries=0)
+
+
+@retry_policy(retries=2, backoff=0.05)
+def retried(step):
+    effect(step, "retried-try")
+    if step.attempt < 3:
+        raise ValueError(f"attempt {step.attempt}")
+    effect(step, "retried")
+
+
+retrying = Operation("tests.retrying", main=[first, retried], retries=0)
+
+
+def wrong_branch(step):
+    effect(step, "wrong-branch")
+    step.jump_to("nowhere")
+
+
+def wrong_step(step):
+    step.jump_to("big", receipt)
+
+
+broken = Operation("tests.broken", main=[wrong_branch], big=[review])
+broken_step = Operation("tests.broken_step", main=[wrong_step], big=[review])
+
+
+def slow(step):
+    """Writes its effect, then waits: for ``AUDITQ_TEST_STEP_STALL_FILE`` (the test kills
+    the worker meanwhile) or ``seconds``."""
+    effect(step, "slow")
+    stall = os.environ.get("AUDITQ_TEST_STEP_STALL_FILE")
+    if stall and not Path(stall).exists():
+        Path(stall).touch()
+        time.sleep(3600)
+    time.sleep(step.get("seconds", 0))
+
+
+slow_going = Operation("tests.slow", main=[first, slow, second], lease=2.0, retries=2, backoff=0.1)
+slow_first = Operation("tests.slow_first", main=[slow, second], lease=60.0)
