@@ -295,7 +295,7 @@ def pending(using: str) -> tuple[int, Any]:
     from auditq.models import CounterDelta
 
     rows = CounterDelta.objects.using(using)
-    oldest = rows.order_by("id").values_list("created_at", flat=True).first()
+    oldest = rows.order_by("created_at").values_list("created_at", flat=True).first()
     return (rows.count() if oldest is not None else 0), oldest
 
 

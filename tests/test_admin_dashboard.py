@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from auditq.admin import chart, figures
-from auditq.models import Outbox
+from auditq.models import CounterDelta, Outbox
 from auditq.templatetags.auditq_admin import auditq_duration
 from tests.celery_app import app as celery_app
 from tests.helpers import entry
@@ -119,6 +119,27 @@ def test_backlog_warns_when_changes_wait(age, level):
     oldest = None if age is None else datetime.timedelta(seconds=age)
 
     assert figures.Backlog(0 if age is None else 3, oldest).level == level
+
+
+def test_dashboard_shows_pending_counter_deltas(client, superuser):
+    now = timezone.now()
+    html = client.get(reverse(DASHBOARD)).content.decode()
+    assert "none waiting: every counter cache is up to date" in html
+
+    for seconds in (1, 40):
+        CounterDelta.objects.create(
+            parent="testapp.team",
+            key="1",
+            field="players_count",
+            delta=1,
+            created_at=now - datetime.timedelta(seconds=seconds),
+        )
+    response = client.get(reverse(DASHBOARD))
+
+    html = response.content.decode()
+    assert response.context["counters"].deltas == 2
+    assert "auditq-warn" in figure(html, "counters")  # the oldest waits past its flush
+    assert "waiting for a flush; oldest 40 s old" in html
 
 
 def test_workers_are_pinged_once_then_cached(monkeypatch):

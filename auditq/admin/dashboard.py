@@ -73,6 +73,7 @@ def view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
         "queue": figures.queue_depth(),
         "workers": figures.workers(),
         "backlog": figures.backlog(),
+        "counters": figures.pending_counters(),
         "lag": figures.lag(),
         "throughput": chart.throughput(),
         "task_results": _task_result_links(model_admin),

@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import current_app
 from django.core.cache import cache
+from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from auditq import conf
@@ -80,6 +81,26 @@ class Backlog:
             return "ok"
         relay_after = datetime.timedelta(seconds=conf.get().RELAY_AFTER_SECONDS)
         return "alert" if self.oldest_age >= relay_after else "warn"
+
+
+@dataclass(frozen=True)
+class PendingCounters:
+    """Counter-cache deltas recorded by workers and not yet applied to their parents."""
+
+    declared: int
+    """How many counters are declared (no block at all when there are none)."""
+    deltas: int
+    """Deltas waiting for a flush."""
+    oldest_age: datetime.timedelta | None
+    """Age of the oldest; ``None`` when none waits."""
+
+    @property
+    def level(self) -> str:
+        """``"ok"``, or ``"warn"`` when a delta waits past the flush that should take it."""
+        if self.oldest_age is None:
+            return "ok"
+        due = datetime.timedelta(seconds=conf.get().COUNTER_DELAY_SECONDS * 4 + 2)
+        return "warn" if self.oldest_age > due + BACKLOG_WARN_AFTER else "ok"
 
 
 @dataclass(frozen=True)
@@ -152,6 +173,18 @@ def backlog(now: datetime.datetime | None = None) -> Backlog:
     rows, oldest = outbox_backlog()
     age = None if oldest is None else (now or timezone.now()) - oldest
     return Backlog(rows, age)
+
+
+def pending_counters(now: datetime.datetime | None = None) -> PendingCounters:
+    """Count the counter deltas waiting for a flush and tell the age of the oldest."""
+    from auditq import counters, registry
+
+    declared = len(registry.counters())
+    if not declared:
+        return PendingCounters(0, 0, None)
+    deltas, oldest = counters.pending(DEFAULT_DB_ALIAS)
+    age = None if oldest is None else (now or timezone.now()) - oldest
+    return PendingCounters(declared, deltas, age)
 
 
 def lag(sample: int = 100) -> Lag:
