@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from auditq import registry
 from auditq.context import AuditContext
-from auditq.events import Event
+from auditq.events import Event, key_text
 
 REPR_LIMIT = 200
 
@@ -55,7 +55,7 @@ class AuditConsumer:
                 {
                     "event_id": event.id,
                     "content_type_id": content_type.pk,
-                    "object_pk": str(event.pk),
+                    "object_pk": key_text(event.pk),
                     "object_repr": event.repr
                     if event.repr is not None
                     else _current_repr(content_type, event.pk, using),
@@ -120,11 +120,13 @@ def _content_type(label: str, using: str) -> ContentType:
 
 
 def _current_repr(content_type: ContentType, pk: Any, using: str) -> str:
-    """The object's text now, for changes whose repr was not taken on the request path
-    (many-to-many changes seen from the other side)."""
+    """The object's text now, for changes whose repr was not taken on the request path:
+    many-to-many changes seen from the other side, and a ``__str__`` that needed a query
+    (the row's key when the row is gone)."""
     model = content_type.model_class()
-    instance = model and model._base_manager.using(using).filter(pk=pk).first()
+    key = tuple(pk) if isinstance(pk, list) else pk
+    instance = model and model._base_manager.using(using).filter(pk=key).first()
     try:
-        return str(instance)[:REPR_LIMIT] if instance is not None else str(pk)
+        return str(instance)[:REPR_LIMIT] if instance is not None else key_text(pk)
     except Exception:
-        return str(pk)
+        return key_text(pk)

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from auditq import conf, registry
 from auditq.context import AuditContext, audit_context
-from auditq.events import Event, from_data, to_data
+from auditq.events import Event, from_data, key_text, to_data
 
 logger = logging.getLogger("auditq")
 
@@ -83,7 +83,7 @@ class CallbacksConsumer:
                         handler=name,
                         event_id=event.id,
                         model=event.model,
-                        object_pk=str(event.pk),
+                        object_pk=key_text(event.pk),
                         object_repr=(event.repr or "")[:200],
                         action=event.action,
                         event=to_data(event),

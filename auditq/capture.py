@@ -17,12 +17,15 @@ path, as an untracked model's delete would; the rest go through Django's collect
 
 from __future__ import annotations
 
+import decimal
 import functools
+import json
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
+from django.apps import apps
 from django.db import connections, models, router, transaction
 from django.db.models import sql
 from django.db.models.deletion import DO_NOTHING, get_candidate_relations_to_delete
@@ -64,11 +67,89 @@ def snapshot(instance: models.Model, attnames: Iterable[str]) -> None:
             loaded[attname] = _copy(values[attname])
 
 
-def _object_repr(instance: models.Model) -> str | None:
+class _QueryRefused(Exception):
+    """A ``__str__`` tried to query while auditq took the repr."""
+
+
+def _refuse(*args: Any) -> Any:
+    raise _QueryRefused
+
+
+def _object_repr(
+    instance: models.Model, connection: Any, text: Callable[[Any], str] = str
+) -> str | None:
+    """``str(instance)`` if it needs no query, else ``None`` (the worker takes it then).
+
+    A ``__str__`` that follows a relation not loaded yet would cost the request a
+    ``SELECT``: the connection refuses any statement while the repr is taken.
+    """
+    wrappers = connection.execute_wrappers
+    wrappers.append(_refuse)
     try:
-        return str(instance)[:REPR_LIMIT]
+        return text(instance)[:REPR_LIMIT]
     except Exception:
         return None
+    finally:
+        wrappers.remove(_refuse)
+
+
+class _Shape(NamedTuple):
+    """What a model's fields need beyond a plain comparison, resolved once per model."""
+
+    exact: frozenset[str]
+    """Attnames of JSON columns: compared by type as well as value (``True`` is not ``1``)."""
+    coders: dict[str, Callable[[Any], Any]]
+    """Attnames of JSON columns with their own encoder, and that encoder's JSON."""
+    generated: frozenset[str]
+    """Attnames of generated columns: the database sets them, at every save."""
+    returning: dict[str, tuple[models.Field, ...]]
+    """``UPDATE`` prefix of each table with generated columns, and those columns."""
+    parents: tuple[type[models.Model], ...]
+    """Multi-table inheritance ancestors, nearest first."""
+
+
+def _json_coder(encoder: type[json.JSONEncoder]) -> Callable[[Any], Any]:
+    def code(value: Any) -> Any:
+        try:
+            return json.loads(json.dumps(value, cls=encoder))
+        except Exception:
+            return encode(value)
+
+    return code
+
+
+@functools.cache
+def _shape(model: type[models.Model]) -> _Shape:
+    meta = model._meta.concrete_model._meta
+    fields = meta.concrete_fields
+    json_fields = [f for f in fields if isinstance(f, models.JSONField)]
+    generated = [f for f in fields if f.generated]
+    returning: dict[str, tuple[models.Field, ...]] = {}
+    for field in generated:
+        table = cast(Any, field.model)._meta.db_table
+        returning[table] = (*returning.get(table, ()), field)
+    return _Shape(
+        exact=frozenset(f.attname for f in json_fields),
+        coders={
+            f.attname: _json_coder(f.encoder)
+            for f in json_fields
+            if f.encoder not in (None, json.JSONEncoder)
+        },
+        generated=frozenset(f.attname for f in generated),
+        returning=returning,
+        parents=tuple(meta.get_parent_list()),
+    )
+
+
+def _tracked_parents(model: type[models.Model]) -> list[tuple[type[models.Model], Any]]:
+    """``(parent, tracking)`` of each tracked multi-table ancestor: a child's save is
+    recorded on each of their trails too, with their own fields."""
+    found = []
+    for parent in _shape(model).parents:
+        tracking = registry.tracking(parent)
+        if tracking is not None:
+            found.append((parent, tracking))
+    return found
 
 
 def _changed(old: Any, new: Any) -> tuple[Any, Any] | None:
@@ -81,6 +162,33 @@ def _changed(old: Any, new: Any) -> tuple[Any, Any] | None:
     return None if old == new else (old, new)
 
 
+def _same_json(old: Any, new: Any) -> bool:
+    """Equal as JSON columns keep them: ``True`` is not ``1``, ``1`` is not ``1.0``."""
+    kind = type(old)
+    if kind is not type(new):
+        return False
+    if kind is dict:
+        return old.keys() == new.keys() and all(_same_json(v, new[k]) for k, v in old.items())
+    if kind is list or kind is tuple:
+        return len(old) == len(new) and all(map(_same_json, old, new))
+    if kind is decimal.Decimal:
+        return str(old) == str(new)
+    try:
+        return bool(old == new)
+    except Exception:
+        return False
+
+
+def _changed_json(
+    old: Any, new: Any, code: Callable[[Any], Any] | None
+) -> tuple[Any, Any] | None:
+    if code is not None:
+        old, new = code(old), code(new)
+    if _same_json(old, new):
+        return None
+    return (old, new) if code is not None else (encode(old), encode(new))
+
+
 def diff(
     tracking: registry.Tracking,
     instance: models.Model,
@@ -90,15 +198,25 @@ def diff(
     values = instance.__dict__
     loaded = values.get(LOADED, {})
     saved = None if update_fields is None else frozenset(update_fields)
+    shape = _shape(type(instance))
+    exact, generated = shape.exact, shape.generated
     changes = {}
     for field in tracking.fields:
-        if saved is not None and not (field.name in saved or field.attname in saved):
+        attname = field.attname
+        if (
+            saved is not None
+            and not (field.name in saved or attname in saved)
+            and attname not in generated
+        ):
             continue
-        new = values.get(field.attname, _MISSING)
-        old = loaded.get(field.attname, _MISSING)
+        new = values.get(attname, _MISSING)
+        old = loaded.get(attname, _MISSING)
         if new is _MISSING or old is _MISSING:
             continue
-        pair = _changed(old, new)
+        if attname in exact:
+            pair = _changed_json(old, new, shape.coders.get(attname))
+        else:
+            pair = _changed(old, new)
         if pair is not None:
             changes[field.name] = [MASK, MASK] if field.masked else list(pair)
     return changes
@@ -110,12 +228,13 @@ def _every_value(
     """``{name: [None, value]}`` for a create, ``{name: [last value, None]}`` for a delete."""
     values = instance.__dict__
     loaded = values.get(LOADED, {}) if deleted else {}
+    coders = _shape(type(instance)).coders
     changes = {}
     for field in tracking.fields:
         value = loaded.get(field.attname, values.get(field.attname, _MISSING))
         if value is _MISSING:
             continue
-        encoded = MASK if field.masked else encode(value)
+        encoded = MASK if field.masked else coders.get(field.attname, encode)(value)
         changes[field.name] = [encoded, None] if deleted else [None, encoded]
     return changes
 
@@ -153,24 +272,49 @@ def _on_save(
     **kwargs: Any,
 ) -> None:
     tracking = registry.tracking(sender)
-    if raw or tracking is None:
+    parents = _tracked_parents(sender)
+    if raw or (tracking is None and not parents):
         return
     connection = connections[using]
     write = outbox.state(connection).write
-    if write is None or write.instance is not instance or not write.recorded:
+    action = "create" if created else "update"
+    if tracking is not None and (
+        write is None or write.instance is not instance or not write.recorded
+    ):
         if created:
             changes = _every_value(tracking, instance, deleted=False)
         else:
             changes = diff(tracking, instance, update_fields)
-        action = "create" if created else "update"
         change = _change(tracking, instance, encode(instance.pk), None, action, changes)
         if change is not None:
-            outbox.add(connection, change._replace(repr=_object_repr(instance)))
+            outbox.add(connection, change._replace(repr=_object_repr(instance, connection)))
+    for parent, found in parents:
+        # The parent's trail: its own fields, under its own key and text.
+        if created:
+            changes = _every_value(found, instance, deleted=False)
+        else:
+            changes = diff(found, instance, update_fields)
+        key = encode(getattr(instance, parent._meta.pk.attname))
+        change = _change(found, instance, key, None, action, changes)
+        if change is not None:
+            text = _object_repr(instance, connection, parent.__str__)
+            outbox.add(connection, change._replace(repr=text))
+    attnames = _snapshot_attnames(sender)
     if update_fields is None or created:
-        snapshot(instance, tracking.attnames)
+        snapshot(instance, attnames)
     else:
-        saved = [f for f in tracking.fields if {f.name, f.attname} & update_fields]
-        snapshot(instance, [f.attname for f in saved])
+        generated = _shape(sender).generated
+        fields = instance._meta.concrete_fields
+        saved = [f.attname for f in fields if {f.name, f.attname} & update_fields]
+        snapshot(instance, [a for a in (*saved, *generated) if a in attnames])
+
+
+def _snapshot_attnames(model: type[models.Model]) -> frozenset[str]:
+    tracking = registry.tracking(model)
+    attnames = tracking.attnames if tracking is not None else frozenset()
+    for _, found in _tracked_parents(model):
+        attnames = attnames | found.attnames
+    return attnames
 
 
 def _on_delete(
@@ -179,69 +323,115 @@ def _on_delete(
     tracking = registry.tracking(sender)
     if tracking is None:
         return
-    change = _delete_change(tracking, instance)
+    connection = connections[using]
+    change = _delete_change(tracking, instance, connection)
     if change is not None:
-        outbox.add(connections[using], change)
+        outbox.add(connection, change)
 
 
-def _delete_change(tracking: registry.Tracking, instance: models.Model) -> Change | None:
+def _delete_change(
+    tracking: registry.Tracking, instance: models.Model, connection: Any
+) -> Change | None:
     changes = _every_value(tracking, instance, deleted=True)
     change = _change(tracking, instance, encode(instance.pk), None, "delete", changes)
-    return change and change._replace(repr=_object_repr(instance))
+    return change and change._replace(repr=_object_repr(instance, connection))
 
 
-def _m2m_receiver(model: type[models.Model], field: Any) -> Callable[..., None]:
+def _m2m_owners(
+    model: type[models.Model], field: Any
+) -> list[tuple[type[models.Model], registry.Tracking]]:
+    """The tracked models that record ``field`` for an instance of ``model``: the model
+    itself and its tracked multi-table ancestors that have the field."""
+    found = []
+    for owner in (model._meta.concrete_model, *_shape(model).parents):
+        tracking = registry.tracking(owner)
+        if (
+            tracking is not None
+            and any(f.name == field.name for f in tracking.m2m)
+            and any(f is field for f in owner._meta.many_to_many)
+        ):
+            found.append((owner, tracking))
+    return found
+
+
+@functools.cache
+def _hides_rows(model: type[models.Model]) -> bool:
+    """Whether ``model``'s default manager filters rows: Django's related managers then
+    leave the through rows of hidden objects in place on ``remove()`` and ``clear()``."""
+    return bool(model._default_manager.get_queryset().query.has_filters())
+
+
+def _m2m_receiver(field: Any) -> Callable[..., None]:
+    """One receiver per many-to-many relation, whichever tracked models record it."""
     through: Any = field.remote_field.through
-    source = through._meta.get_field(field.m2m_field_name()).attname
-    target = through._meta.get_field(field.m2m_reverse_field_name()).attname
+    sources = through._meta.get_field(field.m2m_field_name())
+    targets = through._meta.get_field(field.m2m_reverse_field_name())
+
+    def going(instance: models.Model, reverse: bool, using: str, keys: Any) -> set[Any]:
+        # The through rows Django's remove() / clear() will delete: those of the objects
+        # the other side's default manager shows. One SELECT.
+        mine, theirs = (targets, sources) if reverse else (sources, targets)
+        value = getattr(instance, mine.target_field.attname)
+        rows = through._base_manager.using(using).filter(**{mine.attname: value})
+        if keys is not None:
+            rows = rows.filter(**{f"{theirs.attname}__in": keys})
+        other = field.model if reverse else field.related_model
+        if _hides_rows(other):
+            shown = other._default_manager.db_manager(using).get_queryset()
+            rows = rows.filter(**{f"{theirs.name}__in": shown.values(theirs.target_field.attname)})
+        return set(rows.values_list(theirs.attname, flat=True))
 
     def receiver(
         sender: Any,
         instance: models.Model,
         action: str,
         reverse: bool,
+        model: Any,
         pk_set: Any,
         using: str,
         **kwargs: Any,
     ) -> None:
-        if (reverse and kwargs["model"] is not model) or (
-            not reverse and not isinstance(instance, model)
-        ):
+        owners = _m2m_owners(model if reverse else type(instance), field)
+        if not owners:
             return
+        pending = instance.__dict__.setdefault(_CLEARING, {})
         if action == "pre_clear":
-            # clear() sends no keys: read them now, the only query auditq adds to a request.
-            if reverse:
-                rows = through._base_manager.using(using).filter(**{target: instance.pk})
-                keys = set(rows.values_list(source, flat=True))
-            else:
-                rows = through._base_manager.using(using).filter(**{source: instance.pk})
-                keys = set(rows.values_list(target, flat=True))
-            instance.__dict__.setdefault(_CLEARING, {})[field.name] = keys
+            # clear() sends no keys: read them now.
+            pending[field] = going(instance, reverse, using, None)
             return
-        if action == "post_clear":
-            pk_set = instance.__dict__.get(_CLEARING, {}).pop(field.name, set())
+        if action == "pre_remove":
+            other = field.model if reverse else field.related_model
+            if _hides_rows(other) and pk_set:
+                pending[field] = going(instance, reverse, using, pk_set)
+            return
+        if action in ("post_clear", "post_remove"):
+            pk_set = pending.pop(field, pk_set)
             kind = "removed"
-        elif action in ("post_add", "post_remove"):
-            kind = "added" if action == "post_add" else "removed"
+        elif action == "post_add":
+            kind = "added"
         else:
             return
         if not pk_set:
             return
-        tracking = registry.tracking(model)
-        if tracking is None:
-            return
         connection = connections[using]
         if reverse:
-            for pk in encode(pk_set):
-                changes = {field.name: {"added": [], "removed": [], kind: [encode(instance.pk)]}}
-                change = _change(tracking, None, pk, None, "update", changes)
-                if change is not None:
-                    outbox.add(connection, change)
-        else:
-            changes = {field.name: {"added": [], "removed": [], kind: encode(set(pk_set))}}
-            change = _change(tracking, instance, encode(instance.pk), None, "update", changes)
+            for _, tracking in owners:
+                for pk in encode(pk_set):
+                    changes = {
+                        field.name: {"added": [], "removed": [], kind: [encode(instance.pk)]}
+                    }
+                    change = _change(tracking, None, pk, None, "update", changes)
+                    if change is not None:
+                        outbox.add(connection, change)
+            return
+        keys = encode(set(pk_set))
+        for owner, tracking in owners:
+            changes = {field.name: {"added": [], "removed": [], kind: keys}}
+            key = encode(getattr(instance, owner._meta.pk.attname))
+            change = _change(tracking, instance, key, None, "update", changes)
             if change is not None:
-                outbox.add(connection, change._replace(repr=_object_repr(instance)))
+                text = _object_repr(instance, connection, owner.__str__)
+                outbox.add(connection, change._replace(repr=text))
 
     return receiver
 
@@ -255,7 +445,7 @@ def _statement_prefixes(model: type[models.Model], using: str) -> tuple[str, str
 
 
 def _save_statement_change(
-    tracking: registry.Tracking, instance: models.Model, update_fields: Any
+    tracking: registry.Tracking, instance: models.Model, update_fields: Any, connection: Any
 ) -> Callable[[str], Change | None]:
     """Build the change of a save from its statement (``I``nsert or ``U``pdate)."""
 
@@ -263,18 +453,18 @@ def _save_statement_change(
         if verb == "U":
             changes = diff(tracking, instance, update_fields)
             change = _change(tracking, instance, encode(instance.pk), None, "update", changes)
-            return change and change._replace(repr=_object_repr(instance))
+            return change and change._replace(repr=_object_repr(instance, connection))
         if instance.pk is not None:
             changes = _every_value(tracking, instance, deleted=False)
             change = _change(tracking, instance, encode(instance.pk), None, "create", changes)
-            return change and change._replace(repr=_object_repr(instance))
+            return change and change._replace(repr=_object_repr(instance, connection))
         # The database assigns the key in this statement: write a slot where it goes
         # (in the changes and in the repr, if the repr shows it); the SQL fills it in.
         attname = instance._meta.pk.attname
         instance.__dict__[attname] = PK_SLOT
         try:
             changes = _every_value(tracking, instance, deleted=False)
-            repr_ = _object_repr(instance)
+            repr_ = _object_repr(instance, connection)
         finally:
             instance.__dict__[attname] = None
         change = _change(tracking, instance, PK_SLOT, None, "create", changes)
@@ -296,14 +486,30 @@ def _guard_save(save_base: Callable) -> Callable:
     def guarded(self: models.Model, *args: Any, **kwargs: Any) -> Any:
         model = type(self)
         tracking = registry.tracking(model)
-        if tracking is None or kwargs.get("raw", args[0] if args else False):
+        if (tracking is None and not _tracked_parents(model)) or kwargs.get(
+            "raw", args[0] if args else False
+        ):
             return save_base(self, *args, **kwargs)
         using = kwargs.get("using") or router.db_for_write(model, instance=self)
-        _load_unknown(self, using, tracking)
+        _load_unknown(self, using, _snapshot_attnames(model))
         connection = connections[using]
-        if connection.in_atomic_block or not connection.get_autocommit():
+        alone = not connection.in_atomic_block and connection.get_autocommit()
+        shape = _shape(model)
+        if shape.returning:
+            # Generated columns change with the row: the UPDATE returns their new values
+            # (Django 5.2 leaves the instance's stale), so diffs and snapshots stay true.
+            reader = _generated_reader(self, shape.returning, connection)
+            # Not connection.execute_wrapper(): it pops the last wrapper, which may be one
+            # installed meanwhile (auditq's own outbox hook on a new connection).
+            connection.execute_wrappers.append(reader)
+            try:
+                with transaction.atomic(using=using, savepoint=False) if alone else nullcontext():
+                    return save_base(self, *args, **kwargs)
+            finally:
+                connection.execute_wrappers.remove(reader)
+        if not alone:
             return save_base(self, *args, **kwargs)
-        if not outbox.single_statement(connection) or model._meta.parents:
+        if tracking is None or not outbox.single_statement(connection) or shape.parents:
             with transaction.atomic(using=using, savepoint=False):
                 return save_base(self, *args, **kwargs)
         found = outbox.state(connection)
@@ -311,7 +517,7 @@ def _guard_save(save_base: Callable) -> Callable:
         write = found.write = outbox.Write(
             self,
             _statement_prefixes(model, using)[:2],
-            _save_statement_change(tracking, self, kwargs.get("update_fields")),
+            _save_statement_change(tracking, self, kwargs.get("update_fields"), connection),
         )
         try:
             result = save_base(self, *args, **kwargs)
@@ -329,7 +535,7 @@ def _guard_save(save_base: Callable) -> Callable:
 def _deletes_alone(model: type[models.Model]) -> bool:
     """Whether Django would delete ``model``'s rows one statement at a time, were it not
     for auditq's own ``post_delete`` receiver (the collector's fast path)."""
-    meta = model._meta
+    meta = model._meta.concrete_model._meta
     return (
         not meta.parents
         and all(
@@ -373,7 +579,7 @@ def _guard_delete(delete: Callable) -> Callable:
             return delete(self, using=using, keep_parents=keep_parents)
         using = using or router.db_for_write(model, instance=self)
         connection = connections[using]
-        change = _delete_change(tracking, self)
+        change = _delete_change(tracking, self, connection)
         if change is None:
             count = _delete_row(model, self.pk, using)
         elif outbox.single_statement(connection):
@@ -405,7 +611,7 @@ def _delete_row(model: type[models.Model], pk: Any, using: str) -> int:
         return sql.DeleteQuery(model).delete_batch([pk], using)
 
 
-def _load_unknown(instance: models.Model, using: str, tracking: registry.Tracking) -> None:
+def _load_unknown(instance: models.Model, using: str, attnames: frozenset[str]) -> None:
     """Read the old values of fields that were deferred at load and have been set since.
 
     The only case where auditq reads before a save: the instance never had those values.
@@ -414,11 +620,39 @@ def _load_unknown(instance: models.Model, using: str, tracking: registry.Trackin
         return
     values = instance.__dict__
     loaded = values.get(LOADED, {})
-    unknown = [a for a in tracking.attnames if a in values and a not in loaded]
+    unknown = [a for a in attnames if a in values and a not in loaded]
     if unknown:
         model = type(instance)
         row = model._base_manager.using(using).filter(pk=instance.pk).values(*unknown).first()
         loaded.update(row or {})
+
+
+def _generated_reader(
+    instance: models.Model, returning: dict[str, tuple[models.Field, ...]], connection: Any
+) -> Callable[..., Any]:
+    """An execute wrapper that has the instance's ``UPDATE`` return its generated columns
+    and sets them on the instance (PostgreSQL and SQLite have ``RETURNING``)."""
+    quote = connection.ops.quote_name
+    prefixes = {f"UPDATE {quote(table)} SET ": fields for table, fields in returning.items()}
+
+    def execute(run: Callable, sql: str, params: Any, many: bool, context: Any) -> Any:
+        fields = None if many else next((f for p, f in prefixes.items() if sql.startswith(p)), None)
+        if fields is None or not connection.features.can_return_columns_from_insert:
+            return run(sql, params, many, context)
+        columns = ", ".join(quote(f.column) for f in fields)
+        result = run(f"{sql} RETURNING {columns}", params, many, context)
+        # Read every row now: SQLite counts the updated rows only once they are read.
+        rows = context["cursor"].fetchall()
+        if rows:
+            for field, value in zip(fields, rows[0], strict=True):
+                column = cast(Any, field).cached_col
+                converters = connection.ops.get_db_converters(column)
+                for convert in (*converters, *column.get_db_converters(connection)):
+                    value = convert(value, column, connection)
+                instance.__dict__[field.attname] = value
+        return result
+
+    return execute
 
 
 def _guard_from_db(from_db: Callable) -> classmethod:
@@ -426,9 +660,9 @@ def _guard_from_db(from_db: Callable) -> classmethod:
 
     def loaded(cls: type[models.Model], db: str, field_names: Any, values: Any) -> Any:
         instance = from_db(cls, db, field_names, values)
-        tracking = registry.tracking(cls)
-        if tracking is not None:
-            snapshot(instance, tracking.attnames)
+        attnames = _snapshot_attnames(cls)
+        if attnames:
+            snapshot(instance, attnames)
         return instance
 
     setattr(loaded, _GUARDED, True)
@@ -441,25 +675,32 @@ def _guard_refresh(refresh_from_db: Callable) -> Callable:
     @functools.wraps(refresh_from_db)
     def refreshed(self: models.Model, *args: Any, **kwargs: Any) -> Any:
         result = refresh_from_db(self, *args, **kwargs)
-        tracking = registry.tracking(type(self))
-        if tracking is not None:
-            snapshot(self, tracking.attnames)
+        attnames = _snapshot_attnames(type(self))
+        if attnames:
+            snapshot(self, attnames)
         return result
 
     return refreshed
 
 
 def connect(model: type[models.Model]) -> None:
-    """Wire capture for one tracked model (called from ``AppConfig.ready``)."""
-    uid = f"auditq:{model._meta.label_lower}"
-    post_save.connect(_on_save, sender=model, dispatch_uid=uid, weak=False)
-    post_delete.connect(_on_delete, sender=model, dispatch_uid=uid, weak=False)
+    """Wire capture for one tracked model (called from ``AppConfig.ready``).
+
+    Its proxies and multi-table children send their own signals: they are wired too, so a
+    change to a row of a tracked table is recorded whichever class made it.
+    """
+    senders = [model, *(m for m in apps.get_models() if m is not model and issubclass(m, model))]
+    for sender in senders:
+        uid = f"auditq:{sender._meta.label_lower}"
+        post_save.connect(_on_save, sender=sender, dispatch_uid=uid, weak=False)
+        post_delete.connect(_on_delete, sender=sender, dispatch_uid=uid, weak=False)
     for name in registry.m2m_names(model):
         m2m: Any = model._meta.get_field(name)
+        through = m2m.remote_field.through
         m2m_changed.connect(
-            _m2m_receiver(model, m2m),
-            sender=m2m.remote_field.through,
-            dispatch_uid=f"{uid}.{name}",
+            _m2m_receiver(m2m),
+            sender=through,
+            dispatch_uid=f"auditq:m2m:{through._meta.label_lower}",
             weak=False,
         )
     if not getattr(model.save_base, _GUARDED, False):

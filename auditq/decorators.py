@@ -32,6 +32,7 @@ def audited(
     fields: Iterable[str] | None = None,
     exclude: Iterable[str] = (),
     mask: Iterable[str] = (),
+    unmask: Iterable[str] = (),
 ) -> Callable[[M], M]: ...
 
 
@@ -42,6 +43,7 @@ def audited(
     fields: Iterable[str] | None = None,
     exclude: Iterable[str] = (),
     mask: Iterable[str] = (),
+    unmask: Iterable[str] = (),
 ) -> M | Callable[[M], M]:
     """Record every create, update and delete of the decorated model.
 
@@ -50,10 +52,13 @@ def audited(
         exclude: never record these fields.
         mask: record that these fields changed, never their values. Fields named like
             ``password``, ``*token*`` and ``*secret*`` are masked without being listed.
+        unmask: record these fields in clear although such a pattern matches them (a
+            boolean ``is_secret``).
 
     Raises:
         TypeError: ``fields`` and ``exclude`` were both given, or a list is not a list of
-            names. Unknown names are reported by the system check ``auditq.E001``.
+            names, or the model is abstract. Unknown names, and a proxy model (decorate
+            its concrete model), are reported by the system check ``auditq.E001``.
         ImproperlyConfigured: ``"auditq"`` is not in ``INSTALLED_APPS``.
 
     Example:
@@ -66,6 +71,7 @@ def audited(
         fields=_names("fields", fields),
         exclude=_names("exclude", exclude) or (),
         mask=_names("mask", mask) or (),
+        unmask=_names("unmask", unmask) or (),
     )
 
     def decorate(cls: M) -> M:
@@ -77,9 +83,9 @@ def audited(
                 f"@audited on {cls._meta.label} needs 'auditq' in INSTALLED_APPS "
                 "(and 'django_celery_results')."
             )
-        if cls._meta.abstract or cls._meta.proxy:
-            kind = "abstract" if cls._meta.abstract else "proxy"
-            raise TypeError(f"@audited cannot decorate the {kind} model {cls.__name__}.")
+        if cls._meta.abstract:
+            raise TypeError(f"@audited cannot decorate the abstract model {cls.__name__}.")
+        # A proxy is registered so that the system check auditq.E001 can say what to do.
         registry.register(cls, options)
         return cls
 

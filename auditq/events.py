@@ -36,6 +36,22 @@ it replaces the slot (the JSON string ``"@auditq:pk@"`` by the key's JSON, and t
 inside a repr by the key's text) as it writes the outbox row."""
 
 
+def key_text(pk: Any) -> str:
+    """The one text form of a primary key given as JSON data (``Change.pk``, ``Event.pk``):
+    what ``AuditEntry.object_pk`` stores, ``for_object()`` looks up and the admin links to.
+
+    A single-column key is its text (``7``, ``2f1c...``); a composite key is its JSON
+    array (``[1, -54]``).
+
+    Example:
+        >>> key_text([1, "a"])
+        '[1, "a"]'
+    """
+    if isinstance(pk, list):
+        return json.dumps(pk, ensure_ascii=False)
+    return str(pk)
+
+
 class PayloadError(ValueError):
     """An outbox payload this version of auditq cannot read."""
 

@@ -10,7 +10,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
 
-from auditq.events import Event, loads
+from auditq.encoding import encode
+from auditq.events import Event, key_text, loads
 
 if TYPE_CHECKING:
     from auditq.diffs import DiffRow
@@ -25,17 +26,17 @@ class AuditEntryQuerySet(models.QuerySet):
         Example:
             >>> AuditEntry.objects.for_object(donation)
         """
-        if obj.pk is None:
+        key = encode(obj.pk)
+        if key is None or (isinstance(key, list) and None in key):
             raise ValueError(f"for_object() needs a saved object; {obj!r} has no primary key.")
-        return self.for_model(type(obj)).filter(object_pk=str(obj.pk))
+        return self.for_model(type(obj)).filter(object_pk=key_text(key))
 
     def for_model(self, model: type[models.Model] | models.Model) -> AuditEntryQuerySet:
         """Return the entries of every object of ``model``, oldest first."""
         if not hasattr(model, "_meta"):
             raise ValueError(f"for_model() takes a model class, not {model!r}.")
-        content_type = ContentType.objects.db_manager(self.db).get_for_model(
-            model, for_concrete_model=False
-        )
+        # A proxy's changes are its concrete model's: recorded, and found, under that.
+        content_type = ContentType.objects.db_manager(self.db).get_for_model(model)
         return self.filter(content_type=content_type).order_by("occurred_at", "id")
 
 

@@ -69,6 +69,9 @@ class AuditOptions:
     """Field names never recorded."""
     mask: tuple[str, ...]
     """Field names recorded as changed without their values."""
+    unmask: tuple[str, ...] = ()
+    """Field names recorded in clear although a default or ``MASKED_FIELDS`` pattern
+    matches them (a boolean ``is_secret``)."""
 
 
 @dataclass(frozen=True)
@@ -275,11 +278,25 @@ def _selectable(model: type[models.Model]) -> dict[str, models.Field]:
 
 
 def problems() -> list[tuple[type[models.Model], str, str]]:
-    """Return ``(model, message, hint)`` for every unknown field name given to ``@audited``."""
+    """Return ``(model, message, hint)`` for every unknown field name given to ``@audited``,
+    and for every proxy it decorates."""
     found = []
     for model, options in _audited.items():
+        if model._meta.proxy:
+            concrete = model._meta.concrete_model
+            found.append(
+                (
+                    model,
+                    f"@audited decorates the proxy model {model._meta.label}: its changes "
+                    f"are rows of {concrete._meta.label}, recorded only if that is audited.",
+                    f"Decorate {concrete.__name__} instead (and remove @audited from "
+                    f"{model.__name__}): changes made through any of its proxies are "
+                    "recorded on its trail.",
+                )
+            )
+            continue
         known = _selectable(model)
-        for argument in ("fields", "exclude", "mask"):
+        for argument in ("fields", "exclude", "mask", "unmask"):
             for name in getattr(options, argument) or ():
                 if name not in known:
                     found.append(
@@ -295,12 +312,17 @@ def problems() -> list[tuple[type[models.Model], str, str]]:
 
 def _masked(name: str, options: AuditOptions, patterns: tuple[str, ...]) -> bool:
     lowered = name.lower()
+    if name in options.unmask:
+        return False
     return name in options.mask or any(fnmatchcase(lowered, p.lower()) for p in patterns)
 
 
 @cache
 def tracking(model: type[models.Model]) -> Tracking | None:
     """Resolve what capture does for ``model``; ``None`` when no consumer tracks it."""
+    if model._meta.proxy:
+        # A proxy writes its concrete model's rows: recorded as that model's changes.
+        return tracking(model._meta.concrete_model)
     wanting = tuple(c for c in _consumers.values() if model in tuple(c.models()))
     if not wanting:
         return None

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_results",
     "tests.testapp",
+    "tests.shapesapp",
     "example_project.fundraising",  # the README's example flow, tested like the rest
 ]
 

@@ -28,13 +28,15 @@ from django.urls import NoReverseMatch, reverse
 from auditq import registry
 from auditq.admin.dashboard import dashboard_url
 from auditq.admin.filters import ModelFilter, ObjectFilter
+from auditq.encoding import encode
+from auditq.events import key_text
 
 _INSTALLED = "auditq_installed"
 
 
 def trail_url(request: HttpRequest, obj: models.Model | None) -> str | None:
     """The changelist of ``obj``'s entries, if it is audited and the user may see it."""
-    if obj is None or obj.pk is None or not registry.is_audited(type(obj)):
+    if obj is None or obj.pk is None or not registry.is_audited(obj._meta.concrete_model):
         return None
     if not request.user.has_perm("auditq.view_auditentry"):
         return None
@@ -44,8 +46,9 @@ def trail_url(request: HttpRequest, obj: models.Model | None) -> str | None:
         )
     except NoReverseMatch:
         return None
-    content_type = ContentType.objects.get_for_model(obj, for_concrete_model=False)
-    query = {ModelFilter.parameter_name: content_type.pk, ObjectFilter.parameter_name: obj.pk}
+    content_type = ContentType.objects.get_for_model(obj)
+    key = key_text(encode(obj.pk))
+    query = {ModelFilter.parameter_name: content_type.pk, ObjectFilter.parameter_name: key}
     return f"{changelist}?{urlencode(query)}"
 
 

@@ -1,0 +1,146 @@
+"""Model shapes beyond plain fields, audited: each compared with what the database holds."""
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.models import F
+
+from auditq import audited
+
+
+@audited
+class Sum(models.Model):
+    """A generated column: the database computes ``total``, never the save."""
+
+    a = models.IntegerField()
+    b = models.IntegerField()
+    total = models.GeneratedField(
+        expression=F("a") + F("b"), output_field=models.IntegerField(), db_persist=True
+    )
+
+    def __str__(self):
+        return f"{self.a} + {self.b}"
+
+
+@audited
+class Seat(models.Model):
+    """A composite primary key."""
+
+    pk = models.CompositePrimaryKey("row", "number")
+    row = models.IntegerField()
+    number = models.IntegerField()
+    holder = models.CharField(max_length=50, blank=True)
+
+    def __str__(self):
+        return f"seat {self.row}-{self.number}"
+
+
+class Writer(models.Model):
+    name = models.CharField(max_length=50)
+
+    def __str__(self):
+        return self.name
+
+
+@audited
+class Book(models.Model):
+    """A ``__str__`` that follows a foreign key."""
+
+    title = models.CharField(max_length=50)
+    writer = models.ForeignKey(Writer, on_delete=models.CASCADE)
+
+    def __str__(self):
+        return f"{self.title} by {self.writer.name}"
+
+
+@audited
+class Note(models.Model):
+    text = models.CharField(max_length=50)
+
+    def __str__(self):
+        return self.text
+
+
+class Reminder(Note):
+    """A proxy of an audited model, itself not decorated."""
+
+    class Meta:
+        proxy = True
+
+    def __str__(self):
+        return f"reminder: {self.text}"
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=20)
+
+    def __str__(self):
+        return self.name
+
+
+@audited
+class Place(models.Model):
+    """A multi-table inheritance parent, with a many-to-many its children use."""
+
+    name = models.CharField(max_length=50)
+    tags = models.ManyToManyField(Tag, blank=True)
+
+    def __str__(self):
+        return self.name
+
+
+class Restaurant(Place):
+    """A child that is not audited."""
+
+    serves = models.CharField(max_length=50, blank=True)
+
+
+@audited
+class Shop(Place):
+    """A child that is audited too."""
+
+    kind = models.CharField(max_length=50, blank=True)
+
+
+class VisibleLabels(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(is_secret=False)
+
+
+@audited(unmask=["is_secret"])
+class Label(models.Model):
+    """A default manager that hides rows: Django's related managers see only the rest.
+
+    ``is_secret`` matches the default ``*secret*`` mask; it is a flag, so it is unmasked.
+    """
+
+    name = models.CharField(max_length=20)
+    is_secret = models.BooleanField(default=False)
+
+    everything = models.Manager()
+    objects = VisibleLabels()
+
+    class Meta:
+        default_manager_name = "objects"
+
+    def __str__(self):
+        return self.name
+
+
+@audited
+class Folder(models.Model):
+    name = models.CharField(max_length=20)
+    labels = models.ManyToManyField(Label, blank=True)
+
+    def __str__(self):
+        return self.name
+
+
+@audited
+class Blob(models.Model):
+    """JSON columns: one with the default encoder, one with Django's."""
+
+    data = models.JSONField(default=dict)
+    stamped = models.JSONField(encoder=DjangoJSONEncoder, null=True)
+
+    def __str__(self):
+        return f"blob {self.pk}"
