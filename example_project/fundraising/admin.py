@@ -10,8 +10,9 @@ from .report import with_conversion
 
 @admin.register(Donor)
 class DonorAdmin(admin.ModelAdmin):
-    list_display = ("name", "email")
+    list_display = ("name", "email", "donations_count")
     search_fields = ("name", "email")
+    readonly_fields = ("donations_count",)  # a counter cache: auditq's workers keep it
 
 
 @admin.register(Fundraiser)
@@ -29,6 +30,7 @@ class FundraiserAdmin(admin.ModelAdmin):
         "raised_total",
     )
     search_fields = ("name",)
+    readonly_fields = ("donations_count", "raised_total")  # counter caches
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return with_conversion(super().get_queryset(request))

@@ -40,8 +40,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
-from auditq import audit_context
-from auditq.models import AuditEntry, CallbackRun, Outbox
+from auditq import audit_context, recount, registry
+from auditq.models import AuditEntry, CallbackRun, CounterDelta, Outbox
 from example_project.celery import app as celery_app
 from example_project.fundraising import report
 from example_project.fundraising.models import Donation, Donor, Email, Fundraiser
@@ -450,7 +450,9 @@ class Command(BaseCommand):
     def report_callbacks(self, tally: Tally, deadline: float, by_handlers: Any) -> None:
         """Wait for the handlers to settle, then print the conversion report."""
         while time.monotonic() < deadline and (
-            Outbox.objects.exists() or CallbackRun.objects.filter(status="pending").exists()
+            Outbox.objects.exists()
+            or CallbackRun.objects.filter(status="pending").exists()
+            or CounterDelta.objects.exists()
         ):
             time.sleep(0.2)
         runs = Counter(CallbackRun.objects.values_list("status", flat=True))
@@ -463,16 +465,29 @@ class Command(BaseCommand):
             f"{by_handlers.count()} "
             "audited changes of their own (counters, conversion flags)."
         )
-        self.stdout.write("Conversion by fundraiser:")
+        self.stdout.write("Conversion by fundraiser (donations and raised: counter caches):")
         self.stdout.write(
             f"  {'fundraiser':<28} {'emails':>6} {'opens':>6} {'clicks':>6} "
-            f"{'donations':>9} {'converted':>10}"
+            f"{'donations':>9} {'raised':>10} {'converted':>10}"
         )
         for row in report.rows():
             self.stdout.write(
                 f"  {row.name:<28} {row.emails_sent:>6} {row.email_opens:>6} "
-                f"{row.email_clicks:>6} {row.succeeded:>9} "
+                f"{row.email_clicks:>6} {row.donations_count:>9} {row.raised_total:>10} "
                 f"{row.converted:>4} ({row.conversion_rate:>4.0%})"
+            )
+        wrong = recount.recount(recount.counters_for_labels([]), "default", dry_run=True)
+        if wrong:
+            self.stdout.write(
+                self.style.ERROR(
+                    f"Counter caches: {len(wrong)} values disagree with a recount "
+                    "from the donations."
+                )
+            )
+        else:
+            self.stdout.write(
+                f"Counter caches ({len(registry.counters())} declared): every count and total "
+                "matches a recount from the donations."
             )
 
     def serve(self, port: int) -> None:
