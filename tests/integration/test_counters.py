@@ -58,11 +58,11 @@ def in_threads(count: int, steps: int, team_ids: list[int]) -> None:
     assert not errors, errors
 
 
-def test_every_kind_of_change_from_threads_and_processes_ends_exact(broker, workers):
+@pytest.mark.parametrize("count", [2, 4])
+def test_every_kind_of_change_from_threads_and_processes_ends_exact(broker, workers, count):
     teams = [Team.objects.create(name=f"team {n}") for n in range(3)]
     ids = [team.pk for team in teams]
-    first = workers()
-    workers()
+    first, *_ = [workers() for _ in range(count)]
     other = subprocess.Popen(
         [
             sys.executable,
