@@ -8,7 +8,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 
-from auditq import callbacks, counters, recording, relay
+from auditq import callbacks, counters, operations, recording, relay
 from auditq.retention import prune_task  # noqa: F401  (registers auditq.tasks.prune)
 
 

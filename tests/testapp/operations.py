@@ -65,7 +65,7 @@ def first(step):
 
 
 def second(step):
-    effect(step, "second", token=step.get("token"))
+    effect(step, "second", token=step.get("token", None))
 
 
 flaky = Operation("tests.flaky", main=[first, fail_until_allowed, second], retries=0)

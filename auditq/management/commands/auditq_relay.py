@@ -27,7 +27,8 @@ def seconds(text: str) -> float:
 class Command(AuditqCommand):
     help = (
         "Publish again the changes that committed but never reached a worker (outbox rows "
-        "older than AUDITQ['RELAY_AFTER_SECONDS']). Workers relay new rows by themselves; "
+        "older than AUDITQ['RELAY_AFTER_SECONDS']), and the callback runs and operation steps "
+        "that are due. Workers relay new rows by themselves; "
         "this is for operators and for beat. Safe to run at any time: delivery is idempotent."
     )
 
@@ -47,6 +48,8 @@ class Command(AuditqCommand):
         waiting, _ = relay.backlog(database)
         try:
             published = relay.relay(older_than=older_than, using=database)
+            # Callback runs and operation steps that are due (retries, stalled runs).
+            swept = relay.sweep(database)
         except relay.BrokerUnavailable as exc:
             raise CommandError(
                 f"The broker is unavailable ({exc}); nothing was lost: the rows stay in the "
@@ -59,4 +62,6 @@ class Command(AuditqCommand):
                 f"Celery cannot load its broker transport ({exc}). Install what the "
                 'transport needs, e.g. pip install "celery[redis]". Nothing was lost.'
             ) from exc
+        if swept:
+            self.stdout.write(f"Published {swept} due callback runs and operation steps.")
         self.stdout.write(f"Published {published} of {waiting} undelivered outbox rows.")
