@@ -9,6 +9,7 @@ from auditq.admin import trail
 from auditq.admin.callbacks import CallbackRunAdmin
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.entries import AuditEntryAdmin
+from auditq.admin.operations import OperationRunAdmin
 from auditq.admin.paginators import CappedCountPaginator
 from auditq.admin.trail import AuditTrailMixin, trail_url
 
@@ -17,6 +18,7 @@ __all__ = [
     "AuditTrailMixin",
     "CallbackRunAdmin",
     "CappedCountPaginator",
+    "OperationRunAdmin",
     "YearsFromIndex",
     "trail_url",
 ]

@@ -37,12 +37,20 @@ def urls(model_admin: ModelAdmin) -> list[URLPattern]:
         return admin_view(request)
 
     retry_all = site.admin_view(require_POST(partial(retry_failed_callbacks, model_admin)))
+    retry_operations = site.admin_view(
+        require_POST(partial(retry_failed_operations, model_admin))
+    )
     return [
         path("dashboard/", dashboard, name="auditq_dashboard"),
         path(
             "dashboard/retry-callbacks/",
             retry_all,
             name="auditq_dashboard_retry_callbacks",
+        ),
+        path(
+            "dashboard/retry-operations/",
+            retry_operations,
+            name="auditq_dashboard_retry_operations",
         ),
     ]
 
@@ -59,6 +67,20 @@ def retry_failed_callbacks(model_admin: ModelAdmin, request: HttpRequest) -> Htt
     messages.success(
         request, f"{count} failed callback run{'s' if count != 1 else ''} queued for retry."
     )
+    return HttpResponseRedirect(reverse(f"{model_admin.admin_site.name}:auditq_dashboard"))
+
+
+def retry_failed_operations(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
+    """Retry every failed operation run at its failed step (POST, CSRF-checked, change
+    permission needed)."""
+    from auditq import operations
+    from auditq.admin.operations import RETRY_PERMISSION, queued
+    from auditq.models import OperationRun
+
+    if not request.user.has_perm(RETRY_PERMISSION):
+        raise PermissionDenied
+    count = operations.retry(OperationRun.objects.filter(status=OperationRun.Status.FAILED))
+    messages.success(request, f"Failed operations: {queued(count)}")
     return HttpResponseRedirect(reverse(f"{model_admin.admin_site.name}:auditq_dashboard"))
 
 
@@ -79,6 +101,8 @@ def view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
         "task_results": _task_result_links(model_admin),
         "callbacks": figures.failed_callbacks(),
         "can_retry_callbacks": request.user.has_perm("auditq.change_callbackrun"),
+        "operations": figures.failed_operations(),
+        "can_retry_operations": request.user.has_perm("auditq.change_operationrun"),
     }
     return TemplateResponse(request, "admin/auditq/dashboard.html", context)
 

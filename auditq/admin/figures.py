@@ -226,3 +226,32 @@ def failed_callbacks(newest: int = 5) -> FailedCallbacks:
         newest=list(failed.order_by("-finished_at", "-id")[:newest]),
         pending=CallbackRun.objects.filter(status=CallbackRun.Status.PENDING).count(),
     )
+
+
+@dataclass(frozen=True)
+class FailedOperations:
+    """Operation runs that failed, for the dashboard."""
+
+    operations: int
+    """How many operations are defined (no block at all when none is and no run exists)."""
+    count: int
+    """Runs that failed (retries used up, or a mistake in the operation)."""
+    newest: list[Any]
+    """The newest of them."""
+    pending: int
+    """Runs waiting for their next step, or running one."""
+
+
+def failed_operations(newest: int = 5) -> FailedOperations:
+    """The failed operation runs: how many, and the newest ones."""
+    from auditq import operations
+    from auditq.models import OperationRun
+
+    Status = OperationRun.Status
+    failed = OperationRun.objects.filter(status=Status.FAILED)
+    return FailedOperations(
+        operations=len(operations.operations()),
+        count=failed.count(),
+        newest=list(failed.order_by("-finished_at", "-id")[:newest]),
+        pending=OperationRun.objects.filter(status__in=[Status.PENDING, Status.RUNNING]).count(),
+    )

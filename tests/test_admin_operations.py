@@ -1,0 +1,154 @@
+"""Operation runs in the admin: the list, the path a run took, and retry by hand."""
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+
+from auditq import operations, relay
+from auditq.models import OperationRun
+from tests.testapp import operations as ops
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANGELIST = "admin:auditq_operationrun_changelist"
+RETRY_ONE = "admin:auditq_operationrun_retry"
+RETRY_ALL = "admin:auditq_dashboard_retry_operations"
+
+
+@pytest.fixture
+def sent(undelivered, monkeypatch) -> list:
+    """Retried runs are published, not run: they stay pending for the test to see."""
+    messages: list = []
+    monkeypatch.setattr(relay, "send", lambda task, args, **kwargs: messages.append(args))
+    return messages
+
+
+def failed_run(order: int) -> OperationRun:
+    """A run of ``tests.flaky`` stopped at its second step, with a traceback."""
+    run = ops.flaky.start(order=order)  # run here, or only published (``sent``)
+    for _ in range(2):
+        if OperationRun.objects.get(pk=run.pk).status == "pending":
+            operations.run(run.pk, "default")
+    run.refresh_from_db()
+    assert run.status == "failed"
+    return run
+
+
+def staff(django_user_model, *perms: str):
+    user = django_user_model.objects.create_user(f"u{len(perms)}", password="pw", is_staff=True)
+    for perm in perms:
+        user.user_permissions.add(Permission.objects.get(codename=perm))
+    return user
+
+
+def test_runs_are_listed_filtered_and_searched_but_never_edited(admin_client):
+    done = ops.orders.start(order=41, amount=5)
+    failed = failed_run(order=42)
+    url = reverse(CHANGELIST)
+
+    def listed(**query) -> set[int]:
+        page = admin_client.get(url, query).content.decode()
+        return {run.pk for run in (done, failed) if f"/{run.pk}/change/" in page}
+
+    assert listed() == {done.pk, failed.pk}
+    assert "Add operation run" not in admin_client.get(url).content.decode()
+    assert listed(status__exact="failed") == {failed.pk}
+    assert listed(operation="tests.orders") == {done.pk}
+    assert listed(q='"order": 42') == {failed.pk}  # in the start() arguments
+    assert listed(q="flaky") == {failed.pk}  # in the name
+    assert admin_client.get(reverse("admin:auditq_operationrun_add")).status_code == 403
+
+
+def test_a_run_page_shows_the_path_with_each_attempt(admin_client):
+    run = failed_run(order=1)
+
+    page = admin_client.get(reverse("admin:auditq_operationrun_change", args=[run.pk]))
+
+    html = page.content.decode()
+    path = html[html.index('id="auditq-operation-path"') :]
+    assert path.index("tests.testapp.operations.first") < path.index(
+        "tests.testapp.operations.fail_until_allowed"
+    )
+    assert f"RuntimeError: declined for run {run.pk}" in path
+    assert "<summary>traceback</summary>" in path
+    assert " ms</td>" in path or " s</td>" in path  # durations
+    assert 'name="_save"' not in html
+    assert "Retry from the failed step" in html
+
+
+def test_one_run_is_retried_from_its_page(admin_client, sent):
+    run = failed_run(order=1)
+    sent.clear()  # its own steps' messages
+
+    assert admin_client.get(reverse(RETRY_ONE, args=[run.pk])).status_code == 405  # POST only
+    response = admin_client.post(reverse(RETRY_ONE, args=[run.pk]), follow=True)
+
+    assert "1 run queued for retry at the step that failed" in response.content.decode()
+    run.refresh_from_db()
+    assert (run.status, run.attempts) == ("pending", 0)
+    assert sent == [(run.pk, "default")]
+    again = admin_client.post(reverse(RETRY_ONE, args=[run.pk]), follow=True)
+    assert "The run has not failed: nothing to retry." in again.content.decode()
+    assert admin_client.post(reverse(RETRY_ONE, args=[run.pk + 100])).status_code == 404
+
+
+def test_the_actions_need_the_change_permission(client, django_user_model, sent):
+    run = failed_run(order=1)
+    url = reverse(CHANGELIST)
+    viewer = staff(django_user_model, "view_operationrun")
+    client.force_login(viewer)
+    assert "retry_selected" not in client.get(url).content.decode()
+    page = client.get(reverse("admin:auditq_operationrun_change", args=[run.pk])).content.decode()
+    assert "Retry from the failed step" not in page
+    assert client.post(reverse(RETRY_ONE, args=[run.pk])).status_code == 403
+
+    retrier = staff(django_user_model, "view_operationrun", "change_operationrun")
+    client.force_login(retrier)
+    response = client.post(
+        url, {"action": "retry_selected", "_selected_action": [run.pk]}, follow=True
+    )
+
+    assert "1 run queued for retry" in response.content.decode()
+    run.refresh_from_db()
+    assert run.status == "pending"
+    response = client.post(
+        url, {"action": "cancel_selected", "_selected_action": [run.pk]}, follow=True
+    )
+    assert "1 run cancelled" in response.content.decode()
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+
+
+def test_the_dashboard_shows_failed_runs_and_retries_them_all(admin_client, sent):
+    failed_run(order=1)
+    failed_run(order=2)
+    sent.clear()
+
+    page = admin_client.get(reverse("admin:auditq_dashboard")).content.decode()
+    block = page[page.index('id="auditq-failed-operations"') :]
+    assert '<div class="auditq-figure">2</div>' in block
+    assert "RuntimeError: declined for run" in block
+    assert "Retry all 2 failed runs" in block
+
+    assert admin_client.get(reverse(RETRY_ALL)).status_code == 405  # POST only
+    response = admin_client.post(reverse(RETRY_ALL), follow=True)
+    assert "Failed operations: 2 runs queued for retry" in response.content.decode()
+    assert set(OperationRun.objects.values_list("status", flat=True)) == {"pending"}
+    assert len(sent) == 2
+
+
+def test_retry_all_checks_csrf_and_permission(django_user_model):
+    failed_run(order=1)
+    viewer = staff(django_user_model, "view_auditentry", "view_operationrun")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(viewer)
+
+    page = client.get(reverse("admin:auditq_dashboard")).content.decode()
+    assert "Retry all" not in page  # no button without the permission
+    assert client.post(reverse(RETRY_ALL)).status_code == 403  # no CSRF token
+
+    token_client = Client()
+    token_client.force_login(viewer)
+    assert token_client.post(reverse(RETRY_ALL)).status_code == 403  # no permission
+    assert OperationRun.objects.get().status == "failed"
