@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -187,7 +188,7 @@ def check_sqlite_locking(**kwargs: Any) -> list[checks.CheckMessage]:
 
 
 def check_operation_steps(
-    databases: list[str] | None = None, **kwargs: Any
+    databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     """auditq.E010: unfinished operation runs wait for a step that no longer resolves.
 
@@ -197,7 +198,7 @@ def check_operation_steps(
 
     from auditq import operations
 
-    found = []
+    found: list[checks.CheckMessage] = []
     for alias in databases or ():
         try:
             waiting = operations.unresolved(alias)

@@ -233,7 +233,7 @@ class OperationRun(models.Model):
     id = models.BigAutoField(primary_key=True)
     name = models.CharField(max_length=200, help_text="The operation's name.")
     key = models.CharField(
-        max_length=255, null=True, blank=True, help_text="Deduplication key given to start()."
+        max_length=255, blank=True, help_text="Deduplication key given to start(), if any."
     )
     params = models.JSONField(default=dict, blank=True, help_text="What start() was given.")
     values = models.JSONField(default=dict, blank=True, help_text="What the steps set.")
@@ -255,7 +255,9 @@ class OperationRun(models.Model):
     class Meta:
         verbose_name = "operation run"
         constraints = (
-            models.UniqueConstraint(fields=["name", "key"], name="auditq_operation_key"),
+            models.UniqueConstraint(
+                fields=["name", "key"], condition=~models.Q(key=""), name="auditq_operation_key"
+            ),
         )
         indexes = (
             models.Index(fields=["status", "next_attempt_at"], name="auditq_operation_due"),

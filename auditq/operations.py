@@ -83,7 +83,11 @@ class RetryPolicy:
 def _check_policy(retries: Any, backoff: Any, where: str) -> None:
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
         raise ValueError(f"{where}: retries takes a whole number from 0 to 100, not {retries!r}.")
-    if isinstance(backoff, bool) or not isinstance(backoff, int | float) or not 0 < backoff <= 86400:
+    if (
+        isinstance(backoff, bool)
+        or not isinstance(backoff, int | float)
+        or not 0 < backoff <= 86400
+    ):
         raise ValueError(f"{where}: backoff takes seconds, more than 0 and at most a day.")
 
 
@@ -91,9 +95,7 @@ def _check_policy(retries: Any, backoff: Any, where: str) -> None:
 def retry_policy(func: F, /) -> F: ...
 @overload
 def retry_policy(*, retries: int = RETRIES, backoff: float = BACKOFF) -> Callable[[F], F]: ...
-def retry_policy(
-    func: Any = None, /, *, retries: int = RETRIES, backoff: float = BACKOFF
-) -> Any:
+def retry_policy(func: Any = None, /, *, retries: int = RETRIES, backoff: float = BACKOFF) -> Any:
     """Give one step its own retries and back-off, whatever its operation's say.
 
     Returns the function unchanged (it only gains an ``auditq_retry_policy`` attribute).
@@ -256,7 +258,7 @@ class Operation:
         using = router.db_for_write(OperationRun)
         run = OperationRun(
             name=self.name,
-            key=key,
+            key=key or "",
             params=_as_json(params),
             branch="main",
             position=0,
@@ -335,7 +337,9 @@ class Step:
         if default is not _MISSING:
             return default
         known = ", ".join(sorted({*self.values, *self._params})) or "none"
-        raise KeyError(f"{key!r} is neither a start() argument nor a value set by a step (known: {known}).")
+        raise KeyError(
+            f"{key!r} is neither a start() argument nor a value set by a step (known: {known})."
+        )
 
     def set(self, key: str, value: Any) -> None:
         """Keep ``value`` (JSON data) under ``key`` for later steps and for the admin.

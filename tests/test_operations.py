@@ -34,7 +34,9 @@ def path_of(run: OperationRun) -> list[tuple[str, str, str]]:
 
 def effects(run: OperationRun) -> list[str]:
     return list(
-        Effect.objects.filter(object_pk=str(run.pk)).order_by("id").values_list("handler", flat=True)
+        Effect.objects.filter(object_pk=str(run.pk))
+        .order_by("id")
+        .values_list("handler", flat=True)
     )
 
 
@@ -153,7 +155,7 @@ def test_start_refuses_a_model_instance_and_says_to_pass_its_key():
 
 
 def test_start_refuses_a_bad_key():
-    with pytest.raises(ValueError, match="key=...\\) takes 1 to 255 characters"):
+    with pytest.raises(ValueError, match=r"key=\.\.\.\) takes 1 to 255 characters"):
         ops.orders.start(key="", order=1, amount=1)
 
 
@@ -218,7 +220,11 @@ def test_a_step_policy_retries_it_with_back_off():
     # Only the attempt that succeeded left writes.
     assert effects(run) == ["op:first", "op:retried-try", "op:retried"]
     attempts = StepRun.objects.filter(run=run, step__endswith=".retried").order_by("id")
-    assert [(s.attempt, s.status) for s in attempts] == [(1, "failed"), (2, "failed"), (3, "succeeded")]
+    assert [(s.attempt, s.status) for s in attempts] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "succeeded"),
+    ]
 
 
 def test_retries_run_out_then_the_run_fails():
@@ -423,5 +429,5 @@ def test_a_name_is_one_operation():
     with pytest.raises(ValueError, match="another operation already has that name"):
         Operation("tests.orders", main=[ops.pack])
     assert operations.get("tests.orders") is ops.orders
-    with pytest.raises(OperationError, match="no operation named 'tests.unknown'"):
+    with pytest.raises(OperationError, match=r"no operation named 'tests\.unknown'"):
         operations.get("tests.unknown")

@@ -37,9 +37,7 @@ def urls(model_admin: ModelAdmin) -> list[URLPattern]:
         return admin_view(request)
 
     retry_all = site.admin_view(require_POST(partial(retry_failed_callbacks, model_admin)))
-    retry_operations = site.admin_view(
-        require_POST(partial(retry_failed_operations, model_admin))
-    )
+    retry_operations = site.admin_view(require_POST(partial(retry_failed_operations, model_admin)))
     return [
         path("dashboard/", dashboard, name="auditq_dashboard"),
         path(

@@ -164,7 +164,9 @@ class OperationRunAdmin(ReadOnlyAdmin):
         return format_html("<pre>{}</pre>", json.dumps(run.values, indent=2, sort_keys=True))
 
 
-def retry_view(model_admin: OperationRunAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+def retry_view(
+    model_admin: OperationRunAdmin, request: HttpRequest, object_id: str
+) -> HttpResponse:
     """Retry one failed run from its page (POST, CSRF-checked, change permission needed)."""
     if not model_admin.has_retry_permission(request):
         raise PermissionDenied

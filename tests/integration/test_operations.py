@@ -71,7 +71,11 @@ def test_a_branch_jumps_back_to_main_and_the_jump_is_kept(broker, worker):
     run = ops.orders.start(order=2, amount=250)
 
     run = settled(run, "succeeded", broker)
-    assert steps(run) == [("charge", "succeeded"), ("review", "succeeded"), ("receipt", "succeeded")]
+    assert steps(run) == [
+        ("charge", "succeeded"),
+        ("review", "succeeded"),
+        ("receipt", "succeeded"),
+    ]
     assert completed(run) == ["op:charge", "op:review", "op:receipt"]
     assert Effect.objects.get(handler="op:receipt").seen["reviewed"] is True
 
