@@ -44,6 +44,7 @@ from django.db.models import Count, Model, Q, QuerySet
 from django.utils import timezone
 
 from auditq import conf
+from auditq.context import audit_context
 
 if TYPE_CHECKING:
     from auditq.models import OperationRun
@@ -462,7 +463,9 @@ def run(run_id: int, using: str) -> str:
         return attempt
     step = Step(attempt.run, attempt.operation)
     try:
-        with transaction.atomic(using=using):
+        # What the step changes in audited models is attributed to the run.
+        run_name = f"{attempt.run.name} #{attempt.run.pk}"
+        with transaction.atomic(using=using), audit_context(via_operation=run_name):
             attempt.func(step)
             return _succeeded(attempt, step, using)
     except _LeaseLost:

@@ -8,4 +8,4 @@ class FundraisingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import handlers  # noqa: F401  (registers the @after_save handlers)
+        from . import handlers, operations  # noqa: F401  (registers handlers, operations)

@@ -2,8 +2,9 @@
 
 Migrates, creates the ``admin``/``admin`` superuser, starts a Celery worker, makes a
 scripted series of changes to the fundraising models, waits until the worker has
-recorded them, reports how many were recorded and how fast, then serves the admin
-until Ctrl-C (unless ``DEMO_SERVE=0``).
+recorded them, reports how many were recorded and how fast, runs a donation receipt
+operation for each donation left pending and prints the path each run took, then serves
+the admin until Ctrl-C (unless ``DEMO_SERVE=0``).
 
 Without ``REDIS_URL`` the broker is Kombu's in-memory transport, which is only
 visible inside one process: the worker then runs in a thread of this process, and
@@ -41,10 +42,11 @@ from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
 from auditq import audit_context, recount, registry
-from auditq.models import AuditEntry, CallbackRun, CounterDelta, Outbox
+from auditq.models import AuditEntry, CallbackRun, CounterDelta, OperationRun, Outbox
 from example_project.celery import app as celery_app
 from example_project.fundraising import report
 from example_project.fundraising.models import Donation, Donor, Email, Fundraiser
+from example_project.fundraising.operations import THANK_YOU_CALL_FROM, donation_receipt
 from example_project.fundraising.views import email_events
 
 ACTIONS = ("create", "update", "delete")
@@ -368,6 +370,7 @@ class Command(BaseCommand):
             )
 
             recorded_ok = self.report(started, tally, wait)
+            self.report_operations(wait)
 
             if serve:
                 self.serve(port)
@@ -489,6 +492,35 @@ class Command(BaseCommand):
                 f"Counter caches ({len(registry.counters())} declared): every count and total "
                 "matches a recount from the donations."
             )
+
+    def report_operations(self, wait: float) -> None:
+        """Start a donation receipt for each donation still pending; print each run's path."""
+        pending = Donation.objects.filter(status=Donation.Status.PENDING).order_by("pk")
+        runs = [
+            donation_receipt.start(donation_id=donation.pk, key=f"donation-{donation.pk}")
+            for donation in pending
+        ]
+        finished = OperationRun.objects.filter(pk__in=[run.pk for run in runs]).order_by("pk")
+        deadline = time.monotonic() + wait
+        while (
+            finished.filter(status__in=["pending", "running"]).exists()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        outcome = Counter(finished.values_list("status", flat=True))
+        self.stdout.write(
+            f"Operations: {len(runs)} donation receipts (charge, record, a thank-you call "
+            f"for gifts of {THANK_YOU_CALL_FROM} or more, receipt): "
+            f"{self.format_counts(outcome)}."
+        )
+        for run in finished:
+            path = " -> ".join(
+                step.rsplit(".", 1)[1]
+                for step in run.steps.filter(status="succeeded")
+                .order_by("id")
+                .values_list("step", flat=True)
+            )
+            self.stdout.write(f"  donation #{run.params['donation_id']}: {path} ({run.status})")
 
     def serve(self, port: int) -> None:
         from django.contrib.staticfiles.handlers import StaticFilesHandler
