@@ -118,9 +118,14 @@ def _json_coder(encoder: type[json.JSONEncoder]) -> Callable[[Any], Any]:
     return code
 
 
+def _concrete(model: type[models.Model]) -> type[models.Model]:
+    """The model whose table holds ``model``'s rows (itself unless it is a proxy)."""
+    return cast(type[models.Model], model._meta.concrete_model)
+
+
 @functools.cache
 def _shape(model: type[models.Model]) -> _Shape:
-    meta = model._meta.concrete_model._meta
+    meta = _concrete(model)._meta
     fields = meta.concrete_fields
     json_fields = [f for f in fields if isinstance(f, models.JSONField)]
     generated = [f for f in fields if f.generated]
@@ -179,9 +184,7 @@ def _same_json(old: Any, new: Any) -> bool:
         return False
 
 
-def _changed_json(
-    old: Any, new: Any, code: Callable[[Any], Any] | None
-) -> tuple[Any, Any] | None:
+def _changed_json(old: Any, new: Any, code: Callable[[Any], Any] | None) -> tuple[Any, Any] | None:
     if code is not None:
         old, new = code(old), code(new)
     if _same_json(old, new):
@@ -299,7 +302,9 @@ def _on_save(
         if change is not None:
             text = _object_repr(instance, connection, parent.__str__)
             outbox.add(connection, change._replace(repr=text))
-    attnames = _snapshot_attnames(sender)
+    attnames = tracking.attnames if tracking is not None else frozenset()
+    for _, found in parents:
+        attnames = attnames | found.attnames
     if update_fields is None or created:
         snapshot(instance, attnames)
     else:
@@ -343,7 +348,7 @@ def _m2m_owners(
     """The tracked models that record ``field`` for an instance of ``model``: the model
     itself and its tracked multi-table ancestors that have the field."""
     found = []
-    for owner in (model._meta.concrete_model, *_shape(model).parents):
+    for owner in (_concrete(model), *_shape(model).parents):
         tracking = registry.tracking(owner)
         if (
             tracking is not None
@@ -535,7 +540,7 @@ def _guard_save(save_base: Callable) -> Callable:
 def _deletes_alone(model: type[models.Model]) -> bool:
     """Whether Django would delete ``model``'s rows one statement at a time, were it not
     for auditq's own ``post_delete`` receiver (the collector's fast path)."""
-    meta = model._meta.concrete_model._meta
+    meta = _concrete(model)._meta
     return (
         not meta.parents
         and all(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from django.db import models
 from django.db.models import Model
@@ -283,7 +283,7 @@ def problems() -> list[tuple[type[models.Model], str, str]]:
     found = []
     for model, options in _audited.items():
         if model._meta.proxy:
-            concrete = model._meta.concrete_model
+            concrete = cast(type[models.Model], model._meta.concrete_model)
             found.append(
                 (
                     model,
@@ -322,7 +322,7 @@ def tracking(model: type[models.Model]) -> Tracking | None:
     """Resolve what capture does for ``model``; ``None`` when no consumer tracks it."""
     if model._meta.proxy:
         # A proxy writes its concrete model's rows: recorded as that model's changes.
-        return tracking(model._meta.concrete_model)
+        return tracking(cast(type[models.Model], model._meta.concrete_model))
     wanting = tuple(c for c in _consumers.values() if model in tuple(c.models()))
     if not wanting:
         return None

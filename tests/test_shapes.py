@@ -39,6 +39,11 @@ def entries(model, pk) -> list[AuditEntry]:
     return list(AuditEntry.objects.for_model(model).filter(object_pk=str(pk)))
 
 
+def history(model, pk) -> list[tuple[str, dict]]:
+    """``(action, changes)`` of each of those entries."""
+    return [(e.action, e.changes) for e in entries(model, pk)]
+
+
 def statements(queries, verb: str, table: str) -> list[str]:
     return [
         q["sql"]
@@ -166,7 +171,7 @@ def test_changes_made_through_a_proxy_are_on_the_concrete_models_trail():
     assert trail(reminder) == trail(Note.objects.get(pk=pk))
     reminder.delete()
 
-    assert [(e.action, e.changes) for e in entries(Note, pk)] == [
+    assert history(Note, pk) == [
         ("create", {"id": [None, pk], "text": [None, "call"]}),
         ("update", {"text": ["call", row["text"]]}),
         ("delete", {"id": [pk, None], "text": [row["text"], None]}),
@@ -211,7 +216,7 @@ def test_an_unaudited_childs_changes_are_on_its_parents_trail_with_the_parents_f
     pk = restaurant.pk
     restaurant.delete()
 
-    assert [(e.action, e.changes) for e in entries(Place, pk)] == [
+    assert history(Place, pk) == [
         ("create", {"id": [None, pk], "name": [None, "Chez Ann"]}),
         ("update", {"name": ["Chez Ann", row["name"]]}),
         ("delete", {"id": [pk, None], "name": [row["name"], None]}),
@@ -229,12 +234,12 @@ def test_an_audited_childs_changes_are_on_both_trails():
     pk = shop.pk
     shop.delete()
 
-    assert [(e.action, e.changes) for e in entries(Place, pk)] == [
+    assert history(Place, pk) == [
         ("create", {"id": [None, pk], "name": [None, "Corner"]}),
         ("update", {"name": ["Corner", row["name"]]}),
         ("delete", {"id": [pk, None], "name": [row["name"], None]}),
     ]
-    assert [(e.action, e.changes) for e in entries(Shop, pk)] == [
+    assert history(Shop, pk) == [
         (
             "create",
             {

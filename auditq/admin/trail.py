@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from django.contrib.admin import AdminSite, ModelAdmin
@@ -36,7 +36,9 @@ _INSTALLED = "auditq_installed"
 
 def trail_url(request: HttpRequest, obj: models.Model | None) -> str | None:
     """The changelist of ``obj``'s entries, if it is audited and the user may see it."""
-    if obj is None or obj.pk is None or not registry.is_audited(obj._meta.concrete_model):
+    if obj is None or obj.pk is None:
+        return None
+    if not registry.is_audited(cast(Any, obj)._meta.concrete_model):
         return None
     if not request.user.has_perm("auditq.view_auditentry"):
         return None
