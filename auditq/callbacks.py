@@ -27,7 +27,7 @@ from typing import Any
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Model, Q
+from django.db.models import Model
 from django.utils import timezone
 
 from auditq import conf, registry
@@ -111,15 +111,10 @@ def publish_due(using: str, app: Any = None, connection: Any = None) -> int:
     from auditq import relay
     from auditq.models import CallbackRun
 
-    now = timezone.now()
-    stale = now - datetime.timedelta(seconds=conf.get().RELAY_AFTER_SECONDS)
-    due = CallbackRun.objects.using(using).filter(
-        Q(published_at__isnull=True) | Q(published_at__lte=stale),
-        status=CallbackRun.Status.PENDING,
-        next_attempt_at__lte=now,
-    )
     return relay.publish_rows(
-        due,
+        CallbackRun.objects.using(using).filter(
+            status=CallbackRun.Status.PENDING, next_attempt_at__lte=timezone.now()
+        ),
         task=RUN,
         label="handler",
         queue_of=_queue_of,

@@ -422,10 +422,8 @@ def publish_due(
     from auditq.models import OperationRun
 
     now = timezone.now()
-    stale = now - datetime.timedelta(seconds=conf.get().RELAY_AFTER_SECONDS)
     Status = OperationRun.Status
     due = OperationRun.objects.using(using).filter(
-        Q(published_at__isnull=True) | Q(published_at__lte=stale),
         Q(status=Status.PENDING, next_attempt_at__lte=now)
         | Q(status=Status.RUNNING, leased_until__lte=now),
     )

@@ -171,12 +171,13 @@ def publish_rows(
     """Claim up to ``RELAY_BATCH_SIZE`` rows of ``due`` and send ``task(pk, using)`` for each.
 
     For the ledgers whose rows become tasks (callback runs, operation steps): a row is
-    claimed (its ``published_at`` stamped, committed) before it is sent and released if
-    the send fails, so that a claim never hides a row for longer than a failed attempt.
+    claimed (its ``published_at`` stamped, committed) before it is sent, released if the
+    send fails, and published again if still due ``RELAY_AFTER_SECONDS`` after its claim.
     With ``task_always_eager`` each row runs here instead (``run_here(pk, using)``).
 
     Args:
-        due: the rows to publish, with ``next_attempt_at`` and ``published_at`` columns.
+        due: the rows whose work is due, with ``next_attempt_at`` and ``published_at``
+            columns (those claimed less than ``RELAY_AFTER_SECONDS`` ago are left out).
         task: the task's name.
         label: the column handed to ``queue_of`` to pick each row's queue.
         queue_of: a label -> the row's Celery queue.
@@ -191,6 +192,8 @@ def publish_rows(
     Raises:
         BrokerUnavailable: the broker failed; the rows not sent are due again at once.
     """
+    stale = timezone.now() - datetime.timedelta(seconds=conf.get().RELAY_AFTER_SECONDS)
+    due = due.filter(Q(published_at__isnull=True) | Q(published_at__lte=stale))
     if not due.exists():
         return 0  # no write transaction (on SQLite, no write lock) just to find nothing
     rows = due.model._default_manager.using(using)
