@@ -431,3 +431,122 @@ def test_a_name_is_one_operation():
     assert operations.get("tests.orders") is ops.orders
     with pytest.raises(OperationError, match=r"no operation named 'tests\.unknown'"):
         operations.get("tests.unknown")
+
+
+def test_json_data_of_any_shape_is_kept_as_it_reads_back():
+    run = Operation("tests.shapes", main=[ops.pack]).start(
+        ratio=1.5, tags=("a", "b"), nested={"list": [1, {"x": None}], "ok": True}
+    )
+
+    run.refresh_from_db()
+    assert run.params == {
+        "ratio": 1.5,
+        "tags": ["a", "b"],
+        "nested": {"list": [1, {"x": None}], "ok": True},
+    }
+
+
+def test_a_step_refuses_a_key_that_is_not_a_string():
+    def bad_key(step):
+        step.set(1, "x")
+
+    bad_key.__qualname__ = "bad_key_for_test"
+    run = Operation("tests.bad_key", main=[bad_key], retries=0).start()
+
+    run.refresh_from_db()
+    assert run.error == "TypeError: step.set() takes a string key, not 1."
+
+
+def test_retry_policy_works_bare_and_refuses_what_is_not_a_step():
+    def plain(step):
+        pass
+
+    assert retry_policy(plain) is plain
+    assert plain.auditq_retry_policy == operations.RetryPolicy(3, 2.0)
+    with pytest.raises(TypeError, match="decorates step functions"):
+        retry_policy(retries=1)("not a function")
+    with pytest.raises(ValueError, match="Operation\\(\\)"):
+        Operation("", main=[plain])
+    assert repr(ops.orders) == "<Operation 'tests.orders'>"
+
+
+def test_a_worker_imports_an_operation_by_the_path_of_its_step(monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "tests.testapp.lazy_operations", raising=False)
+    monkeypatch.delitem(operations._operations, "tests.lazy", raising=False)
+
+    found = operations.get("tests.lazy", "tests.testapp.lazy_operations.only_step")
+
+    assert found.name == "tests.lazy"
+    with pytest.raises(OperationError, match=r"no operation named 'tests\.gone'"):
+        operations.get("tests.gone", "tests.testapp.nowhere.step")
+
+
+def test_a_run_that_no_longer_exists_is_missing():
+    assert operations.run(10**9, "default") == "missing"
+
+
+def test_a_step_lost_with_no_retry_left_fails_the_run(undelivered, monkeypatch):
+    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    run = ops.flaky.start()  # retries=0
+    OperationRun.objects.filter(pk=run.pk).update(
+        status="running", attempts=1, lease="x", leased_until=timezone.now()
+    )
+
+    assert operations.run(run.pk, "default") == "failed"
+    run.refresh_from_db()
+    assert run.error == "LeaseExpired: tests.testapp.operations.first never finished."
+    assert effects(run) == []
+
+
+def test_a_failing_step_that_lost_its_lease_leaves_the_run_to_its_new_holder(
+    undelivered, monkeypatch
+):
+    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+
+    def fails(step):
+        raise RuntimeError("too late")
+
+    fails.__qualname__ = "fails_for_test"
+    run = Operation("tests.overtaken_fails", main=[fails]).start()
+
+    def taken_over(attempt, using):
+        raise operations._LeaseLost  # another worker holds the step now
+
+    monkeypatch.setattr(operations, "_relock", taken_over)
+    assert operations.run(run.pk, "default") == "lease lost"
+    run.refresh_from_db()
+    assert (run.status, run.error) == ("running", "")
+    assert path_of(run) == [("main", "fails_for_test", "running")]
+
+
+def test_a_run_cancelled_while_its_step_fails_stays_cancelled(undelivered, monkeypatch):
+    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+
+    def declined(step):
+        raise RuntimeError("card declined")
+
+    declined.__qualname__ = "declined_for_test"
+    run = Operation("tests.cancelled_fails", main=[declined]).start()
+    relock = operations._relock
+
+    def cancelled_meanwhile(attempt, using):
+        OperationRun.objects.filter(pk=attempt.run.pk).update(status="cancelled")
+        return relock(attempt, using)
+
+    monkeypatch.setattr(operations, "_relock", cancelled_meanwhile)
+    assert operations.run(run.pk, "default") == "cancelled"
+    run.refresh_from_db()
+    assert (run.status, run.lease) == ("cancelled", "")
+    assert path_of(run) == [("main", "declined_for_test", "failed")]
+
+
+def test_the_check_is_quiet_before_migrate(monkeypatch):
+    from django.db import DatabaseError
+
+    def no_table(using):
+        raise DatabaseError("no such table: auditq_operationrun")
+
+    monkeypatch.setattr(operations, "unresolved", no_table)
+    assert checks.check_operation_steps(databases=["default"]) == []
