@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from django.apps import apps
@@ -142,7 +142,7 @@ def deltas(instance: Model, action: str) -> list[list[Any]]:
     if action != "delete":
         states.append((current, lambda: instance, 1))
     totals: dict[tuple[str, Any, str], Any] = {}
-    for plan in plans(instance._meta.concrete_model):
+    for plan in plans(cast(type[Model], instance._meta.concrete_model)):
         for values, holder, sign in states:
             found = contribution(plan, values, holder)
             if found is not None:

@@ -77,7 +77,7 @@ def test_a_nullable_foreign_key_counts_only_when_set():
 
 def test_instance_and_queryset_deletes_take_the_children_off():
     team = Team.objects.create(name="red")
-    kept, gone, *rest = (
+    _kept, gone, *rest = (
         Player.objects.create(name=str(i), team=team, points=Decimal(i)) for i in range(5)
     )
     gone.delete()
