@@ -13,6 +13,7 @@ BENCH_SECONDS ?= 60
 BENCH_RATE ?= 500
 BENCH_POOL ?= prefork
 BENCH_TIMEOUT ?= 120
+BENCH_CHILDREN ?= 10000
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo lint test bench clean distclean
@@ -25,10 +26,12 @@ help:
 	@echo "  make lint   ruff check, ruff format --check and mypy (django-stubs) on auditq/"
 	@echo "  make test   lint, then the test suite (tests/run.sh)"
 	@echo "  make bench  install the bench extra, then bench/request_path.py (auditq vs django-auditlog,"
-	@echo "              django-simple-history, django-pghistory) and bench/worker.py (throughput, lag, memory)"
+	@echo "              django-simple-history, django-pghistory), bench/worker.py (throughput, lag, memory)"
+	@echo "              and bench/counters.py (@counter_cache vs a synchronous F() update)"
 	@echo "              (PostgreSQL at DATABASE_URL, Redis at REDIS_URL; sizes: BENCH_OPS=$(BENCH_OPS)"
 	@echo "              BENCH_DB=$(BENCH_DB) BENCH_BACKLOG=$(BENCH_BACKLOG) BENCH_SECONDS=$(BENCH_SECONDS)"
-	@echo "              BENCH_RATE=$(BENCH_RATE) BENCH_POOL=$(BENCH_POOL) BENCH_TIMEOUT=$(BENCH_TIMEOUT))"
+	@echo "              BENCH_RATE=$(BENCH_RATE) BENCH_POOL=$(BENCH_POOL) BENCH_TIMEOUT=$(BENCH_TIMEOUT)"
+	@echo "              BENCH_CHILDREN=$(BENCH_CHILDREN))"
 	@echo "  make clean  remove the demo database, build files and caches"
 	@echo "  make distclean  clean, and remove .venv too"
 
@@ -50,6 +53,8 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python bench/request_path.py --ops $(BENCH_OPS) --db $(BENCH_DB)
 	$(VENV)/bin/python bench/worker.py --backlog $(BENCH_BACKLOG) --seconds $(BENCH_SECONDS) \
 		--rate $(BENCH_RATE) --pool $(BENCH_POOL) --timeout $(BENCH_TIMEOUT)
+	$(VENV)/bin/python bench/counters.py --children $(BENCH_CHILDREN) --ops $(BENCH_OPS) \
+		--timeout $(BENCH_TIMEOUT)
 
 demo: venv
 	$(VENV)/bin/python manage.py demo

@@ -3,12 +3,16 @@
 ``PlainRow`` is not audited (the baseline) and ``AuditqRow`` is ``@audited``. The models
 of the other libraries exist only when the library's app is in ``INSTALLED_APPS``, so a
 project without them (the worker bench, SQLite without pghistory) still loads this app.
+
+The counter-cache bench (``counters.py``) has its own: ``CountedChild`` keeps
+``CounterParent.children`` with ``@counter_cache``, ``PlainChild`` is its uncounted twin,
+and ``SyncChild``'s parent is kept by the request itself, with an ``F()`` update.
 """
 
 from django.conf import settings
 from django.db import models
 
-from auditq import after_delete, after_save, audited
+from auditq import after_delete, after_save, audited, counter_cache
 
 
 class Owner(models.Model):
@@ -52,6 +56,44 @@ class AuditqHandlerRow(Row):
 
 class HandlerRow(Row):
     """Not audited, with handlers: tracked for the handlers alone."""
+
+
+class Parent(models.Model):
+    name = models.CharField(max_length=50)
+    children = models.IntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CounterParent(Parent):
+    """``children`` is kept by auditq's workers (``@counter_cache`` on ``CountedChild``)."""
+
+
+class SyncParent(Parent):
+    """``children`` is kept by the request: ``update(children=F("children") + 1)``."""
+
+
+@counter_cache("parent", field="children")
+class CountedChild(Row):
+    """Counted: the request computes the delta, a worker applies it, coalesced."""
+
+    parent = models.ForeignKey(CounterParent, on_delete=models.CASCADE, related_name="+")
+
+
+class PlainChild(Row):
+    """``CountedChild`` without the counter: the baseline."""
+
+    parent = models.ForeignKey(CounterParent, on_delete=models.CASCADE, related_name="+")
+
+
+class SyncChild(Row):
+    """Not tracked; the bench updates its parent's count in the same transaction."""
+
+    parent = models.ForeignKey(SyncParent, on_delete=models.CASCADE, related_name="+")
 
 
 @after_save(AuditqHandlerRow, when=lambda row: row.active is not None)
