@@ -44,9 +44,9 @@ class Settings:
     RELAY_THREADS: int = 2
     """Threads recording fresh rows, per outbox database, in each worker process: one
     listens and sweeps, the others help it through a backlog (each holds a connection)."""
-    COUNTER_DELAY_SECONDS: float = 0.5
-    """How long counter-cache deltas gather before a worker applies them: the longer,
-    the fewer ``UPDATE`` statements on a busy parent, the later its count is right."""
+    COUNTER_DELAY_SECONDS: float = 1.0
+    """How long counter-cache deltas gather before a worker applies them: a parent gets
+    at most one ``UPDATE`` per this many seconds, and its count is right this much later."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")

@@ -18,6 +18,7 @@ back.
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import functools
 import logging
@@ -32,6 +33,7 @@ from django.apps import apps
 from django.db import connections, models, transaction
 from django.db.models import F, Model, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from auditq import conf, registry
 from auditq.context import AuditContext
@@ -220,15 +222,31 @@ def flush_soon(using: str) -> None:
         logger.warning("auditq: counter flush not scheduled yet (%s)", exc)
 
 
-def _claim(using: str, limit: int) -> list[tuple[int, str, str, str, decimal.Decimal]]:
+def _claim(
+    using: str, limit: int, cutoff: datetime.datetime | None
+) -> tuple[list[tuple[str, str, str, decimal.Decimal]], bool]:
+    """Take up to ``limit`` pending deltas, skipping those another flush holds, and keep
+    those of the parents whose oldest delta was recorded by ``cutoff`` (all if ``None``).
+
+    Returns the kept deltas and whether the batch was full (more may wait).
+    """
     from auditq.models import CounterDelta
 
     rows = CounterDelta.objects.using(using)
     if connections[using].features.has_select_for_update_skip_locked:
         rows = rows.select_for_update(skip_locked=True)
-    claimed = list(rows.order_by("id").values_list("id", "parent", "key", "field", "delta")[:limit])
-    CounterDelta.objects.using(using).filter(id__in=[row[0] for row in claimed]).delete()
-    return claimed
+    taken = list(
+        rows.order_by("id").values_list("id", "parent", "key", "field", "delta", "created_at")[
+            :limit
+        ]
+    )
+    oldest: dict[tuple[str, str], datetime.datetime] = {}
+    for _, parent, key, _, _, created_at in taken:
+        oldest.setdefault((parent, key), created_at)  # in id order: the first is the oldest
+    due = {slot for slot, at in oldest.items() if cutoff is None or at <= cutoff}
+    kept = [row for row in taken if (row[1], row[2]) in due]
+    CounterDelta.objects.using(using).filter(id__in=[row[0] for row in kept]).delete()
+    return [row[1:5] for row in kept], len(taken) == limit and bool(kept)
 
 
 def _typed(column: models.Field, total: decimal.Decimal) -> Any:
@@ -259,35 +277,50 @@ def _apply(using: str, parent: str, key: str, totals: Mapping[str, decimal.Decim
     return 1
 
 
-def flush(using: str, limit: int = FLUSH_BATCH) -> int:
-    """Apply every pending delta; return the number of parent ``UPDATE`` statements.
+def flush(using: str, older_than: float = 0.0, limit: int = FLUSH_BATCH) -> int:
+    """Apply the pending deltas of every parent whose oldest delta is ``older_than``
+    seconds old (0: every parent); return the number of parent ``UPDATE`` statements.
 
     Each batch claims deltas (skipping those another flush holds), applies them one
-    ``UPDATE`` per parent in a fixed order, and deletes them, in one transaction.
+    ``UPDATE`` per parent in a fixed order, and deletes them, in one transaction. Waiting
+    for a parent's oldest delta to age caps its ``UPDATE`` statements at one per
+    ``older_than`` seconds, however many workers flush.
     """
     updates = 0
-    while True:
+    more = True
+    while more:
+        cutoff = timezone.now() - datetime.timedelta(seconds=older_than) if older_than else None
         with transaction.atomic(using=using):
-            claimed = _claim(using, limit)
+            claimed, more = _claim(using, limit, cutoff)
             grouped: dict[tuple[str, str], dict[str, decimal.Decimal]] = defaultdict(
                 lambda: defaultdict(decimal.Decimal)
             )
-            for _, parent, key, field, delta in claimed:
+            for parent, key, field, delta in claimed:
                 grouped[parent, key][field] += delta
             for parent, key in sorted(grouped):
                 totals = {field: total for field, total in grouped[parent, key].items() if total}
                 updates += _apply(using, parent, key, totals)
-        if len(claimed) < limit:
-            return updates
+    return updates
+
+
+def flush_due(using: str) -> int:
+    """The worker's flush (``auditq.tasks.flush_counters``): apply the parents that
+    waited ``COUNTER_DELAY_SECONDS``, and come back for the younger ones."""
+    from auditq.models import CounterDelta
+
+    updates = flush(using, older_than=conf.get().COUNTER_DELAY_SECONDS)
+    if CounterDelta.objects.using(using).exists():
+        flush_soon(using)
+    return updates
 
 
 def sweep(using: str, app: Any = None, connection: Any = None) -> int:
     """Flush deltas left pending well past their delay (a flush message was lost)."""
+    delay = conf.get().COUNTER_DELAY_SECONDS
     oldest = pending(using)[1]
-    age = conf.get().COUNTER_DELAY_SECONDS * 4 + 2
-    if oldest is None or time.time() - oldest.timestamp() < age:
+    if oldest is None or time.time() - oldest.timestamp() < delay * 4 + 2:
         return 0
-    return flush(using)
+    return flush(using, older_than=delay)
 
 
 def pending(using: str) -> tuple[int, Any]:

@@ -76,7 +76,7 @@ def flush_counters(using: str = DEFAULT_DB_ALIAS) -> int:
     Any number may run at once (each claims its own deltas); a worker that dies mid-flush
     rolls its claim back, for the next flush or the relay's sweep.
     """
-    return counters.flush(using)
+    return counters.flush_due(using)
 
 
 @shared_task(name="auditq.tasks.run_operation_step", **LEDGER_TASK)

@@ -160,6 +160,26 @@ def test_many_changes_of_one_parent_become_one_update(undelivered):
     assert not CounterDelta.objects.exists()
 
 
+def test_a_worker_flush_waits_for_a_parents_oldest_delta_to_age(undelivered, monkeypatch):
+    """However many workers flush, a parent gets at most one UPDATE per delay."""
+    monkeypatch.setattr(counters, "flush_soon", lambda using: None)
+    old, young = Team.objects.create(name="old"), Team.objects.create(name="young")
+    Player.objects.create(name="a", team=old)
+    recording.consume(list(Outbox.objects.values_list("id", flat=True)))
+    CounterDelta.objects.update(created_at="2000-01-01T00:00:00Z")
+    Player.objects.create(name="b", team=old)  # joins the old parent's next UPDATE
+    Player.objects.create(name="c", team=young)
+    recording.consume(list(Outbox.objects.values_list("id", flat=True)))
+
+    assert counters.flush_due("default") == 1  # the old parent, with both its deltas
+    assert counters.flush_due("default") == 0  # the young one is not due yet
+    assert counts(old)[0] == 2 and counts(young)[0] == 0
+    assert set(CounterDelta.objects.values_list("key", flat=True)) == {str(young.pk)}
+
+    assert counters.flush("default") == 1  # a flush of everything (recount, eager mode)
+    assert counts(young)[0] == 1
+
+
 def test_a_redelivered_row_is_counted_once(undelivered):
     team = Team.objects.create(name="red")
     Player.objects.create(name="a", team=team)
@@ -237,7 +257,7 @@ def test_flush_soon_sends_one_delayed_flush_per_delay(undelivered, monkeypatch):
 
     assert len(sent) == 1
     (task, args), options = sent[0]
-    assert (task, args, options["countdown"]) == ("auditq.tasks.flush_counters", ("default",), 0.5)
+    assert (task, args, options["countdown"]) == ("auditq.tasks.flush_counters", ("default",), 1.0)
 
 
 def test_counter_cache_rejects_bad_arguments():
