@@ -216,3 +216,23 @@ def test_handlers_do_not_slow_a_when_false_save_with_queries(undelivered):
         ticket.save()
     assert [q["sql"].split()[0] for q in queries.captured_queries if "SELECT" in q["sql"][:6]] == []
     time.sleep(0)  # nothing is waiting: the save sent nothing anywhere
+
+
+def seat_taken(seat, event):
+    Effect.objects.create(
+        handler="seat", object_pk=seat.holder, event_id=event.id, pid=0, seen={"pk": event.pk}
+    )
+
+
+def test_a_model_with_a_composite_key_gets_its_handlers_instance():
+    from tests.shapesapp.models import Seat
+
+    after_save(Seat)(seat_taken)
+    try:
+        Seat.objects.create(row=1, number=-54, holder="Ada")
+    finally:
+        registry.remove_handler(name(seat_taken))
+
+    [effect] = Effect.objects.filter(handler="seat")
+    assert (effect.object_pk, effect.seen) == ("Ada", {"pk": [1, -54]})
+    assert CallbackRun.objects.get(handler=name(seat_taken)).status == "succeeded"
