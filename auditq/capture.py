@@ -17,10 +17,12 @@ path, as an untracked model's delete would; the rest go through Django's collect
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import functools
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import Any, NamedTuple, cast
@@ -33,7 +35,7 @@ from django.db.models.fields.files import FieldFile
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 
 from auditq import context, outbox, registry
-from auditq.encoding import MASK, encode
+from auditq.encoding import MASK, PLAIN, encode
 from auditq.events import PK_SLOT, Change
 
 LOADED = "_auditq_loaded"
@@ -58,13 +60,21 @@ def _copy(value: Any) -> Any:
     return value
 
 
+_SHARED = frozenset(
+    {*PLAIN, float, decimal.Decimal, datetime.datetime, datetime.date, datetime.time}
+    | {datetime.timedelta, uuid.UUID}
+)
+"""Immutable value types: a snapshot may hold the instance's own object."""
+
+
 def snapshot(instance: models.Model, attnames: Iterable[str]) -> None:
     """Remember the current values of ``attnames`` as the database's."""
     values = instance.__dict__
     loaded = values.setdefault(LOADED, {})
     for attname in attnames:
         if attname in values:
-            loaded[attname] = _copy(values[attname])
+            value = values[attname]
+            loaded[attname] = value if type(value) in _SHARED else _copy(value)
 
 
 class _QueryRefused(Exception):
@@ -216,6 +226,9 @@ def diff(
         old = loaded.get(attname, _MISSING)
         if new is _MISSING or old is _MISSING:
             continue
+        kind = type(new)
+        if kind is type(old) and kind in _SHARED and old == new and attname not in exact:
+            continue  # unchanged: the common case, decided without a call
         if attname in exact:
             pair = _changed_json(old, new, shape.coders.get(attname))
         else:
@@ -237,8 +250,11 @@ def _every_value(
         value = loaded.get(field.attname, values.get(field.attname, _MISSING))
         if value is _MISSING:
             continue
-        encoded = MASK if field.masked else coders.get(field.attname, encode)(value)
-        changes[field.name] = [encoded, None] if deleted else [None, encoded]
+        if field.masked:
+            value = MASK
+        elif type(value) not in PLAIN:
+            value = coders.get(field.attname, encode)(value)
+        changes[field.name] = [value, None] if deleted else [None, value]
     return changes
 
 
@@ -246,11 +262,14 @@ def _change(
     tracking: registry.Tracking,
     instance: models.Model | None,
     pk: Any,
-    repr_: str | None,
+    describe: Callable[[], str | None] | None,
     action: str,
     changes: dict[str, Any],
 ) -> Change | None:
-    """Ask the model's consumers what they want of this change; ``None`` if nothing."""
+    """Ask the model's consumers what they want of this change; ``None`` if nothing.
+
+    ``describe()`` gives the object's repr, taken only for a change someone wants.
+    """
     current = context.current()
     wanted = {}
     for consumer in tracking.consumers:
@@ -259,6 +278,7 @@ def _change(
             wanted[consumer.name] = data
     if not wanted:
         return None
+    repr_ = None if describe is None else describe()
     return Change(tracking.label, pk, repr_, action, changes, time.time(), current, wanted)
 
 
@@ -288,9 +308,10 @@ def _on_save(
             changes = _every_value(tracking, instance, deleted=False)
         else:
             changes = diff(tracking, instance, update_fields)
-        change = _change(tracking, instance, encode(instance.pk), None, action, changes)
+        describe = functools.partial(_object_repr, instance, connection)
+        change = _change(tracking, instance, encode(instance.pk), describe, action, changes)
         if change is not None:
-            outbox.add(connection, change._replace(repr=_object_repr(instance, connection)))
+            outbox.add(connection, change)
     for parent, found in parents:
         # The parent's trail: its own fields, under its own key and text.
         if created:
@@ -298,10 +319,10 @@ def _on_save(
         else:
             changes = diff(found, instance, update_fields)
         key = encode(getattr(instance, parent._meta.pk.attname))
-        change = _change(found, instance, key, None, action, changes)
+        describe = functools.partial(_object_repr, instance, connection, parent.__str__)
+        change = _change(found, instance, key, describe, action, changes)
         if change is not None:
-            text = _object_repr(instance, connection, parent.__str__)
-            outbox.add(connection, change._replace(repr=text))
+            outbox.add(connection, change)
     attnames = tracking.attnames if tracking is not None else frozenset()
     for _, found in parents:
         attnames = attnames | found.attnames
@@ -338,8 +359,8 @@ def _delete_change(
     tracking: registry.Tracking, instance: models.Model, connection: Any
 ) -> Change | None:
     changes = _every_value(tracking, instance, deleted=True)
-    change = _change(tracking, instance, encode(instance.pk), None, "delete", changes)
-    return change and change._replace(repr=_object_repr(instance, connection))
+    describe = functools.partial(_object_repr, instance, connection)
+    return _change(tracking, instance, encode(instance.pk), describe, "delete", changes)
 
 
 def _m2m_owners(
@@ -433,10 +454,10 @@ def _m2m_receiver(field: Any) -> Callable[..., None]:
         for owner, tracking in owners:
             changes = {field.name: {"added": [], "removed": [], kind: keys}}
             key = encode(getattr(instance, owner._meta.pk.attname))
-            change = _change(tracking, instance, key, None, "update", changes)
+            describe = functools.partial(_object_repr, instance, connection, owner.__str__)
+            change = _change(tracking, instance, key, describe, "update", changes)
             if change is not None:
-                text = _object_repr(instance, connection, owner.__str__)
-                outbox.add(connection, change._replace(repr=text))
+                outbox.add(connection, change)
 
     return receiver
 
@@ -455,14 +476,13 @@ def _save_statement_change(
     """Build the change of a save from its statement (``I``nsert or ``U``pdate)."""
 
     def build(verb: str) -> Change | None:
+        describe = functools.partial(_object_repr, instance, connection)
         if verb == "U":
             changes = diff(tracking, instance, update_fields)
-            change = _change(tracking, instance, encode(instance.pk), None, "update", changes)
-            return change and change._replace(repr=_object_repr(instance, connection))
+            return _change(tracking, instance, encode(instance.pk), describe, "update", changes)
         if instance.pk is not None:
             changes = _every_value(tracking, instance, deleted=False)
-            change = _change(tracking, instance, encode(instance.pk), None, "create", changes)
-            return change and change._replace(repr=_object_repr(instance, connection))
+            return _change(tracking, instance, encode(instance.pk), describe, "create", changes)
         # The database assigns the key in this statement: write a slot where it goes
         # (in the changes and in the repr, if the repr shows it); the SQL fills it in.
         attname = instance._meta.pk.attname
@@ -472,8 +492,7 @@ def _save_statement_change(
             repr_ = _object_repr(instance, connection)
         finally:
             instance.__dict__[attname] = None
-        change = _change(tracking, instance, PK_SLOT, None, "create", changes)
-        return change and change._replace(repr=repr_)
+        return _change(tracking, instance, PK_SLOT, lambda: repr_, "create", changes)
 
     return build
 

@@ -23,7 +23,9 @@ MASK = "***"
 
 REPR_LIMIT = 1000
 
-_PLAIN = frozenset({str, int, bool, type(None)})
+PLAIN = frozenset({str, int, bool, type(None)})
+"""Types that are their own JSON: :func:`encode` returns them as they are (callers on the
+request path test ``type(value) in PLAIN`` first and skip the call)."""
 
 
 def _float(value: float) -> Any:
@@ -113,7 +115,7 @@ def encode(value: Any) -> Any:
     ``{"lower", "upper", "bounds"}``; containers are encoded item by item.
     """
     kind = type(value)
-    if kind in _PLAIN:
+    if kind in PLAIN:
         return value
     try:
         handler = _BY_TYPE.get(kind)
