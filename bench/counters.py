@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -69,9 +68,9 @@ from worker import (  # noqa: E402
     Writers,
     bench_environment,
     create_tables,
-    environment,
     group_pids,
     outbox_rows,
+    run_and_report,
     scalar,
     setup_django,
     throwaway_database,
@@ -496,10 +495,10 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
     limit = args.children * UPDATES_PER_100 / 100
     mark = "PASS" if hot["updates_max_per_parent"] <= limit else "FAIL"
     writing = hot["children"] / hot["inserts_per_s"]
-    bound = args.workers / result["counter_delay_s"]
+    bound = 1 / result["counter_delay_s"]
     lines += [
         f"  hot parent: {hot['updates_max_per_parent'] / writing:.1f} UPDATEs/s over "
-        f"{writing:.1f} s of inserts (at most one flush per worker process per "
+        f"{writing:.1f} s of inserts (at most one UPDATE of a parent per "
         f"COUNTER_DELAY_SECONDS={result['counter_delay_s']:g}: {bound:g}/s)",
         "",
         "Targets (auditq):",
@@ -560,28 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parents = [int(pk) for pk in args.parents.split(",")]
         writer(args.writer, args.kind, parents, args.offset)
         return 0
-    # SIGTERM unwinds like Ctrl-C: workers and writers killed, queue and database removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.json:
-        args.json = os.path.abspath(args.json)
-    os.chdir(BENCH_DIR)  # like worker.py: every process of the run works in bench/
-    env = environment()
-    versions = ", ".join(f"{p} {v}" for p, v in env["packages"].items())
-    print(
-        f"counter-cache bench, {env['date']}: Python {env['python']}, {env['cpus']} CPUs; "
-        f"{versions}"
-    )
-    try:
-        result = run(args)
-    except BenchError as exc:
-        print(f"\nBENCH FAILED: {exc}", file=sys.stderr)
-        return 2
-    print("\n".join(report(result, args)), flush=True)
-    if args.json:
-        data = {**env, "load_average_end": os.getloadavg(), **result, "args": vars(args)}
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
-        print(f"\nfigures written to {args.json}")
-    return 0
+    return run_and_report("counter-cache bench", args, run, report)
 
 
 if __name__ == "__main__":

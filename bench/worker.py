@@ -50,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -647,7 +647,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.writer is not None:
         writer(args.writer, args.offset, args.pace, args.for_seconds)
         return 0
-    # SIGTERM unwinds like Ctrl-C: worker and writers killed, queue and database removed.
+    return run_and_report("worker bench", args, run, report)
+
+
+def run_and_report(
+    title: str,
+    args: argparse.Namespace,
+    measure: Callable[[argparse.Namespace], dict[str, Any]],
+    describe: Callable[[dict[str, Any], argparse.Namespace], list[str]],
+) -> int:
+    """A bench script's main run: measure, print the report (and ``--json``), exit code.
+
+    Exit 2 with ``BENCH FAILED: ...`` when a sanity check fails; SIGTERM unwinds like
+    Ctrl-C (workers and writers killed, queue and database removed).
+    """
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.json:
         args.json = os.path.abspath(args.json)
@@ -656,13 +669,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.chdir(BENCH_DIR)
     env = environment()
     versions = ", ".join(f"{p} {v}" for p, v in env["packages"].items())
-    print(f"worker bench, {env['date']}: Python {env['python']}, {env['cpus']} CPUs; {versions}")
+    print(f"{title}, {env['date']}: Python {env['python']}, {env['cpus']} CPUs; {versions}")
     try:
-        result = run(args)
+        result = measure(args)
     except BenchError as exc:
         print(f"\nBENCH FAILED: {exc}", file=sys.stderr)
         return 2
-    print("\n".join(report(result, args)), flush=True)
+    print("\n".join(describe(result, args)), flush=True)
     if args.json:
         data = {**env, "load_average_end": os.getloadavg(), **result, "args": vars(args)}
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
