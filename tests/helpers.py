@@ -1,5 +1,7 @@
-"""Small helpers the tests share for reading and writing the trail."""
+"""Small helpers the tests share: reading and writing the trail, running commands."""
 
+import subprocess
+import sys
 import uuid
 
 from django.contrib.contenttypes.models import ContentType
@@ -33,4 +35,18 @@ def entry(obj, action="update", changes=None, at=None, actor=None, **fields) -> 
         actor_repr=fields.pop("actor_repr", str(actor) if actor else ""),
         occurred_at=at or timezone.now(),
         **fields,
+    )
+
+
+def manage(*arguments: str) -> subprocess.CompletedProcess:
+    """Run ``manage.py`` with the test settings in a process of its own, as a user would."""
+    from tests.conftest import ROOT
+
+    return subprocess.run(
+        [sys.executable, "manage.py", *arguments],
+        cwd=ROOT,
+        env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )

@@ -1,15 +1,12 @@
 """``auditq_relay``: clear errors on bad input, and the broker's absence reported, not raised."""
 
-import subprocess
-import sys
-
 import pytest
 from django.core.management import CommandError, call_command
 
 from auditq import relay
 from auditq.models import Outbox
 from tests.celery_app import app as celery_app
-from tests.conftest import ROOT
+from tests.helpers import manage
 from tests.testapp.models import Document
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,14 +81,7 @@ def test_relay_reports_a_missing_transport_module_as_such(undelivered, monkeypat
 
 @pytest.mark.parametrize("value", ["nope", "nan", "1e12"])
 def test_bad_input_exits_non_zero_without_a_traceback(value):
-    result = subprocess.run(
-        [sys.executable, "manage.py", "auditq_relay", "--older-than", value],
-        cwd=ROOT,
-        env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT), "PATH": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage("auditq_relay", "--older-than", value)
 
     assert result.returncode == 2
     [line] = result.stderr.splitlines()  # one line, no usage block, no traceback

@@ -1,7 +1,5 @@
 """``auditq_recount``: counters recomputed from the children, pending deltas respected."""
 
-import subprocess
-import sys
 from decimal import Decimal
 
 import pytest
@@ -11,7 +9,7 @@ from django.db import connection
 from auditq import counters, recording, recount
 from auditq.models import CounterDelta, Outbox
 from example_project.fundraising.models import Donation, Donor, Fundraiser
-from tests.conftest import ROOT
+from tests.helpers import manage
 from tests.testapp.models import Player, Team
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -128,14 +126,7 @@ def test_bad_arguments_are_command_errors(arguments, message):
 
 @pytest.mark.parametrize("value", ["0", "many"])
 def test_a_bad_batch_size_exits_non_zero_without_a_traceback(value):
-    result = subprocess.run(
-        [sys.executable, "manage.py", "auditq_recount", "--batch-size", value],
-        cwd=ROOT,
-        env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT), "PATH": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage("auditq_recount", "--batch-size", value)
 
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
