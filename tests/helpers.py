@@ -50,3 +50,30 @@ def manage(*arguments: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=60,
     )
+
+
+def staff(django_user_model, *perms: str):
+    """A staff user with these permissions (codenames) and no others."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(f"u{len(perms)}", password="pw", is_staff=True)
+    for perm in perms:
+        user.user_permissions.add(Permission.objects.get(codename=perm))
+    return user
+
+
+def assert_retry_all_guarded(django_user_model, url_name: str, *perms: str) -> None:
+    """A dashboard "Retry all" needs CSRF and the change permission: a user with only
+    ``perms`` sees no button and gets 403 with or without a token."""
+    from django.test import Client
+    from django.urls import reverse
+
+    viewer = staff(django_user_model, *perms)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(viewer)
+    page = client.get(reverse("admin:auditq_dashboard")).content.decode()
+    assert "Retry all" not in page  # no button without the permission
+    assert client.post(reverse(url_name)).status_code == 403  # no CSRF token
+    token_client = Client()
+    token_client.force_login(viewer)
+    assert token_client.post(reverse(url_name)).status_code == 403  # no permission

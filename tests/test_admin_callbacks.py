@@ -1,11 +1,10 @@
 """The callback runs in the admin: read-only list, filters, search, and retry by hand."""
 
 import pytest
-from django.contrib.auth.models import Permission
-from django.test import Client
 from django.urls import reverse
 
 from auditq.models import CallbackRun
+from tests.helpers import assert_retry_all_guarded, staff
 from tests.testapp import handlers
 from tests.testapp.models import Account
 
@@ -24,13 +23,6 @@ def failed_run(name: str) -> CallbackRun:
     run.errors = [{"at": "now", "error": run.last_error, "traceback": "Traceback: here"}]
     run.save()
     return run
-
-
-def staff(django_user_model, *perms: str):
-    user = django_user_model.objects.create_user(f"u{len(perms)}", password="pw", is_staff=True)
-    for perm in perms:
-        user.user_permissions.add(Permission.objects.get(codename=perm))
-    return user
 
 
 def test_runs_are_listed_filtered_and_searched_but_never_edited(admin_client):
@@ -90,15 +82,7 @@ def test_the_dashboard_shows_failed_runs_and_retries_them_all(admin_client):
 
 def test_retry_all_checks_csrf_and_permission(django_user_model):
     failed_run("guarded")
-    viewer = staff(django_user_model, "view_auditentry", "view_callbackrun")
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(viewer)
 
-    page = client.get(reverse("admin:auditq_dashboard")).content.decode()
-    assert "Retry all" not in page  # no button without the permission
-    assert client.post(reverse(RETRY_ALL)).status_code == 403  # no CSRF token
+    assert_retry_all_guarded(django_user_model, RETRY_ALL, "view_auditentry", "view_callbackrun")
 
-    token_client = Client()
-    token_client.force_login(viewer)
-    assert token_client.post(reverse(RETRY_ALL)).status_code == 403  # no permission
     assert CallbackRun.objects.get().status == "failed"

@@ -1,12 +1,11 @@
 """Operation runs in the admin: the list, the path a run took, and retry by hand."""
 
 import pytest
-from django.contrib.auth.models import Permission
-from django.test import Client
 from django.urls import reverse
 
 from auditq import operations, relay
 from auditq.models import OperationRun
+from tests.helpers import assert_retry_all_guarded, staff
 from tests.testapp import operations as ops
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,13 +32,6 @@ def failed_run(order: int) -> OperationRun:
     run.refresh_from_db()
     assert run.status == "failed"
     return run
-
-
-def staff(django_user_model, *perms: str):
-    user = django_user_model.objects.create_user(f"u{len(perms)}", password="pw", is_staff=True)
-    for perm in perms:
-        user.user_permissions.add(Permission.objects.get(codename=perm))
-    return user
 
 
 def test_runs_are_listed_filtered_and_searched_but_never_edited(admin_client):
@@ -140,15 +132,7 @@ def test_the_dashboard_shows_failed_runs_and_retries_them_all(admin_client, sent
 
 def test_retry_all_checks_csrf_and_permission(django_user_model):
     failed_run(order=1)
-    viewer = staff(django_user_model, "view_auditentry", "view_operationrun")
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(viewer)
 
-    page = client.get(reverse("admin:auditq_dashboard")).content.decode()
-    assert "Retry all" not in page  # no button without the permission
-    assert client.post(reverse(RETRY_ALL)).status_code == 403  # no CSRF token
+    assert_retry_all_guarded(django_user_model, RETRY_ALL, "view_auditentry", "view_operationrun")
 
-    token_client = Client()
-    token_client.force_login(viewer)
-    assert token_client.post(reverse(RETRY_ALL)).status_code == 403  # no permission
     assert OperationRun.objects.get().status == "failed"
