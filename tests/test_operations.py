@@ -550,3 +550,16 @@ def test_the_check_is_quiet_before_migrate(monkeypatch):
 
     monkeypatch.setattr(operations, "unresolved", no_table)
     assert checks.check_operation_steps(databases=["default"]) == []
+
+
+def test_the_periodic_relay_task_publishes_due_steps(undelivered, monkeypatch):
+    from auditq import tasks
+
+    sent = []
+    monkeypatch.setattr(relay, "send", lambda task, args, **kwargs: sent.append((task, args)))
+    run = ops.orders.start(order=1, amount=1)
+    OperationRun.objects.filter(pk=run.pk).update(published_at=None)  # its message was lost
+    sent.clear()
+
+    assert tasks.relay_task() == 1
+    assert sent == [(operations.RUN, (run.pk, "default"))]
