@@ -51,8 +51,8 @@ orders = Operation("tests.orders", main=[charge, pack, receipt], big=[review])
 
 
 def fail_until_allowed(step):
-    """Fails while the ``fail_at`` start argument names this step and no ``Effect``
-    ``allow:<run>`` exists (the test creates it to let a retry through)."""
+    """Fails until an ``Effect`` with handler ``"allow"`` names the run (the test writes
+    one to let a retry through)."""
     effect(step, "flaky-try")
     if not Effect.objects.filter(handler="allow", object_pk=str(step.run_id)).exists():
         raise RuntimeError(f"declined for run {step.run_id}")
