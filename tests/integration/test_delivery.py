@@ -157,9 +157,10 @@ def test_redis_down_at_commit_loses_nothing(broker, workers):
     document = Document.objects.create(title="while redis is down")
     document.title = "still down"
     document.save()
-    # A functional bound, not a benchmark: a save never waits for the broker.
+    # A functional bound, not a benchmark: a save never waits for the broker. (Whether
+    # the workers' relay records the changes from the database now, without the broker,
+    # or after it returns, is a matter of timing: both are right.)
     assert time.monotonic() - started < 5
-    assert Outbox.objects.count() == 2
 
     broker.start()
     entries = settle(2, timeout=60, workers=workers)
