@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from celery import shared_task
 from django.apps import apps
-from django.db import connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Model
 
 from auditq import counters, registry
@@ -116,6 +117,16 @@ def recount(
     if wrong and not dry_run:
         counters.flush(using)
     return wrong
+
+
+@shared_task(name="auditq.tasks.recount", ignore_result=True, store_errors_even_if_ignored=True)
+def recount_task(
+    models: list[str] | None = None, field: str | None = None, using: str = DEFAULT_DB_ALIAS
+) -> int:
+    """Repair the counters of ``models`` (``app_label.Model`` labels; all by default), as
+    ``auditq_recount`` does; return how many values were wrong. Schedule it with beat
+    where rows are written around the ORM (``QuerySet.update()``, raw SQL)."""
+    return len(recount(counters_for_labels(models or [], field), using))
 
 
 def parents_to_check(selected: Iterable[registry.Counter], using: str) -> int:

@@ -9,6 +9,7 @@ from celery.signals import worker_ready, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 
 from auditq import callbacks, counters, operations, recording, relay
+from auditq.recount import recount_task  # noqa: F401  (registers auditq.tasks.recount)
 from auditq.retention import prune_task  # noqa: F401  (registers auditq.tasks.prune)
 
 

@@ -9,6 +9,7 @@ from django.db import connection
 from auditq import counters, recording, recount
 from auditq.models import CounterDelta, Outbox
 from example_project.fundraising.models import Donation, Donor, Fundraiser
+from tests.celery_app import app as celery_app
 from tests.helpers import manage
 from tests.testapp.models import Player, Team
 
@@ -46,6 +47,15 @@ def test_recount_repairs_counters_corrupted_by_raw_sql(red, capsys):
     assert f"testapp.team {red.pk}: players_count is -1, should be 2" in out
     assert f"testapp.team {red.pk}: points_total is 99, should be 2.5" in out
     assert "2 wrong counter(s) found, corrected." in out
+
+
+def test_beat_can_run_the_repair_as_a_task(red):
+    corrupt(red, players_count=9)
+
+    result = celery_app.tasks["auditq.tasks.recount"].delay(["testapp.Player"]).get()
+
+    assert result == 1
+    assert counts(red)[0] == 2
 
 
 def test_dry_run_prints_the_wrong_counters_and_changes_nothing(red, capsys):
