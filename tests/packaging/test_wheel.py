@@ -10,9 +10,8 @@
    ``celery worker`` is started from the venv, and a save made in another process of the
    venv must become an ``AuditEntry``: the worker's relay thread publishes the outbox row,
    its ``deliver`` task records it.
-4. ``auditq_relay --older-than nan`` exits 2 without a traceback. That it prints one line
-   only, as the README says, is an expected failure for now: argparse prints the command's
-   usage (5 lines) before the error line.
+4. ``auditq_relay --older-than nan`` exits 2 with one line, no usage block and no
+   traceback, as the README says.
 
 Every command runs with the venv's python, in the project's directory, without the
 repository on ``sys.path``. If pip cannot reach the package index the tests skip, or fail
