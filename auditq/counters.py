@@ -5,11 +5,12 @@ from its parents' counters (``when`` and the summed value are evaluated on the o
 the new state, so a move or a flip adjusts both parents); the deltas travel in the
 transaction's one outbox row. The worker that records the row writes them as
 ``CounterDelta`` rows in the same transaction, so they exist once however often the row
-is delivered. A flush, shortly after (``COUNTER_DELAY_SECONDS``), claims pending deltas
-with ``SKIP LOCKED``, adds them up per parent and applies each parent's total in one
-``UPDATE … SET f = f + delta``, in a fixed order of parents (no deadlocks between
-flushes), deleting the deltas in the same transaction: applied once, however many
-workers flush at once. Nothing touches a parent row on the request path.
+is delivered. A flush claims pending deltas with ``SKIP LOCKED``, keeps those of the
+parents whose oldest delta is ``COUNTER_DELAY_SECONDS`` old (so a parent gets at most one
+``UPDATE`` per delay, however many workers flush), adds them up per parent and applies
+each parent's total in one ``UPDATE … SET f = f + delta``, in a fixed order of parents
+(no deadlocks between flushes), deleting the deltas in the same transaction: applied
+once. Nothing touches a parent row on the request path.
 
 A parent's own ``save()`` leaves its counter columns out of the ``UPDATE`` (see
 :func:`protect`): a parent loaded before a flush would otherwise write its stale count
