@@ -388,15 +388,19 @@ class Relay:
     def _run(self) -> None:
         settings = conf.get()
         wakeups = Wakeups(self.using, self._stop)
-        last_sweep = 0.0
+        last_sweep = last_due = 0.0
         broker = None
         while not self._stop.is_set():
             try:
                 if broker is None:
                     broker = broker_connection(self.app)
                 self._record_fresh()
-                sweep(self.using, self.app, broker)
                 now = time.monotonic()
+                if now - last_due >= settings.RELAY_POLL_SECONDS:
+                    # Due work (retries, steps, overdue counters) is timed in seconds: a
+                    # look at each poll is enough, not one at each commit's wake-up.
+                    last_due = now
+                    sweep(self.using, self.app, broker)
                 if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:
                     last_sweep = now
                     relay(using=self.using, app=self.app, connection=broker)
