@@ -323,9 +323,7 @@ def _on_save(
         change = _change(found, instance, key, describe, action, changes)
         if change is not None:
             outbox.add(connection, change)
-    attnames = tracking.attnames if tracking is not None else frozenset()
-    for _, found in parents:
-        attnames = attnames | found.attnames
+    attnames = _snapshot_attnames(sender)
     if update_fields is None or created:
         snapshot(instance, attnames)
     else:
