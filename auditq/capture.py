@@ -478,18 +478,20 @@ def _save_statement_change(
         if verb == "U":
             changes = diff(tracking, instance, update_fields)
             return _change(tracking, instance, encode(instance.pk), describe, "update", changes)
-        if instance.pk is not None:
+        if instance.pk is not None and not hasattr(instance.pk, "resolve_expression"):
             changes = _every_value(tracking, instance, deleted=False)
             return _change(tracking, instance, encode(instance.pk), describe, "create", changes)
-        # The database assigns the key in this statement: write a slot where it goes
-        # (in the changes and in the repr, if the repr shows it); the SQL fills it in.
+        # The database assigns the key in this statement (a sequence, a db_default): write
+        # a slot where it goes (in the changes and in the repr, if the repr shows it); the
+        # statement keeps the key beside the payload and the worker fills the slot.
         attname = instance._meta.pk.attname
+        unset = instance.__dict__[attname]
         instance.__dict__[attname] = PK_SLOT
         try:
             changes = _every_value(tracking, instance, deleted=False)
             repr_ = _object_repr(instance, connection)
         finally:
-            instance.__dict__[attname] = None
+            instance.__dict__[attname] = unset
         return _change(tracking, instance, PK_SLOT, lambda: repr_, "create", changes)
 
     return build

@@ -24,16 +24,18 @@ from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import orjson
+from django.apps import apps
 
 from auditq.context import AuditContext, resolve_actor
+from auditq.encoding import encode
 
 VERSION = 2
 """Bumped whenever the payload changes shape; a worker refuses other versions."""
 
 PK_SLOT = "@auditq:pk@"
-"""Stands for a primary key the database has not assigned yet; the statement that assigns
-it replaces the slot (the JSON string ``"@auditq:pk@"`` by the key's JSON, and the slot
-inside a repr by the key's text) as it writes the outbox row."""
+"""Stands for a primary key the database has not assigned yet: the statement that assigns
+it stores the key as text beside the payload (the outbox row's ``key``), and :func:`loads`
+puts it where the slot is (the key, the key field's new value, the repr)."""
 
 
 def key_text(pk: Any) -> str:
@@ -159,8 +161,10 @@ def _event_id(batch: int, index: int) -> uuid.UUID:
     return uuid.UUID(int=batch ^ index, version=4)
 
 
-def loads(payload: str) -> list[Event]:
-    """Read an outbox payload back into events.
+def loads(payload: str, key: str = "") -> list[Event]:
+    """Read an outbox payload back into events; ``key`` is the key the database assigned
+    to a lone create's row (the outbox row's ``key``), put where the payload has
+    :data:`PK_SLOT`.
 
     Raises:
         PayloadError: the text is not a payload of this version.
@@ -182,6 +186,8 @@ def loads(payload: str) -> list[Event]:
         data["events"]
     ):
         ctx = contexts[context]
+        if pk == PK_SLOT and key:
+            pk, repr_, changes = _assigned(model, key, repr_, changes)
         events.append(
             Event(
                 id=_event_id(batch, number),
@@ -200,6 +206,18 @@ def loads(payload: str) -> list[Event]:
             )
         )
     return events
+
+
+def _assigned(
+    model: str, key: str, repr_: str | None, changes: dict[str, Any]
+) -> tuple[Any, str | None, dict[str, Any]]:
+    """The key, repr and changes of a create whose key the database assigned."""
+    field = apps.get_model(model)._meta.pk
+    assert field is not None  # every concrete model has one
+    pk = encode(field.to_python(key))
+    if changes.get(field.name) == [None, PK_SLOT]:
+        changes = {**changes, field.name: [None, pk]}
+    return pk, None if repr_ is None else repr_.replace(PK_SLOT, key), changes
 
 
 def to_data(event: Event) -> dict[str, Any]:

@@ -130,6 +130,12 @@ class Outbox(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     relayed_at = models.DateTimeField(null=True, blank=True)
     payload = models.TextField(help_text="The transaction's events, as JSON text.")
+    key = models.TextField(
+        blank=True,
+        db_default="",
+        help_text="The key the database assigned to a lone create's row, as text; "
+        "the payload marks where it goes.",
+    )
 
     class Meta:
         verbose_name = "outbox row"
@@ -141,7 +147,7 @@ class Outbox(models.Model):
     @property
     def events(self) -> list[Event]:
         """The transaction's events, decoded (see :mod:`auditq.events`)."""
-        return loads(self.payload)
+        return loads(self.payload, self.key)
 
 
 class CallbackRun(models.Model):

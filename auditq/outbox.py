@@ -19,7 +19,6 @@ workers at once (see :mod:`auditq.relay`); other databases are polled.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -161,11 +160,10 @@ def _with_put(sql: str, params: Any, change: Change, instance: Any) -> tuple[str
     """Make a row's own statement write its outbox row (PostgreSQL)."""
     params = [*(params or ()), events.dumps([change])]
     if change.pk == events.PK_SLOT:
-        # The database assigns the key in this very statement: splice it into the payload.
+        # The database assigns the key in this very statement: the row keeps it beside the
+        # payload, and the worker puts it where the payload says PK_SLOT.
         meta = instance._meta
-        key = f'"{meta.db_table}"."{meta.pk.column}"'
-        call = f"{PUT}(replace(replace(%s, %s, to_json({key})::text), %s, {key}::text))"
-        params += [json.dumps(events.PK_SLOT), events.PK_SLOT]
+        call = f'{PUT}(%s, "{meta.db_table}"."{meta.pk.column}"::text)'
     else:
         call = f"{PUT}(%s)"
     if sql.startswith("INSERT") and " RETURNING " in sql:

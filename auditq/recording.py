@@ -70,7 +70,7 @@ def _deliver(using: str, take: Callable[[], list[Taken]]) -> int:
         kept = []
         for row in take():
             try:
-                read = events.loads(row.payload)
+                read = events.loads(row.payload, row.key)
                 missing = {name for event in read for name in event.consumers} - known
                 if missing:
                     raise events.PayloadError(
@@ -93,11 +93,12 @@ def _deliver(using: str, take: Callable[[], list[Taken]]) -> int:
 
 
 class Taken(NamedTuple):
-    """An outbox row taken for delivery: its key and payload (parsing its dates would cost
-    more than they are worth; a row put back is dated anew)."""
+    """An outbox row taken for delivery: its id, payload and assigned key (parsing its
+    dates would cost more than they are worth; a row put back is dated anew)."""
 
     pk: int
     payload: str
+    key: str
 
 
 def _take(using: str, outbox_ids: Sequence[int]) -> list[Taken]:
@@ -110,7 +111,7 @@ def _take(using: str, outbox_ids: Sequence[int]) -> list[Taken]:
         table = connection.ops.quote_name(Outbox._meta.db_table)
         return _returned(
             connection,
-            f"DELETE FROM {table} WHERE id = ANY(%s) RETURNING id, payload",
+            f"DELETE FROM {table} WHERE id = ANY(%s) RETURNING id, payload, key",
             [sorted(outbox_ids)],
         )
     rows = [
@@ -119,7 +120,7 @@ def _take(using: str, outbox_ids: Sequence[int]) -> list[Taken]:
         .select_for_update()
         .filter(pk__in=outbox_ids)
         .order_by("id")
-        .values_list("id", "payload")
+        .values_list("id", "payload", "key")
     ]
     Outbox.objects.using(using).filter(pk__in=[row.pk for row in rows]).delete()
     return rows
@@ -134,7 +135,7 @@ def _take_fresh(using: str, limit: int) -> list[Taken]:
         connection,
         f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE relayed_at IS NULL "
         "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-        "RETURNING id, payload",
+        "RETURNING id, payload, key",
         [limit],
     )
 
@@ -155,7 +156,8 @@ def _put_back(using: str, rows: list[Taken]) -> None:
     is reported (django-celery-results), rather than retried at every round."""
     now = timezone.now()
     Outbox.objects.using(using).bulk_create(
-        Outbox(id=row.pk, created_at=now, relayed_at=now, payload=row.payload) for row in rows
+        Outbox(id=row.pk, created_at=now, relayed_at=now, payload=row.payload, key=row.key)
+        for row in rows
     )
 
 

@@ -191,8 +191,8 @@ def _check(
             .values_list("parent", "key", "field", "delta")
         ):
             stored[parent_label, key_text, column] += delta
-        for payload in Outbox.objects.using(using).values_list("payload", flat=True):
-            for event in loads(payload):
+        for payload, key in Outbox.objects.using(using).values_list("payload", "key"):
+            for event in loads(payload, key):
                 for parent_label, key, column, delta in event.consumers.get("counters", ()):
                     slot = (parent_label, orjson.dumps(key).decode(), column)
                     if slot in wanted:

@@ -9,6 +9,7 @@ from django.contrib.postgres.fields import (
     DecimalRangeField,
     IntegerRangeField,
 )
+from django.contrib.postgres.functions import RandomUUID
 from django.db import models
 
 from auditq import audited
@@ -27,3 +28,14 @@ class PgEverything(models.Model):
 
     def __str__(self):
         return self.name or f"pg everything {self.pk}"
+
+
+@audited
+class PgServerKeyed(models.Model):
+    """Its key is drawn by the database (``gen_random_uuid()``), not by Django."""
+
+    id = models.UUIDField(primary_key=True, db_default=RandomUUID())
+    name = models.CharField(max_length=50)
+
+    def __str__(self):
+        return f"{self.name} ({self.pk})"
