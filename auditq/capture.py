@@ -43,6 +43,9 @@ LOADED = "_auditq_loaded"
 REPR_LIMIT = 200
 _MISSING: Any = object()
 _CLEARING = "_auditq_clearing"
+_WRITES: dict[int, outbox.Write] = {}
+"""The lone saves in flight (PostgreSQL), by ``id()`` of the instance: ``post_save`` finds
+there, without a connection lookup, that the save's own statement carried its change."""
 _GUARDED = "__auditq_guard__"
 
 
@@ -52,9 +55,9 @@ def _copy(value: Any) -> Any:
     # remembered by its name (FieldFile compares equal to it).
     kind = type(value)
     if kind is dict:
-        return {key: _copy(item) for key, item in value.items()}
+        return {k: v if type(v) in _SHARED else _copy(v) for k, v in value.items()}
     if kind is list:
-        return [_copy(item) for item in value]
+        return [item if type(item) in _SHARED else _copy(item) for item in value]
     if isinstance(value, FieldFile):
         return value.name
     return value
@@ -156,7 +159,9 @@ def _shape(model: type[models.Model]) -> _Shape:
     )
 
 
-def _tracked_parents(model: type[models.Model]) -> list[tuple[type[models.Model], Any]]:
+@registry.derived
+@functools.cache
+def _tracked_parents(model: type[models.Model]) -> tuple[tuple[type[models.Model], Any], ...]:
     """``(parent, tracking)`` of each tracked multi-table ancestor: a child's save is
     recorded on each of their trails too, with their own fields."""
     found = []
@@ -164,7 +169,7 @@ def _tracked_parents(model: type[models.Model]) -> list[tuple[type[models.Model]
         tracking = registry.tracking(parent)
         if tracking is not None:
             found.append((parent, tracking))
-    return found
+    return tuple(found)
 
 
 def _changed(old: Any, new: Any) -> tuple[Any, Any] | None:
@@ -243,17 +248,21 @@ def _every_value(
 ) -> dict[str, list]:
     """``{name: [None, value]}`` for a create, ``{name: [last value, None]}`` for a delete."""
     values = instance.__dict__
-    loaded = values.get(LOADED, {}) if deleted else {}
+    last = values.get(LOADED, {}) if deleted else None
     coders = _shape(type(instance)).coders
     changes = {}
     for field in tracking.fields:
-        value = loaded.get(field.attname, values.get(field.attname, _MISSING))
-        if value is _MISSING:
+        attname = field.attname
+        if last is not None and attname in last:
+            value = last[attname]
+        elif attname in values:
+            value = values[attname]
+        else:
             continue
         if field.masked:
             value = MASK
         elif type(value) not in PLAIN:
-            value = coders.get(field.attname, encode)(value)
+            value = coders[attname](value) if attname in coders else encode(value)
         changes[field.name] = [value, None] if deleted else [None, value]
     return changes
 
@@ -294,16 +303,18 @@ def _on_save(
     update_fields: frozenset[str] | None,
     **kwargs: Any,
 ) -> None:
+    write = _WRITES.get(id(instance))
+    if write is not None and write.instance is instance and write.recorded:
+        # The save's own statement carried its change (a lone save on PostgreSQL).
+        _saved(sender, instance, created, update_fields)
+        return
     tracking = registry.tracking(sender)
     parents = _tracked_parents(sender)
     if raw or (tracking is None and not parents):
         return
     connection = connections[using]
-    write = outbox.state(connection).write
     action = "create" if created else "update"
-    if tracking is not None and (
-        write is None or write.instance is not instance or not write.recorded
-    ):
+    if tracking is not None:
         if created:
             changes = _every_value(tracking, instance, deleted=False)
         else:
@@ -323,16 +334,28 @@ def _on_save(
         change = _change(found, instance, key, describe, action, changes)
         if change is not None:
             outbox.add(connection, change)
-    attnames = _snapshot_attnames(sender)
+    _saved(sender, instance, created, update_fields)
+
+
+def _saved(
+    model: type[models.Model],
+    instance: models.Model,
+    created: bool,
+    update_fields: frozenset[str] | None,
+) -> None:
+    """Take the saved values as the new snapshot (what the next save compares with)."""
+    attnames = _snapshot_attnames(model)
     if update_fields is None or created:
         snapshot(instance, attnames)
     else:
-        generated = _shape(sender).generated
+        generated = _shape(model).generated
         fields = instance._meta.concrete_fields
         saved = [f.attname for f in fields if {f.name, f.attname} & update_fields]
         snapshot(instance, [a for a in (*saved, *generated) if a in attnames])
 
 
+@registry.derived
+@functools.cache
 def _snapshot_attnames(model: type[models.Model]) -> frozenset[str]:
     tracking = registry.tracking(model)
     attnames = tracking.attnames if tracking is not None else frozenset()
@@ -463,6 +486,7 @@ def _m2m_receiver(field: Any) -> Callable[..., None]:
 # --------------------------------------------------------------------------- the one-statement path
 
 
+@functools.cache
 def _statement_prefixes(model: type[models.Model], using: str) -> tuple[str, str, str]:
     table = connections[using].ops.quote_name(model._meta.db_table)
     return (f"INSERT INTO {table} ", f"UPDATE {table} SET ", f"DELETE FROM {table} WHERE ")
@@ -517,7 +541,7 @@ def _guard_save(save_base: Callable) -> Callable:
         using = kwargs.get("using") or router.db_for_write(model, instance=self)
         _load_unknown(self, using, _snapshot_attnames(model))
         connection = connections[using]
-        alone = not connection.in_atomic_block and connection.get_autocommit()
+        alone = outbox.alone(connection)
         shape = _shape(model)
         if shape.returning:
             # Generated columns change with the row: the UPDATE returns their new values
@@ -533,12 +557,12 @@ def _guard_save(save_base: Callable) -> Callable:
                 connection.execute_wrappers.remove(reader)
         if not alone:
             return save_base(self, *args, **kwargs)
-        if tracking is None or not outbox.single_statement(connection) or shape.parents:
+        if tracking is None or connection.vendor != "postgresql" or shape.parents:
             with transaction.atomic(using=using, savepoint=False):
                 return save_base(self, *args, **kwargs)
         found = outbox.state(connection)
-        previous = found.write
-        write = found.write = outbox.Write(
+        previous, outer = found.write, _WRITES.get(id(self))  # outer: a save in post_save
+        write = found.write = _WRITES[id(self)] = outbox.Write(
             self,
             _statement_prefixes(model, using)[:2],
             _save_statement_change(tracking, self, kwargs.get("update_fields"), connection),
@@ -547,6 +571,10 @@ def _guard_save(save_base: Callable) -> Callable:
             result = save_base(self, *args, **kwargs)
         finally:
             found.write = previous
+            if outer is None:
+                del _WRITES[id(self)]
+            else:
+                _WRITES[id(self)] = outer
         if write.recorded:
             outbox.committed(connection)
         return result
@@ -618,8 +646,8 @@ def _guard_delete(delete: Callable) -> Callable:
             if write.recorded:
                 outbox.committed(connection)
         else:
-            alone = not connection.in_atomic_block and connection.get_autocommit()
-            with transaction.atomic(using=using, savepoint=False) if alone else nullcontext():
+            own = outbox.alone(connection)
+            with transaction.atomic(using=using, savepoint=False) if own else nullcontext():
                 count = _delete_row(model, self.pk, using)
                 if count:
                     outbox.add(connection, change)

@@ -32,12 +32,16 @@ def _float(value: float) -> Any:
     return value if math.isfinite(value) else str(value)
 
 
+# Containers skip the call for items that are their own JSON: most of a JSON column's.
 def _mapping(value: dict) -> dict[str, Any]:
-    return {str(key): encode(item) for key, item in value.items()}
+    return {
+        key if type(key) is str else str(key): item if type(item) in PLAIN else encode(item)
+        for key, item in value.items()
+    }
 
 
 def _sequence(value: list | tuple) -> list[Any]:
-    return [encode(item) for item in value]
+    return [item if type(item) in PLAIN else encode(item) for item in value]
 
 
 def _range(value: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 from django.db import DatabaseError
 from django.utils import timezone
 
-from auditq import events
+from auditq import events, relay
 from auditq.events import Change
 
 logger = logging.getLogger("auditq")
@@ -88,14 +88,22 @@ def state(connection: Any) -> State:
     return found
 
 
+def alone(connection: Any) -> bool:
+    """Whether the next statement on ``connection`` is a transaction of its own (autocommit
+    mode, outside any ``atomic()`` block)."""
+    if connection.in_atomic_block:
+        return False
+    # get_autocommit() connects first; once connected, the flag it returns is at hand
+    # (and reading it skips that call's async-safety check, a tenth of a save's capture).
+    return (
+        connection.autocommit if connection.connection is not None else connection.get_autocommit()
+    )
+
+
 def single_statement(connection: Any) -> bool:
     """Whether the next statement on ``connection`` is a transaction of its own that can
     write its own outbox row (PostgreSQL in autocommit mode)."""
-    return (
-        connection.vendor == "postgresql"
-        and not connection.in_atomic_block
-        and connection.get_autocommit()
-    )
+    return connection.vendor == "postgresql" and alone(connection)
 
 
 def add(connection: Any, change: Change) -> Pending:
@@ -187,6 +195,4 @@ def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> Non
 
 def committed(connection: Any) -> None:
     """Rows were committed on ``connection``: see :func:`auditq.relay.committed`."""
-    from auditq import relay
-
     relay.committed(connection.alias)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from django.db import models
 from django.db.models import Model
@@ -147,6 +147,8 @@ _consumers: dict[str, Consumer] = {}
 _handlers: dict[str, Handler] = {}
 _counters: list[Counter] = []
 _sweepers: list[Callable[[str, Any, Any], int]] = []
+_derived: list[Callable[[], None]] = []
+_Cached = TypeVar("_Cached", bound=Any)
 
 ALL_FIELDS = AuditOptions(fields=None, exclude=(), mask=())
 """What a tracked model that is not ``@audited`` records: every field, default masks."""
@@ -351,8 +353,17 @@ def tracking(model: type[models.Model]) -> Tracking | None:
     )
 
 
+def derived(func: _Cached) -> _Cached:
+    """Mark a ``functools.cache``'d function of models as derived from the registrations:
+    its cache is forgotten with theirs (:func:`clear_caches`)."""
+    _derived.append(func.cache_clear)
+    return func
+
+
 def clear_caches() -> None:
     """Forget resolved field lists (settings or registrations changed)."""
     tracking.cache_clear()
     handlers_for.cache_clear()
     counters_for.cache_clear()
+    for clear in _derived:
+        clear()

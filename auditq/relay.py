@@ -73,8 +73,6 @@ def committed(using: str) -> None:
     """
     app = current_app._get_current_object()
     if app.conf.task_always_eager:
-        from auditq import recording
-
         recording.consume_waiting(using)
 
 

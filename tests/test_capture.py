@@ -2,6 +2,7 @@
 
 import pytest
 from django.db import connection, transaction
+from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 
 from auditq import audit_context, disable_auditing
@@ -276,6 +277,29 @@ class TestTransactions:
         [event] = Outbox.objects.get().events
         assert (event.pk, event.repr) == (document.pk, "autocommit")
         assert event.changes["id"] == [None, document.pk]
+
+    def test_a_save_made_inside_another_saves_post_save_is_recorded_too(self):
+        def publish(sender, instance, created, **kwargs):
+            if created:  # a receiver that saves the instance it was sent
+                instance.status = "published"
+                instance.save(update_fields=["status"])
+
+        post_save.connect(publish, sender=Document, dispatch_uid="test-publish")
+        try:
+            document = Document.objects.create(title="nested")
+        finally:
+            post_save.disconnect(dispatch_uid="test-publish", sender=Document)
+        document.title = "after"
+        with transaction.atomic():
+            document.save()
+
+        assert [
+            (e.action, e.changes.get("status"), e.changes.get("title")) for e in trail(document)
+        ] == [
+            ("create", [None, "draft"], [None, "nested"]),
+            ("update", ["draft", "published"], None),
+            ("update", None, ["nested", "after"]),
+        ]
 
     def test_a_failed_save_leaves_the_connection_usable(self):
         document = Document.objects.create(title="ok")
