@@ -27,7 +27,7 @@ import orjson
 
 from auditq.context import AuditContext, resolve_actor
 
-VERSION = 2
+VERSION = 3
 """Bumped whenever the payload changes shape; a worker refuses other versions."""
 
 PK_SLOT = "@auditq:pk@"
