@@ -13,6 +13,11 @@ the same task waits for the lock and then finds the run done. A failure rolls th
 handler's writes back, records the error and traceback, and schedules the next attempt
 with exponential back-off and jitter; runs that are due are published by the relay in the
 workers (:func:`publish_due`), so a retry survives a worker's death.
+
+Handlers get masked fields in clear, yet they are never stored in clear: the change holds
+them as ``"***"``, as the trail does, and their clear old and new values travel beside it
+sealed (:mod:`auditq.sealing`) into the outbox row and the run, to be opened in memory
+when the handler is called. A run that is done forgets them.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import logging
 import random
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from django.apps import apps
@@ -30,7 +36,8 @@ from django.db import transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from auditq import conf, registry
+from auditq import conf, registry, sealing
+from auditq.capture import LOADED
 from auditq.context import AuditContext, audit_context
 from auditq.events import Event, from_data, key_text, to_data
 
@@ -59,7 +66,8 @@ class CallbacksConsumer:
         changes: Mapping[str, Any],
         context: AuditContext,
     ) -> Any:
-        """The names of the handlers this change needs, ``None`` if none."""
+        """``{"handlers": [names]}`` of the handlers this change needs, ``None`` if none;
+        with ``"sealed"``: the clear values of the masked fields it changed."""
         if instance is None:
             return None  # a many-to-many change seen from the other side: not a save
         on = "delete" if action == "delete" else "save"
@@ -68,7 +76,13 @@ class CallbacksConsumer:
             for handler in registry.handlers_for(type(instance), on)
             if handler.when is None or handler.when(instance)
         ]
-        return wanted or None
+        if not wanted:
+            return None
+        data: dict[str, Any] = {"handlers": wanted}
+        clear = _masked_values(instance, action, changes)
+        if clear:
+            data["sealed"] = sealing.seal(clear)
+        return data
 
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write one pending run per (handler, event), once; publish them after commit."""
@@ -76,7 +90,8 @@ class CallbacksConsumer:
 
         runs = []
         for event in events:
-            for name in event.consumers[self.name]:
+            data = event.consumers[self.name]
+            for name in data["handlers"]:
                 handler = registry.handler(name)
                 runs.append(
                     CallbackRun(
@@ -87,12 +102,40 @@ class CallbacksConsumer:
                         object_repr=(event.repr or "")[:200],
                         action=event.action,
                         event=to_data(event),
+                        sealed=data.get("sealed", ""),
                         max_attempts=1 + (handler.retries if handler else 0),
                     )
                 )
         CallbackRun.objects.using(using).bulk_create(runs, ignore_conflicts=True)
         # Publish at once from this worker; the relay's sweep is the safety net.
         transaction.on_commit(lambda: _publish_due_quietly(using), using=using)
+
+
+def _masked_values(instance: Model, action: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``{name: [old, new]}`` in clear for the masked fields in ``changes`` (made JSON-safe
+    by :func:`auditq.sealing.seal`).
+
+    The old value is the snapshot taken at load (still the database's: consumers are
+    asked before the save's snapshot), the new one the instance's; a create has no old
+    value, a delete no new one.
+    """
+    tracking = registry.tracking(type(instance))
+    masked = [f for f in tracking.masked if f.name in changes] if tracking else []
+    if not masked:
+        return {}  # the common case: nothing to seal
+    values = instance.__dict__
+    loaded = values.get(LOADED, {})
+    clear = {}
+    for field in masked:
+        new = values.get(field.attname)
+        if action == "create":
+            pair = [None, new]
+        elif action == "delete":
+            pair = [loaded.get(field.attname, new), None]
+        else:
+            pair = [loaded.get(field.attname), new]
+        clear[field.name] = pair
+    return clear
 
 
 def _publish_due_quietly(using: str) -> None:
@@ -152,6 +195,9 @@ def run(run_id: int, using: str) -> str:
             return found.status
         event = from_data(found.event)
         try:
+            if found.sealed:
+                # Opened here, in memory: a key that does not open it is a failed attempt.
+                event = replace(event, changes={**event.changes, **sealing.unseal(found.sealed)})
             with transaction.atomic(using=using), _context_of(event, handler):
                 outcome = _call(handler, event, using)
         except Exception as exc:
@@ -193,10 +239,14 @@ def _context_of(event: Event, handler: registry.Handler) -> Any:
 
 
 def _finish(found: Any, status: str, note: str = "") -> None:
+    from auditq.models import CallbackRun
+
     found.status = status
     found.note = note[:255]
     found.finished_at = timezone.now()
-    found.save(update_fields=["status", "note", "finished_at", "attempts", "last_error"])
+    if status != CallbackRun.Status.FAILED:
+        found.sealed = ""  # done with: a run that failed keeps them for a retry by hand
+    found.save(update_fields=["status", "note", "finished_at", "attempts", "last_error", "sealed"])
 
 
 def _failed(found: Any, handler: registry.Handler, exc: Exception) -> None:

@@ -29,7 +29,7 @@ from django.apps import apps
 from auditq.context import AuditContext, resolve_actor
 from auditq.encoding import encode
 
-VERSION = 2
+VERSION = 3
 """Bumped whenever the payload changes shape; a worker refuses other versions."""
 
 PK_SLOT = "@auditq:pk@"

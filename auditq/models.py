@@ -172,6 +172,13 @@ class CallbackRun(models.Model):
     object_repr = models.CharField(max_length=200, blank=True)
     action = models.CharField(max_length=6)
     event = models.JSONField(help_text="The event the handler receives.")
+    sealed = models.TextField(
+        blank=True,
+        default="",
+        editable=False,
+        help_text="The masked fields' values, sealed with a key derived from SECRET_KEY; "
+        "emptied when the run succeeds or is skipped.",
+    )
     status = models.CharField(max_length=9, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)

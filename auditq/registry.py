@@ -94,6 +94,8 @@ class Tracking:
     """``app_label.modelname``: how payloads name the model."""
     fields: tuple[TrackedField, ...]
     """Concrete fields recorded on create, update and delete."""
+    masked: tuple[TrackedField, ...]
+    """Those of ``fields`` whose values are masked (handlers get them sealed)."""
     attnames: frozenset[str]
     """The attnames snapshotted at load: those of ``fields``, and every column of a
     model with counter caches."""
@@ -347,6 +349,7 @@ def tracking(model: type[models.Model]) -> Tracking | None:
     return Tracking(
         label=model._meta.label_lower,
         fields=concrete,
+        masked=tuple(t for t in concrete if t.masked),
         attnames=frozenset(attnames),
         m2m=tuple(t for t, many in resolved if many),
         consumers=wanting,

@@ -4,7 +4,9 @@ import subprocess
 import sys
 import uuid
 
+from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
+from django.db import connection
 from django.utils import timezone
 
 from auditq.models import AuditEntry
@@ -36,6 +38,20 @@ def entry(obj, action="update", changes=None, at=None, actor=None, **fields) -> 
         occurred_at=at or timezone.now(),
         **fields,
     )
+
+
+def tables_holding(text: str) -> list[str]:
+    """The tables of auditq and of Celery's results whose rows hold ``text`` anywhere,
+    read with plain SQL (every column, as the database returns it)."""
+    found = []
+    with connection.cursor() as cursor:
+        for label in ("auditq", "django_celery_results"):
+            for model in apps.get_app_config(label).get_models():
+                table = model._meta.db_table
+                cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")
+                if text in repr(cursor.fetchall()):
+                    found.append(table)
+    return found
 
 
 def manage(*arguments: str) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 
 from auditq.models import CallbackRun
+from auditq.sealing import unseal
 from tests.helpers import assert_retry_all_guarded, staff
 from tests.testapp import handlers
 from tests.testapp.models import Account
@@ -86,3 +87,18 @@ def test_retry_all_checks_csrf_and_permission(django_user_model):
     assert_retry_all_guarded(django_user_model, RETRY_ALL, "view_auditentry", "view_callbackrun")
 
     assert CallbackRun.objects.get().status == "failed"
+
+
+def test_a_runs_sealed_values_are_never_shown_nor_searched(admin_client):
+    Account.objects.create(name="broken vault", password="hunter2")
+    run = CallbackRun.objects.get(object_repr="broken vault")
+    assert unseal(run.sealed)["password"] == [None, "hunter2"]  # its handler keeps failing
+
+    listed = admin_client.get(reverse(CHANGELIST)).content.decode()
+    detail = admin_client.get(reverse("admin:auditq_callbackrun_change", args=[run.pk]))
+    assert detail.status_code == 200
+    for page in (listed, detail.content.decode()):
+        assert "broken vault" in page
+        assert run.sealed not in page and "hunter2" not in page
+    found = admin_client.get(reverse(CHANGELIST), {"q": run.sealed[10:40]}).content.decode()
+    assert "broken vault" not in found

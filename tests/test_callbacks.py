@@ -8,12 +8,15 @@ import time
 
 import pytest
 from django.db import connection, transaction
+from django.test import override_settings
 
-from auditq import after_save, audit_context, callbacks, registry
+from auditq import after_save, audit_context, callbacks, recording, registry
 from auditq.models import AuditEntry, CallbackRun, Outbox
+from auditq.sealing import unseal
 from tests.conftest import wait_for
+from tests.helpers import tables_holding
 from tests.testapp import handlers
-from tests.testapp.models import Account, Document, Effect, Ticket
+from tests.testapp.models import Account, Document, Effect, Ticket, Vault
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,8 +127,6 @@ def test_a_vanished_row_is_skipped_and_that_is_recorded(undelivered):
     ticket = Ticket.objects.create(subject="gone", state="closed")
     Ticket.objects.filter(pk=ticket.pk).delete()  # no signal: the handler's run is pending
 
-    from auditq import recording
-
     recording.consume_waiting()
     run = CallbackRun.objects.get(handler=name(handlers.ticket_closed))
     assert callbacks.run(run.pk, "default") == "skipped"
@@ -146,12 +147,108 @@ def test_the_handler_runs_in_the_changes_context(django_user_model):
     assert entry.context == {"reason": "triage", "via_callback": name(handlers.escalate)}
 
 
-def test_masked_values_stay_masked_in_the_event():
+def test_a_model_that_is_not_audited_has_its_masked_values_unmasked_for_handlers_too():
     Ticket.objects.create(subject="s", state="closed", token="tok-secret")
 
     [effect] = Effect.objects.filter(handler="closed")
-    assert effect.seen["changes"]["token"] == [None, "***"]
-    assert "tok-secret" not in str(CallbackRun.objects.get().event)
+    assert effect.seen["changes"]["token"] == [None, "tok-secret"]
+    assert tables_holding("tok-secret") == []
+
+
+SECRET = "open-sesame-4711"
+
+
+def seen_by(handler: str) -> list[tuple[dict, dict]]:
+    """What ``handler`` saw of each change, beside what the trail stored of it."""
+    return [
+        (effect.seen["changes"], AuditEntry.objects.get(event_id=effect.event_id).changes)
+        for effect in Effect.objects.filter(handler=handler).order_by("pk")
+    ]
+
+
+def test_handlers_get_masked_values_in_clear_while_the_trail_keeps_them_masked():
+    vault = Vault.objects.create(label="cellar", combination="12-34", secret=SECRET)
+    vault = Vault.objects.get(pk=vault.pk)
+    vault.secret = "rotated"
+    vault.save()
+    vault.delete()
+
+    [(created, created_entry), (updated, updated_entry)] = seen_by("vault saved")
+    assert (created["combination"], created["secret"]) == ([None, "12-34"], [None, SECRET])
+    assert (created_entry["combination"], created_entry["secret"]) == ([None, "***"], [None, "***"])
+    assert (updated, updated_entry) == ({"secret": [SECRET, "rotated"]}, {"secret": ["***", "***"]})
+    [(deleted, deleted_entry)] = seen_by("vault deleted")
+    assert (deleted["label"], deleted["secret"]) == (["cellar", None], ["rotated", None])
+    assert (deleted_entry["label"], deleted_entry["secret"]) == (["cellar", None], ["***", None])
+
+
+def test_masked_values_are_stored_only_sealed_and_forgotten_once_the_run_succeeds(undelivered):
+    Vault.objects.create(label="attic", secret=SECRET)
+    assert SECRET not in Outbox.objects.get().payload
+
+    recording.consume_waiting()
+    run = CallbackRun.objects.get()
+    assert unseal(run.sealed)["secret"] == [None, SECRET]
+    assert set(tables_holding("attic")) == {"auditq_auditentry", "auditq_callbackrun"}
+    assert tables_holding(SECRET) == []  # nowhere in clear, in any column
+
+    assert callbacks.run(run.pk, "default") == "succeeded"
+    run.refresh_from_db()
+    assert run.sealed == ""
+    [(changes, _)] = seen_by("vault saved")
+    assert changes["secret"] == [None, SECRET]
+
+
+def test_only_the_masked_fields_a_change_touched_are_sealed(undelivered):
+    vault = Vault.objects.create(label="shed", secret=SECRET)
+    vault.label = "barn"
+    vault.save()
+    vault.secret = "rotated"
+    vault.save()
+
+    events = [event for row in Outbox.objects.order_by("pk") for event in row.events]
+    created, renamed, rotated = (event.consumers["callbacks"] for event in events)
+    assert unseal(created["sealed"]) == {"combination": [None, ""], "secret": [None, SECRET]}
+    assert renamed == {"handlers": [name(handlers.vault_saved)]}  # nothing to seal
+    assert unseal(rotated["sealed"]) == {"secret": [SECRET, "rotated"]}
+
+
+def test_a_run_sealed_with_another_key_fails_saying_so_and_works_once_it_is_a_fallback(
+    undelivered,
+):
+    with override_settings(SECRET_KEY="the old key"):
+        Vault.objects.create(label="safe", secret=SECRET)
+    recording.consume_waiting()
+    run = CallbackRun.objects.get()
+
+    assert callbacks.run(run.pk, "default") == "failed"  # retries=0: at once
+    run.refresh_from_db()
+    assert run.last_error == (
+        "SealError: the masked values of this change were sealed with another SECRET_KEY: "
+        "list the old key in SECRET_KEY_FALLBACKS, then retry the run"
+    )
+    assert run.sealed  # kept, for a retry by hand
+    assert not Effect.objects.exists()
+
+    with override_settings(SECRET_KEY_FALLBACKS=["the old key"]):
+        assert callbacks.retry([run]) == 1
+        assert callbacks.run(run.pk, "default") == "succeeded"
+    [(changes, _)] = seen_by("vault saved")
+    assert changes["secret"] == [None, SECRET]
+    run.refresh_from_db()
+    assert run.sealed == ""
+
+
+def test_a_skipped_run_forgets_its_sealed_values_too(undelivered):
+    vault = Vault.objects.create(label="gone", secret=SECRET)
+    Vault.objects.filter(pk=vault.pk).delete()  # before the save's run
+    recording.consume_waiting()
+    run = CallbackRun.objects.get(handler=name(handlers.vault_saved))
+    assert run.sealed
+
+    assert callbacks.run(run.pk, "default") == "skipped"
+    run.refresh_from_db()
+    assert run.sealed == ""
 
 
 def test_retry_makes_a_failed_run_due_again():
@@ -169,9 +266,7 @@ def test_retry_makes_a_failed_run_due_again():
 
 
 def test_an_unknown_handler_fails_its_run_with_a_clear_note(undelivered):
-    Ticket.objects.create(subject="x", state="closed")
-    from auditq import recording
-
+    Ticket.objects.create(subject="x", state="closed", token="tok")
     recording.consume_waiting()
     run = CallbackRun.objects.get(handler=name(handlers.ticket_closed))
     run.handler = "gone.module.handler"
@@ -180,6 +275,7 @@ def test_an_unknown_handler_fails_its_run_with_a_clear_note(undelivered):
     assert callbacks.run(run.pk, "default") == "failed"
     run.refresh_from_db()
     assert run.note == "no handler 'gone.module.handler' here"
+    assert unseal(run.sealed) == {"token": [None, "tok"]}  # kept, for when it is deployed
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ def test_event_ids_are_fixed_by_the_payload_and_unique():
     ("payload", "message"),
     [
         ("{not json", "not JSON"),
-        ('{"v": 1, "events": []}', "version 1; this auditq reads version 2"),
+        ('{"v": 2, "events": []}', "version 2; this auditq reads version 3"),
         ("[]", "version None"),
     ],
 )

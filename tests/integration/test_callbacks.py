@@ -1,5 +1,7 @@
 """Callbacks against Redis and real ``celery worker`` processes."""
 
+import base64
+import json
 import os
 
 import pytest
@@ -9,8 +11,9 @@ from auditq.callbacks import RUN
 from auditq.models import AuditEntry, CallbackRun, Outbox
 from tests.celery_app import app as celery_app
 from tests.conftest import QUEUE, wait_for
+from tests.helpers import tables_holding
 from tests.testapp.handlers import ticket_closed
-from tests.testapp.models import Account, Effect, Ticket
+from tests.testapp.models import Account, Effect, Ticket, Vault
 
 
 def name(func) -> str:
@@ -100,3 +103,25 @@ def test_a_row_deleted_before_its_handler_ran_is_skipped_and_recorded(broker, wo
     wait_for(lambda: quiet(broker), 30, "the queue to drain")
     # The delete had a handler of its own, which ran; the save's never did.
     assert list(Effect.objects.values_list("handler", flat=True)) == ["deleted"]
+
+
+def test_a_worker_hands_masked_values_in_clear_that_travelled_only_sealed(broker, workers):
+    secret = "open-sesame-4711"
+    Vault.objects.create(label="strongroom", secret=secret)
+    assert secret not in Outbox.objects.get().payload
+    recording.consume_waiting()  # here: the run is written and its message published
+    run = CallbackRun.objects.get()
+    [message] = broker.client().lrange(QUEUE, 0, -1)
+    body = base64.b64decode(json.loads(message)["body"])
+    assert json.loads(body)[0] == [run.pk, "default"]  # the run's key, nothing else
+    assert tables_holding(secret) == []
+
+    workers()
+    effect = wait_for(lambda: Effect.objects.filter(handler="vault saved").first(), 30, "it")
+    assert effect.pid != os.getpid()
+    assert effect.seen["changes"]["secret"] == [None, secret]
+    wait_for(lambda: quiet(broker), 30, "the queue to drain")
+    run.refresh_from_db()
+    assert (run.status, run.sealed) == ("succeeded", "")
+    assert AuditEntry.objects.get(event_id=effect.event_id).changes["secret"] == [None, "***"]
+    assert tables_holding(secret) == []

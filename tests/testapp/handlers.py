@@ -4,7 +4,7 @@ import os
 
 from auditq import after_delete, after_save
 from auditq.models import CallbackRun
-from tests.testapp.models import Account, Effect, Ticket
+from tests.testapp.models import Account, Effect, Ticket, Vault
 
 
 def effect(handler: str, object_pk, event, **seen) -> None:
@@ -45,3 +45,14 @@ def escalate(ticket, event):
     """Makes an audited change of its own, in the originating change's context."""
     effect("escalated", ticket.pk, event, actor=event.actor_id, request_id=event.request_id)
     Account.objects.create(name=f"escalation of {ticket.subject}")
+
+
+@after_save(Vault, retries=0)
+def vault_saved(vault, event):
+    """Sees masked fields in clear (a real handler would use them, not store them)."""
+    effect("vault saved", vault.pk, event, changes=dict(event.changes))
+
+
+@after_delete(Vault, retries=0)
+def vault_deleted(event):
+    effect("vault deleted", event.pk, event, changes=dict(event.changes))

@@ -117,6 +117,18 @@ class Ticket(models.Model):
         return self.subject
 
 
+@audited(mask=["combination"])
+class Vault(models.Model):
+    """Audited, with masked fields, and followed by handlers that read them in clear."""
+
+    label = models.CharField(max_length=50)
+    combination = models.CharField(max_length=50, blank=True)
+    secret = models.CharField(max_length=50, blank=True)  # masked by the default patterns
+
+    def __str__(self):
+        return self.label
+
+
 class Effect(models.Model):
     """What the test handlers did, where and for which change."""
 

@@ -1,0 +1,87 @@
+"""Values sealed for a worker: encrypted with a key derived from ``SECRET_KEY``.
+
+Masked fields' values reach ``@after_save`` / ``@after_delete`` handlers in clear, but
+are never stored in clear: the request path seals them into the outbox row, and the
+worker opens them in memory just before the handler runs. Fernet authenticates as well
+as encrypts, so a token that was altered, or sealed with another key, does not open.
+
+Keys are derived from ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``, as Django's signing
+does: after a rotation, keep the old key in the fallbacks until the runs sealed with it
+are done.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.utils.crypto import salted_hmac
+
+from auditq.encoding import encode
+
+SALT = "auditq.sealing"
+"""Mixed into each key: the same ``SECRET_KEY`` gives other keys to other uses."""
+
+
+class SealError(ValueError):
+    """Sealed values that no key of this process opens."""
+
+
+def _key(secret: str | bytes) -> bytes:
+    digest = salted_hmac(SALT, "fernet", secret=secret, algorithm="sha256").digest()
+    return base64.urlsafe_b64encode(digest)
+
+
+@functools.lru_cache(maxsize=8)
+def _keys(secret: str | bytes, fallbacks: tuple[str | bytes, ...]) -> MultiFernet:
+    # Deriving a key costs an HMAC and a Fernet; settings change rarely (tests: a few).
+    return MultiFernet([Fernet(_key(key)) for key in (secret, *fallbacks)])
+
+
+def _current() -> MultiFernet:
+    return _keys(settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS))
+
+
+def seal(data: Mapping[str, Any]) -> str:
+    """Encrypt ``data`` with the current ``SECRET_KEY``; never raise.
+
+    Runs on the request path: values are first made JSON-safe as the audit trail stores
+    them (:func:`auditq.encoding.encode`), so a value without a JSON form does not stop
+    the save.
+
+    Example:
+        >>> unseal(seal({"pin": [None, "1234"]}))
+        {'pin': [None, '1234']}
+    """
+    safe = {str(name): encode(value) for name, value in data.items()}
+    try:
+        text = orjson.dumps(safe)
+    except orjson.JSONEncodeError:
+        # orjson stops at 64-bit integers; the standard library does not.
+        text = json.dumps(safe, separators=(",", ":")).encode()
+    return _current().encrypt(text).decode("ascii")
+
+
+def unseal(token: str) -> dict[str, Any]:
+    """The data :func:`seal` sealed, with ``SECRET_KEY`` or one of its fallbacks.
+
+    Raises:
+        SealError: no key opens the token (it was sealed with another ``SECRET_KEY``).
+    """
+    try:
+        text = _current().decrypt(token)
+    except (InvalidToken, ValueError) as exc:  # ValueError: not even ASCII
+        raise SealError(
+            "the masked values of this change were sealed with another SECRET_KEY: list "
+            "the old key in SECRET_KEY_FALLBACKS, then retry the run"
+        ) from exc
+    # The standard library reads integers beyond 64 bits exactly (orjson: as floats); a
+    # run opens one small token, so its speed does not matter here.
+    data: dict[str, Any] = json.loads(text)
+    return data
