@@ -44,7 +44,7 @@ def restore(apps, schema_editor):
 
 class Migration(migrations.Migration):
 
-    dependencies = [("auditq", "0006_operations")]
+    dependencies = [("auditq", "0007_callbackrun_sealed")]
 
     operations = [
         migrations.AddField(
