@@ -98,7 +98,8 @@ class Event:
     action: str
     """``"create"``, ``"update"`` or ``"delete"``."""
     changes: Mapping[str, Any]
-    """``{field: [old, new]}``, as ``AuditEntry.changes`` stores it (masked values too)."""
+    """``{field: [old, new]}``, as ``AuditEntry.changes`` stores it (masked values as
+    ``"***"``; the event a callback handler gets has them in clear)."""
     occurred_at: datetime.datetime
     """When the change was made on the request path."""
     actor_id: Any
