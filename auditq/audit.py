@@ -34,6 +34,7 @@ class AuditConsumer:
 
     def capture(
         self,
+        model: type[Model],
         instance: Model | None,
         action: str,
         changes: Mapping[str, Any],

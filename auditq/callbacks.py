@@ -61,6 +61,7 @@ class CallbacksConsumer:
 
     def capture(
         self,
+        model: type[Model],
         instance: Model | None,
         action: str,
         changes: Mapping[str, Any],
@@ -71,15 +72,17 @@ class CallbacksConsumer:
         if instance is None:
             return None  # a many-to-many change seen from the other side: not a save
         on = "delete" if action == "delete" else "save"
+        # The handlers of the model whose row changed: a child's save changes its
+        # ancestors' rows too, and runs their handlers (not its own twice).
         wanted = [
             handler.name
-            for handler in registry.handlers_for(type(instance), on)
+            for handler in registry.handlers_for(model, on)
             if handler.when is None or handler.when(instance)
         ]
         if not wanted:
             return None
         data: dict[str, Any] = {"handlers": wanted}
-        clear = _masked_values(instance, action, changes)
+        clear = _masked_values(model, instance, action, changes)
         if clear:
             data["sealed"] = sealing.seal(clear)
         return data
@@ -111,7 +114,9 @@ class CallbacksConsumer:
         transaction.on_commit(lambda: _publish_due_quietly(using), using=using)
 
 
-def _masked_values(instance: Model, action: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+def _masked_values(
+    model: type[Model], instance: Model, action: str, changes: Mapping[str, Any]
+) -> dict[str, Any]:
     """``{name: [old, new]}`` in clear for the masked fields in ``changes`` (made JSON-safe
     by :func:`auditq.sealing.seal`).
 
@@ -119,7 +124,7 @@ def _masked_values(instance: Model, action: str, changes: Mapping[str, Any]) -> 
     asked before the save's snapshot), the new one the instance's; a create has no old
     value, a delete no new one.
     """
-    tracking = registry.tracking(type(instance))
+    tracking = registry.tracking(model)
     masked = [f for f in tracking.masked if f.name in changes] if tracking else []
     if not masked:
         return {}  # the common case: nothing to seal

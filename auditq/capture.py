@@ -282,7 +282,7 @@ def _change(
     current = context.current()
     wanted = {}
     for consumer in tracking.consumers:
-        data = consumer.capture(instance, action, changes, current)
+        data = consumer.capture(tracking.model, instance, action, changes, current)
         if data is not None:
             wanted[consumer.name] = data
     if not wanted:

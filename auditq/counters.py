@@ -27,7 +27,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from django.apps import apps
@@ -130,8 +130,10 @@ def contribution(plan: Plan, values: Mapping[str, Any], holder: Callable[[], Mod
     return None if amount is None else (key, amount)
 
 
-def deltas(instance: Model, action: str) -> list[list[Any]]:
-    """``[[parent, key, column, delta], …]`` for one change of ``instance`` (no queries).
+def deltas(instance: Model, action: str, model: type[Model]) -> list[list[Any]]:
+    """``[[parent, key, column, delta], …]`` for one change of ``instance`` (no queries):
+    of the counters declared on ``model``: the instance's concrete model, or a multi-table
+    ancestor, for the ancestor's row of a child's save.
 
     The old state is the snapshot of what the database held; the new one the instance.
     """
@@ -145,7 +147,7 @@ def deltas(instance: Model, action: str) -> list[list[Any]]:
     if action != "delete":
         states.append((current, lambda: instance, 1))
     totals: dict[tuple[str, Any, str], Any] = {}
-    for plan in plans(cast(type[Model], instance._meta.concrete_model)):
+    for plan in plans(model):
         for values, holder, sign in states:
             found = contribution(plan, values, holder)
             if found is not None:
@@ -169,15 +171,16 @@ class CountersConsumer:
 
     def capture(
         self,
+        model: type[Model],
         instance: Model | None,
         action: str,
         changes: Mapping[str, Any],
         context: AuditContext,
     ) -> Any:
         """The change's deltas, ``None`` when it moves no counter."""
-        if instance is None or not registry.counters_for(instance._meta.concrete_model):
+        if instance is None or not registry.counters_for(model):
             return None
-        return deltas(instance, action) or None
+        return deltas(instance, action, model) or None
 
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write the events' deltas, added up per parent and column; flush them soon."""

@@ -40,6 +40,7 @@ class Consumer(Protocol):
 
     def capture(
         self,
+        model: type[Model],
         instance: Model | None,
         action: str,
         changes: Mapping[str, Any],
@@ -48,7 +49,11 @@ class Consumer(Protocol):
         """Return JSON-safe data to carry with this change, or ``None`` to skip it.
 
         Runs on the request path for every change of a tracked model: no queries.
-        ``instance`` is ``None`` for many-to-many changes seen from the other side.
+        ``model`` is the model the change is recorded under: the concrete model of a
+        proxy, and, for a multi-table child's save, each tracked ancestor in turn (its
+        row changed too) as well as the child. ``instance`` is the object saved (a child
+        is an instance of its ancestors), ``None`` for many-to-many changes seen from the
+        other side.
         """
 
     def record(self, events: Sequence[Event], using: str) -> None:
@@ -88,8 +93,10 @@ class TrackedField:
 
 @dataclass(frozen=True)
 class Tracking:
-    """Everything capture needs for one audited model."""
+    """Everything capture needs for one tracked model."""
 
+    model: type[models.Model]
+    """The model itself (concrete: a proxy's changes are its concrete model's)."""
     label: str
     """``app_label.modelname``: how payloads name the model."""
     fields: tuple[TrackedField, ...]
@@ -347,6 +354,7 @@ def tracking(model: type[models.Model]) -> Tracking | None:
         # Counters compare the whole old and new state (``when`` may read any field).
         attnames.update(f.attname for f in model._meta.concrete_fields)
     return Tracking(
+        model=model,
         label=model._meta.label_lower,
         fields=concrete,
         masked=tuple(t for t in concrete if t.masked),

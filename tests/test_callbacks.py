@@ -332,3 +332,31 @@ def test_a_model_with_a_composite_key_gets_its_handlers_instance():
     [effect] = Effect.objects.filter(handler="seat")
     assert (effect.object_pk, effect.seen) == ("Ada", {"pk": [1, -54]})
     assert CallbackRun.objects.get(handler=name(seat_taken)).status == "succeeded"
+
+
+def place_saved(place, event):
+    Effect.objects.create(
+        handler="place",
+        object_pk=str(place.pk),
+        event_id=event.id,
+        pid=0,
+        seen={"class": type(place).__name__, "model": event.model},
+    )
+
+
+def test_a_childs_save_runs_its_multi_table_parents_handlers_once():
+    from tests.shapesapp.models import Place, Restaurant, Shop
+
+    after_save(Place)(place_saved)
+    try:
+        restaurant = Restaurant.objects.create(name="Noma")  # a child nobody tracks itself
+        shop = Shop.objects.create(name="Corner")  # a child audited on its own trail too
+    finally:
+        registry.remove_handler(name(place_saved))
+
+    effects = {e.object_pk: e.seen for e in Effect.objects.filter(handler="place")}
+    # The parent's handler re-reads the parent's row: one run per save.
+    assert effects == {
+        str(restaurant.pk): {"class": "Place", "model": "shapesapp.place"},
+        str(shop.pk): {"class": "Place", "model": "shapesapp.place"},
+    }

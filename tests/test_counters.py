@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from auditq import counter_cache, counters, disable_auditing, recording, registry, relay
 from auditq.models import CounterDelta, Outbox
 from example_project.fundraising.models import Donation, Donor, Fundraiser
-from tests.testapp.models import Player, Team
+from tests.testapp.models import Captain, Player, Team
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,6 +49,22 @@ def test_an_update_that_flips_when_or_changes_the_sum_adjusts_the_parent():
     player.points = Decimal("5.10")
     player.save()
     assert counts(team) == (1, 1, Decimal("5.10")) == truth(team)
+
+
+def test_a_multi_table_child_of_a_counted_model_counts_on_its_parent():
+    red, blue = Team.objects.create(name="red"), Team.objects.create(name="blue")
+    captain = Captain.objects.create(name="c", team=red, points=Decimal("2"), armband="C")
+    assert counts(red) == (1, 1, Decimal("2.00")) == truth(red)
+
+    captain = Captain.objects.get(pk=captain.pk)
+    captain.team = blue
+    captain.points = Decimal("3")
+    captain.save()
+    assert counts(red) == (0, 0, Decimal("0.00")) == truth(red)
+    assert counts(blue) == (1, 1, Decimal("3.00")) == truth(blue)
+
+    captain.delete()  # Django deletes the Player row as a Player: counted off once
+    assert counts(blue) == (0, 0, Decimal("0.00")) == truth(blue)
 
 
 def test_moving_a_child_adjusts_both_parents():

@@ -22,7 +22,7 @@ class Spy:
     def models(self):
         return [Document, Plain]
 
-    def capture(self, instance, action, changes, context):
+    def capture(self, model, instance, action, changes, context):
         return {"title": instance.title} if instance is not None else None
 
     def record(self, events, using):

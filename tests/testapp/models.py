@@ -167,3 +167,9 @@ class Player(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class Captain(Player):
+    """A multi-table child of a counted model: its rows count on the team too."""
+
+    armband = models.CharField(max_length=20, blank=True)
