@@ -212,7 +212,7 @@ def flush_soon(using: str) -> None:
     settings = conf.get()
     try:
         app = relay.celery_app()
-        if app.conf.task_always_eager:  # tests and scripts: flush here and now
+        if relay.eager(app):  # tests and scripts: flush here and now
             flush(using)
             return
         now = time.monotonic()

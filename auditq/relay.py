@@ -28,8 +28,10 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import current_app
+from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, router, transaction
 from django.db.models import Q, QuerySet
+from django.dispatch import receiver
 from django.utils import timezone
 
 from auditq import conf, events, recording, registry
@@ -65,14 +67,40 @@ def celery_app(app: Any = None) -> Any:
     return app
 
 
+_configured_eager: dict[Any, bool] = {}
+
+
+def eager(app: Any) -> bool:
+    """Whether ``app`` runs tasks in the calling process (``task_always_eager``).
+
+    Asked at every commit that wrote an outbox row, so not through Celery's settings
+    lookup, which tries four spellings in three maps and raises a dozen exceptions when
+    the setting is left at its default (about 20 µs of a lone save, profiled). A value
+    set at run time (``app.conf.task_always_eager = ...``, ``conf.update()``) is in
+    ``conf.changes`` and read there; the configured one is read once, and again after
+    Django's settings change (``override_settings``).
+    """
+    changes = app.conf.changes
+    if "task_always_eager" in changes:
+        return bool(changes["task_always_eager"])
+    found = _configured_eager.get(app)
+    if found is None:
+        found = _configured_eager[app] = bool(app.conf.task_always_eager)
+    return found
+
+
+@receiver(setting_changed)
+def _forget_configured_eager(**kwargs: Any) -> None:
+    _configured_eager.clear()
+
+
 def committed(using: str) -> None:
     """Called after a transaction wrote outbox rows: deliver at once when tasks run eagerly.
 
     In production this does nothing (the relay in the workers wakes by itself); with
     ``task_always_eager`` (tests, scripts) the rows are recorded in this process.
     """
-    app = current_app._get_current_object()
-    if app.conf.task_always_eager:
+    if eager(current_app._get_current_object()):
         recording.consume_waiting(using)
 
 
@@ -203,7 +231,7 @@ def publish_rows(
         )
         rows.filter(id__in=[pk for pk, _ in claimed]).update(published_at=timezone.now())
     app = celery_app(app)
-    if app.conf.task_always_eager:  # tests and scripts: run them here and now
+    if eager(app):  # tests and scripts: run them here and now
         for pk, _ in claimed:
             run_here(pk, using)
         return len(claimed)

@@ -141,3 +141,26 @@ def test_helper_threads_share_a_backlog(sent, settings):
         thread.stop()
     assert not Outbox.objects.exists()
     assert len(set(AuditEntry.objects.values_list("event_id", flat=True))) == 60
+
+
+def test_eager_follows_runtime_changes_and_configured_settings(settings):
+    changes = celery_app.conf.changes
+    # Not changes.get(): a pending configuration answers it from the whole configuration.
+    saved = changes["task_always_eager"] if "task_always_eager" in changes else None  # noqa: SIM401
+    try:
+        if "task_always_eager" in changes:
+            del changes["task_always_eager"]  # back to the configured value
+        settings.CELERY_TASK_ALWAYS_EAGER = True  # override_settings: the cache is cleared
+        assert relay.eager(celery_app) is True
+        settings.CELERY_TASK_ALWAYS_EAGER = False
+        assert relay.eager(celery_app) is False
+
+        celery_app.conf.task_always_eager = True  # a run-time change is seen at once
+        assert relay.eager(celery_app) is True
+        celery_app.conf.update(task_always_eager=False)
+        assert relay.eager(celery_app) is False
+    finally:
+        if saved is None:
+            del changes["task_always_eager"]
+        else:
+            changes["task_always_eager"] = saved
