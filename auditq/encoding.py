@@ -10,10 +10,12 @@ import base64
 import datetime
 import decimal
 import enum
+import json
 import math
 import uuid
 from typing import Any
 
+import orjson
 from django.db.models.fields.files import FieldFile
 from django.utils.duration import duration_iso_string
 from django.utils.functional import Promise
@@ -100,6 +102,15 @@ _BY_BASE: tuple[tuple[type, Any], ...] = (
 
 def _is_range(value: Any) -> bool:
     return all(hasattr(value, name) for name in ("lower", "upper", "bounds", "isempty"))
+
+
+def json_bytes(data: Any) -> bytes:
+    """``data`` (JSON-safe, as :func:`encode` returns) as compact JSON: orjson, or the
+    standard library for integers beyond 64 bits, where orjson stops."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def unencodable(value: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import orjson
 from django.apps import apps
 
 from auditq.context import AuditContext, resolve_actor
-from auditq.encoding import encode
+from auditq.encoding import encode, json_bytes
 
 VERSION = 3
 """Bumped whenever the payload changes shape; a worker refuses other versions."""
@@ -150,11 +150,7 @@ def dumps(changes: Sequence[Change]) -> str:
             )
         )
     payload = {"v": VERSION, "batch": os.urandom(16).hex(), "contexts": contexts, "events": rows}
-    try:
-        return orjson.dumps(payload).decode()
-    except orjson.JSONEncodeError:
-        # orjson stops at 64-bit integers; the standard library does not.
-        return json.dumps(payload, separators=(",", ":"))
+    return json_bytes(payload).decode()
 
 
 def _event_id(batch: int, index: int) -> uuid.UUID:

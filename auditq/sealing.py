@@ -18,12 +18,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
-from auditq.encoding import encode
+from auditq.encoding import encode, json_bytes
 
 SALT = "auditq.sealing"
 """Mixed into each key: the same ``SECRET_KEY`` gives other keys to other uses."""
@@ -60,12 +59,7 @@ def seal(data: Mapping[str, Any]) -> str:
         {'pin': [None, '1234']}
     """
     safe = {str(name): encode(value) for name, value in data.items()}
-    try:
-        text = orjson.dumps(safe)
-    except orjson.JSONEncodeError:
-        # orjson stops at 64-bit integers; the standard library does not.
-        text = json.dumps(safe, separators=(",", ":")).encode()
-    return _current().encrypt(text).decode("ascii")
+    return _current().encrypt(json_bytes(safe)).decode("ascii")
 
 
 def unseal(token: str) -> dict[str, Any]:

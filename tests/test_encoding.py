@@ -24,7 +24,7 @@ from django.db.models.fields.files import FieldFile, ImageFieldFile
 from django.utils.duration import duration_iso_string
 from django.utils.translation import gettext_lazy
 
-from auditq.encoding import REPR_LIMIT, encode
+from auditq.encoding import REPR_LIMIT, encode, json_bytes
 from tests.helpers import only_entry, trail
 from tests.testapp.models import Document, Everything, Status, Tag
 
@@ -803,3 +803,9 @@ def test_an_image_is_recorded_by_its_name():
         {"id": [None, picture.pk], "image": [None, "pictures/a.png"]},
         {"image": ["pictures/a.png", "pictures/b.png"]},
     ]
+
+
+def test_json_bytes_writes_compact_json_and_integers_beyond_64_bits():
+    assert json_bytes({"a": [1, "x", None]}) == b'{"a":[1,"x",null]}'
+    big = {"n": 2**70, "m": -(2**65)}
+    assert json.loads(json_bytes(big)) == big  # orjson refuses them; the fallback does not
