@@ -27,7 +27,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from django.apps import apps
@@ -68,15 +68,12 @@ class Plan:
     when: Callable[[Any], Any] | None
 
 
+@registry.derived
+@functools.cache
 def plans(model: type[Model]) -> tuple[Plan, ...]:
     """The counters declared on ``model``, resolved (after the checks passed)."""
-    return _resolve(model, registry.counters_for(model))
-
-
-@functools.cache
-def _resolve(model: type[Model], declared: tuple[registry.Counter, ...]) -> tuple[Plan, ...]:
     found = []
-    for counter in declared:
+    for counter in registry.counters_for(model):
         fk: Any = model._meta.get_field(counter.fk_name)
         parent = fk.related_model
         found.append(
@@ -97,16 +94,14 @@ def _attname(model: type[Model], name: str) -> str:
     return field.attname
 
 
+@registry.derived
+@functools.cache
 def parent_fields(parent: type[Model]) -> dict[str, str]:
     """``{counter column: attname its children's keys point at}`` for a parent model."""
-    return _parent_fields(parent._meta.label_lower, tuple(registry.counters()))
-
-
-@functools.cache
-def _parent_fields(label: str, declared: tuple[registry.Counter, ...]) -> dict[str, str]:
+    label = parent._meta.label_lower
     return {
         plan.field: plan.target
-        for model in dict.fromkeys(counter.model for counter in declared)
+        for model in dict.fromkeys(counter.model for counter in registry.counters())
         for plan in plans(model)
         if plan.parent == label
     }
@@ -264,7 +259,7 @@ def _typed(column: models.Field, total: decimal.Decimal) -> Any:
 def _apply(using: str, parent: str, key: str, totals: Mapping[str, decimal.Decimal]) -> int:
     """One ``UPDATE`` of one parent row for every column it has deltas for."""
     model = apps.get_model(parent)
-    targets = parent_fields(model)
+    targets = parent_fields(cast(type[Model], model))
     changes: dict[str, Any] = {}
     target = None
     for attname, total in totals.items():

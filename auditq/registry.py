@@ -159,6 +159,14 @@ _sweepers: list[Callable[[str, Any, Any], int]] = []
 _derived: list[Callable[[], None]] = []
 _Cached = TypeVar("_Cached", bound=Any)
 
+
+def derived(func: _Cached) -> _Cached:
+    """Mark a ``functools.cache``'d function of models as derived from the registrations
+    and settings: :func:`clear_caches` forgets its results (here and in capture)."""
+    _derived.append(func.cache_clear)
+    return func
+
+
 ALL_FIELDS = AuditOptions(fields=None, exclude=(), mask=())
 """What a tracked model that is not ``@audited`` records: every field, default masks."""
 
@@ -191,6 +199,7 @@ def handler(name: str) -> Handler | None:
     return _handlers.get(name)
 
 
+@derived
 @cache
 def handlers_for(model: type[models.Model], on: str) -> tuple[Handler, ...]:
     """The handlers following ``model``'s saves (``on="save"``) or deletes."""
@@ -220,6 +229,7 @@ def counters() -> list[Counter]:
     return list(_counters)
 
 
+@derived
 @cache
 def counters_for(model: type[models.Model]) -> tuple[Counter, ...]:
     """The counter caches declared on ``model``."""
@@ -328,6 +338,7 @@ def _masked(name: str, options: AuditOptions, patterns: tuple[str, ...]) -> bool
     return name in options.mask or any(fnmatchcase(lowered, p.lower()) for p in patterns)
 
 
+@derived
 @cache
 def tracking(model: type[models.Model]) -> Tracking | None:
     """Resolve what capture does for ``model``; ``None`` when no consumer tracks it."""
@@ -364,17 +375,7 @@ def tracking(model: type[models.Model]) -> Tracking | None:
     )
 
 
-def derived(func: _Cached) -> _Cached:
-    """Mark a ``functools.cache``'d function of models as derived from the registrations:
-    its cache is forgotten with theirs (:func:`clear_caches`)."""
-    _derived.append(func.cache_clear)
-    return func
-
-
 def clear_caches() -> None:
-    """Forget resolved field lists (settings or registrations changed)."""
-    tracking.cache_clear()
-    handlers_for.cache_clear()
-    counters_for.cache_clear()
+    """Forget everything derived from the registrations and settings (they changed)."""
     for clear in _derived:
         clear()
