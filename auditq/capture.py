@@ -558,6 +558,7 @@ def _guard_save(save_base: Callable) -> Callable:
         if not alone:
             return save_base(self, *args, **kwargs)
         if tracking is None or connection.vendor != "postgresql" or shape.parents:
+            # Elsewhere (or with parent tables to write too) the save gets a transaction.
             with transaction.atomic(using=using, savepoint=False):
                 return save_base(self, *args, **kwargs)
         found = outbox.state(connection)
@@ -632,9 +633,10 @@ def _guard_delete(delete: Callable) -> Callable:
         using = using or router.db_for_write(model, instance=self)
         connection = connections[using]
         change = _delete_change(tracking, self, connection)
+        alone = outbox.alone(connection)
         if change is None:
             count = _delete_row(model, self.pk, using)
-        elif outbox.single_statement(connection):
+        elif alone and connection.vendor == "postgresql":  # the row's statement writes it
             found = outbox.state(connection)
             previous = found.write
             prefix = _statement_prefixes(model, using)[2]
@@ -646,8 +648,7 @@ def _guard_delete(delete: Callable) -> Callable:
             if write.recorded:
                 outbox.committed(connection)
         else:
-            own = outbox.alone(connection)
-            with transaction.atomic(using=using, savepoint=False) if own else nullcontext():
+            with transaction.atomic(using=using, savepoint=False) if alone else nullcontext():
                 count = _delete_row(model, self.pk, using)
                 if count:
                     outbox.add(connection, change)

@@ -50,7 +50,7 @@ class Pending:
 
 class Write:
     """A save or delete of a tracked row in flight on a connection, set only when its
-    statement is a transaction of its own (:func:`single_statement`): the execute wrapper
+    statement is a transaction of its own (:func:`alone`, on PostgreSQL): the execute wrapper
     gives that statement its outbox row (``RETURNING``)."""
 
     __slots__ = ("change", "instance", "prefixes", "recorded")
@@ -98,12 +98,6 @@ def alone(connection: Any) -> bool:
     return (
         connection.autocommit if connection.connection is not None else connection.get_autocommit()
     )
-
-
-def single_statement(connection: Any) -> bool:
-    """Whether the next statement on ``connection`` is a transaction of its own that can
-    write its own outbox row (PostgreSQL in autocommit mode)."""
-    return connection.vendor == "postgresql" and alone(connection)
 
 
 def add(connection: Any, change: Change) -> Pending:
