@@ -36,8 +36,7 @@ from django.db import transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from auditq import conf, registry, sealing
-from auditq.capture import LOADED
+from auditq import capture, conf, registry, sealing
 from auditq.context import AuditContext, audit_context
 from auditq.events import Event, from_data, key_text, to_data
 
@@ -82,9 +81,10 @@ class CallbacksConsumer:
         if not wanted:
             return None
         data: dict[str, Any] = {"handlers": wanted}
-        clear = _masked_values(model, instance, action, changes)
-        if clear:
-            data["sealed"] = sealing.seal(clear)
+        tracking = registry.tracking(model)
+        masked = [f for f in tracking.masked if f.name in changes] if tracking else []
+        if masked:  # rare: most changes touch no masked field
+            data["sealed"] = sealing.seal(capture.clear_values(instance, action, masked))
         return data
 
     def record(self, events: Sequence[Event], using: str) -> None:
@@ -112,35 +112,6 @@ class CallbacksConsumer:
         CallbackRun.objects.using(using).bulk_create(runs, ignore_conflicts=True)
         # Publish at once from this worker; the relay's sweep is the safety net.
         transaction.on_commit(lambda: _publish_due_quietly(using), using=using)
-
-
-def _masked_values(
-    model: type[Model], instance: Model, action: str, changes: Mapping[str, Any]
-) -> dict[str, Any]:
-    """``{name: [old, new]}`` in clear for the masked fields in ``changes`` (made JSON-safe
-    by :func:`auditq.sealing.seal`).
-
-    The old value is the snapshot taken at load (still the database's: consumers are
-    asked before the save's snapshot), the new one the instance's; a create has no old
-    value, a delete no new one.
-    """
-    tracking = registry.tracking(model)
-    masked = [f for f in tracking.masked if f.name in changes] if tracking else []
-    if not masked:
-        return {}  # the common case: nothing to seal
-    values = instance.__dict__
-    loaded = values.get(LOADED, {})
-    clear = {}
-    for field in masked:
-        new = values.get(field.attname)
-        if action == "create":
-            pair = [None, new]
-        elif action == "delete":
-            pair = [loaded.get(field.attname, new), None]
-        else:
-            pair = [loaded.get(field.attname), new]
-        clear[field.name] = pair
-    return clear
 
 
 def _publish_due_quietly(using: str) -> None:

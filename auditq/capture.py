@@ -267,6 +267,29 @@ def _every_value(
     return changes
 
 
+def clear_values(
+    instance: models.Model, action: str, fields: Iterable[registry.TrackedField]
+) -> dict[str, list[Any]]:
+    """``{name: [old, new]}`` of ``fields`` before any masking, for a consumer that must
+    see what masking hides (callbacks seal them for their handlers).
+
+    Old values are the snapshot (still the database's while consumers are asked), new
+    ones the instance's; a create has no old value, a delete no new one.
+    """
+    values = instance.__dict__
+    loaded = values.get(LOADED, {})
+    clear = {}
+    for field in fields:
+        new = values.get(field.attname)
+        if action == "create":
+            clear[field.name] = [None, new]
+        elif action == "delete":
+            clear[field.name] = [loaded.get(field.attname, new), None]
+        else:
+            clear[field.name] = [loaded.get(field.attname), new]
+    return clear
+
+
 def _change(
     tracking: registry.Tracking,
     instance: models.Model | None,
