@@ -170,14 +170,16 @@ def run(run_id: int, using: str) -> str:
             _finish(found, CallbackRun.Status.FAILED, f"no handler {found.handler!r} here")
             return found.status
         event = from_data(found.event)
+        clear: dict[str, Any] = {}
         try:
             if found.sealed:
                 # Opened here, in memory: a key that does not open it is a failed attempt.
-                event = replace(event, changes={**event.changes, **sealing.unseal(found.sealed)})
+                clear = sealing.unseal(found.sealed)
+                event = replace(event, changes={**event.changes, **clear})
             with transaction.atomic(using=using), _context_of(event, handler):
                 outcome = _call(handler, event, using)
         except Exception as exc:
-            _failed(found, handler, exc)
+            _failed(found, handler, exc, _masked_values(handler, event, clear, using))
             return found.status
         if outcome is None:
             _finish(found, CallbackRun.Status.SUCCEEDED)
@@ -197,6 +199,24 @@ def _call(handler: registry.Handler, event: Event, using: str) -> str | None:
         return "skipped: the row no longer exists"
     handler.func(instance, event)
     return None
+
+
+def _masked_values(
+    handler: registry.Handler, event: Event, clear: dict[str, Any], using: str
+) -> list[Any]:
+    """The masked values a failed handler could have quoted in its error: those the run
+    opened, and the row's current ones (a handler reads the instance too)."""
+    found = [value for pair in clear.values() if isinstance(pair, list) for value in pair]
+    tracking = registry.tracking(handler.model)
+    if tracking is not None and tracking.masked and event.action != "delete":
+        attnames = [field.attname for field in tracking.masked]
+        model = apps.get_model(event.model)
+        try:
+            row = model._base_manager.using(using).filter(pk=event.pk).values_list(*attnames)
+            found.extend(value for values in row for value in values)
+        except Exception:  # the attempt's own error is what gets recorded
+            logger.exception("auditq: could not read %s's masked values", event.model)
+    return found
 
 
 def _context_of(event: Event, handler: registry.Handler) -> Any:
@@ -225,14 +245,17 @@ def _finish(found: Any, status: str, note: str = "") -> None:
     found.save(update_fields=["status", "note", "finished_at", "attempts", "last_error", "sealed"])
 
 
-def _failed(found: Any, handler: registry.Handler, exc: Exception) -> None:
+def _failed(found: Any, handler: registry.Handler, exc: Exception, masked: list[Any]) -> None:
+    """Record a failed attempt; the masked values the error may quote are scrubbed from
+    what is stored and logged."""
     from auditq.models import CallbackRun
 
-    error = f"{type(exc).__name__}: {exc}"
+    error = sealing.scrub(f"{type(exc).__name__}: {exc}", masked)
     found.last_error = error
+    trace = sealing.scrub(traceback.format_exc(), masked)
     found.errors = [
         *found.errors,
-        {"at": timezone.now().isoformat(), "error": error, "traceback": traceback.format_exc()},
+        {"at": timezone.now().isoformat(), "error": error, "traceback": trace},
     ][-KEEP_ERRORS:]
     if found.attempts >= found.max_attempts:
         found.status = CallbackRun.Status.FAILED

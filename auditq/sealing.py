@@ -15,14 +15,14 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
-from auditq.encoding import encode, json_bytes
+from auditq.encoding import MASK, encode, json_bytes
 
 SALT = "auditq.sealing"
 """Mixed into each key: the same ``SECRET_KEY`` gives other keys to other uses."""
@@ -79,3 +79,23 @@ def unseal(token: str) -> dict[str, Any]:
     # run opens one small token, so its speed does not matter here.
     data: dict[str, Any] = json.loads(text)
     return data
+
+
+SCRUB_MIN_LENGTH = 3
+"""Shorter values are not scrubbed from text: a ``1`` or ``no`` would blank out too much."""
+
+
+def scrub(text: str, values: Iterable[Any]) -> str:
+    """``text`` with every masked value in ``values`` written as the mask: what a failed
+    handler's error and traceback may quote before they are stored and logged.
+
+    Example:
+        >>> scrub("no vault opens with 12-34", ["12-34", None])
+        'no vault opens with ***'
+    """
+    found = {str(v) for v in values if v is not None and not isinstance(v, bool)}
+    # Longest first: a value that contains another is scrubbed whole.
+    for value in sorted(found, key=len, reverse=True):
+        if len(value) >= SCRUB_MIN_LENGTH:
+            text = text.replace(value, MASK)
+    return text

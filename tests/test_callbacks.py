@@ -181,6 +181,18 @@ def test_handlers_get_masked_values_in_clear_while_the_trail_keeps_them_masked()
     assert (deleted_entry["label"], deleted_entry["secret"]) == (["cellar", None], ["***", None])
 
 
+def test_a_failed_handler_quoting_masked_values_stores_and_logs_them_scrubbed(caplog):
+    Vault.objects.create(label="leaky", combination="98-76-54", secret=SECRET)
+
+    run = CallbackRun.objects.get(handler=f"{handlers.__name__}.vault_leaks")
+    assert run.status == CallbackRun.Status.FAILED
+    assert run.last_error == "ValueError: cannot open leaky with *** or ***"
+    assert "cannot open leaky with *** or ***" in run.errors[-1]["traceback"]
+    assert tables_holding("98-76-54") == tables_holding(SECRET) == []
+    assert "98-76-54" not in caplog.text and SECRET not in caplog.text
+    assert "cannot open leaky with *** or ***" in caplog.text
+
+
 def test_masked_values_are_stored_only_sealed_and_forgotten_once_the_run_succeeds(undelivered):
     Vault.objects.create(label="attic", secret=SECRET)
     assert SECRET not in Outbox.objects.get().payload

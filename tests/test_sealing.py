@@ -6,7 +6,7 @@ import decimal
 import pytest
 from django.test import override_settings
 
-from auditq.sealing import SealError, seal, unseal
+from auditq.sealing import SealError, scrub, seal, unseal
 
 
 def test_sealed_values_open_again_and_cannot_be_read_meanwhile():
@@ -64,3 +64,14 @@ def test_values_are_sealed_as_the_audit_trail_encodes_them():
 
 def test_integers_beyond_64_bits_come_back_exactly():
     assert unseal(seal({"big": [None, 2**70 + 1]})) == {"big": [None, 2**70 + 1]}
+
+
+def test_scrub_writes_each_masked_value_as_the_mask():
+    text = "pin 4711 rejected for card 4711-0000 (was 4711)"
+
+    assert scrub(text, ["4711", "4711-0000", None]) == "pin *** rejected for card *** (was ***)"
+
+
+def test_scrub_leaves_values_too_short_to_scrub_and_booleans_alone():
+    assert scrub("no: 7 is not True", ["no", 7, True, ""]) == "no: 7 is not True"
+    assert scrub("code 123", [123]) == "code ***"

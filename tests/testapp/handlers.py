@@ -53,6 +53,13 @@ def vault_saved(vault, event):
     effect("vault saved", vault.pk, event, changes=dict(event.changes))
 
 
+@after_save(Vault, when=lambda vault: vault.label.startswith("leaky"), retries=0)
+def vault_leaks(vault, event):
+    """Fails quoting masked values, as careless code does."""
+    secret = event.changes["secret"][1]
+    raise ValueError(f"cannot open {vault.label} with {vault.combination} or {secret}")
+
+
 @after_delete(Vault, retries=0)
 def vault_deleted(event):
     effect("vault deleted", event.pk, event, changes=dict(event.changes))
