@@ -1,9 +1,15 @@
-"""Retention: delete the audit entries older than a number of days, in small batches.
+"""Retention: delete the audit entries, or the finished runs, older than a number of days,
+in small batches.
 
 Each batch is its own short transaction: it takes the keys of the oldest ``batch_size``
-entries through the ``occurred_at`` index, then deletes those rows by key. The table is
-never locked for long, so workers keep recording while a prune runs. Run it from
-``manage.py auditq_prune`` or as the periodic task ``auditq.tasks.prune``.
+rows, then deletes those rows by key. The table is never locked for long, so workers keep
+recording while a prune runs. Run it from ``manage.py auditq_prune`` or as the periodic
+tasks ``auditq.tasks.prune`` and ``auditq.tasks.prune_runs``.
+
+Finished runs are the ``CallbackRun`` and ``OperationRun`` rows (with their steps) that
+succeeded, were skipped, failed for good or were cancelled: a failed run keeps its sealed
+masked values for a retry by hand until it is pruned. Pending and running ones are never
+touched.
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ import logging
 from collections.abc import Callable
 
 from celery import shared_task
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, models, transaction
 from django.utils import timezone
 
-from auditq.models import AuditEntry
+from auditq.models import AuditEntry, CallbackRun, OperationRun
 
 logger = logging.getLogger("auditq")
 
@@ -36,7 +42,12 @@ def cutoff(older_than_days: int, now: datetime.datetime | None = None) -> dateti
 
 def count(before: datetime.datetime, using: str = DEFAULT_DB_ALIAS) -> int:
     """How many entries occurred before ``before`` (what a prune would delete)."""
-    return AuditEntry.objects.using(using).filter(occurred_at__lt=before).count()
+    return _old_entries(before, using).count()
+
+
+def count_runs(before: datetime.datetime, using: str = DEFAULT_DB_ALIAS) -> int:
+    """How many runs finished before ``before`` (what :func:`prune_runs` would delete)."""
+    return sum(runs.count() for runs in _old_runs(before, using))
 
 
 def prune(
@@ -49,24 +60,63 @@ def prune(
 
     ``progress`` is called with the size of each deleted batch.
     """
+    deleted = _delete(_old_entries(before, using), "occurred_at", batch_size, progress)
+    logger.info("auditq: pruned %d audit entries that occurred before %s", deleted, before)
+    return deleted
+
+
+def prune_runs(
+    before: datetime.datetime,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    using: str = DEFAULT_DB_ALIAS,
+    progress: Callable[[int], object] | None = None,
+) -> int:
+    """Delete the callback and operation runs that finished before ``before`` (an
+    operation's steps go with it); return how many runs were deleted."""
+    deleted = sum(
+        _delete(runs, "finished_at", batch_size, progress) for runs in _old_runs(before, using)
+    )
+    logger.info("auditq: pruned %d runs that finished before %s", deleted, before)
+    return deleted
+
+
+def _old_entries(before: datetime.datetime, using: str) -> models.QuerySet:
+    return AuditEntry.objects.using(using).filter(occurred_at__lt=before)
+
+
+def _old_runs(before: datetime.datetime, using: str) -> list[models.QuerySet]:
+    finished = {"finished_at__lt": before}
+    return [
+        CallbackRun.objects.using(using)
+        .exclude(status=CallbackRun.Status.PENDING)
+        .filter(**finished),
+        OperationRun.objects.using(using)
+        .exclude(status__in=[OperationRun.Status.PENDING, OperationRun.Status.RUNNING])
+        .filter(**finished),
+    ]
+
+
+def _delete(
+    rows: models.QuerySet,
+    order: str,
+    batch_size: int,
+    progress: Callable[[int], object] | None,
+) -> int:
+    """Delete ``rows`` oldest first, ``batch_size`` at a time, each batch its own
+    transaction; count only the rows themselves (not what cascades with them)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be 1 or more, not {batch_size}")
-    entries = AuditEntry.objects.using(using)
     deleted = 0
     while True:
-        with transaction.atomic(using=using):
-            keys = list(
-                entries.filter(occurred_at__lt=before)
-                .order_by("occurred_at", "id")
-                .values_list("id", flat=True)[:batch_size]
-            )
+        with transaction.atomic(using=rows.db):
+            keys = list(rows.order_by(order, "id").values_list("id", flat=True)[:batch_size])
             if not keys:
                 break
-            batch, _ = entries.filter(id__in=keys).delete()
+            _, by_model = rows.model._base_manager.using(rows.db).filter(id__in=keys).delete()
+        batch = by_model.get(rows.model._meta.label, 0)
         deleted += batch
         if progress is not None:
             progress(batch)
-    logger.info("auditq: pruned %d audit entries that occurred before %s", deleted, before)
     return deleted
 
 
@@ -76,3 +126,11 @@ def prune_task(
 ) -> int:
     """Delete the entries older than ``older_than_days`` days (schedule it with beat)."""
     return prune(cutoff(older_than_days), batch_size, using)
+
+
+@shared_task(name="auditq.tasks.prune_runs", ignore_result=True, store_errors_even_if_ignored=True)
+def prune_runs_task(
+    older_than_days: int, batch_size: int = DEFAULT_BATCH_SIZE, using: str = DEFAULT_DB_ALIAS
+) -> int:
+    """Delete the runs that finished more than ``older_than_days`` days ago (for beat)."""
+    return prune_runs(cutoff(older_than_days), batch_size, using)

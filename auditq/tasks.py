@@ -10,7 +10,10 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError
 
 from auditq import callbacks, counters, operations, recording, relay
 from auditq.recount import recount_task  # noqa: F401  (registers auditq.tasks.recount)
-from auditq.retention import prune_task  # noqa: F401  (registers auditq.tasks.prune)
+from auditq.retention import (  # noqa: F401  (registers auditq.tasks.prune and prune_runs)
+    prune_runs_task,
+    prune_task,
+)
 
 
 @shared_task(

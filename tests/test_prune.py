@@ -1,5 +1,5 @@
-"""auditq_prune and the auditq.tasks.prune task: old entries go, in batches, and bad input
-is one line, never a traceback."""
+"""auditq_prune and the auditq.tasks.prune / prune_runs tasks: old entries (or finished
+runs) go, in batches, and bad input is one line, never a traceback."""
 
 import datetime
 import fcntl
@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import termios
+import uuid
 from io import StringIO
 
 import pytest
@@ -18,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from auditq import retention
-from auditq.models import AuditEntry
+from auditq.models import AuditEntry, CallbackRun, OperationRun, StepRun
 from tests.celery_app import app as celery_app
 from tests.conftest import ROOT
 from tests.helpers import entry
@@ -92,6 +93,84 @@ def test_the_periodic_task_prunes_too():
 
     assert result.get() == 1
     assert left() == ["1 days"]
+
+
+def runs_aged(**ages: tuple[str, float | None]) -> None:
+    """Callback and operation runs by name: ``name=(status, days since they finished)``."""
+    now = timezone.now()
+    for name, (status, age) in ages.items():
+        finished = None if age is None else now - datetime.timedelta(days=age)
+        if name.startswith("callback"):
+            CallbackRun.objects.create(
+                handler=name,
+                event_id=uuid.uuid4(),
+                model="testapp.document",
+                object_pk="1",
+                action="create",
+                event={},
+                status=status,
+                finished_at=finished,
+                sealed="token" if status == "failed" else "",
+            )
+        else:
+            run = OperationRun.objects.create(
+                name=name, status=status, step="s", finished_at=finished
+            )
+            StepRun.objects.create(run=run, branch="main", position=0, step="s", attempt=1)
+
+
+def runs_left() -> list[str]:
+    return sorted(
+        [
+            *CallbackRun.objects.values_list("handler", flat=True),
+            *OperationRun.objects.values_list("name", flat=True),
+        ]
+    )
+
+
+def test_runs_deletes_only_runs_finished_before_the_days_given_with_their_steps():
+    runs_aged(
+        callback_done=("succeeded", 40),
+        callback_skipped=("skipped", 31),
+        callback_failed=("failed", 35),
+        callback_recent=("succeeded", 29),
+        callback_pending=("pending", None),
+        operation_done=("succeeded", 45),
+        operation_cancelled=("cancelled", 60),
+        operation_running=("running", None),
+        operation_recent=("failed", 1),
+    )
+    entries_aged(400)
+
+    said = prune("--runs", "--older-than", "30")
+
+    assert said.startswith("Deleted 5 finished runs older than 30 days (before ")
+    assert runs_left() == [
+        "callback_pending",
+        "callback_recent",
+        "operation_recent",
+        "operation_running",
+    ]
+    assert StepRun.objects.count() == 2  # the deleted operations' steps went with them
+    assert "400 days" in left()  # entries are another prune's
+
+
+def test_runs_dry_run_counts_and_deletes_nothing():
+    runs_aged(callback_done=("succeeded", 40), operation_done=("failed", 40))
+
+    assert prune("--runs", "--older-than", "30", "--dry-run").startswith(
+        "Would delete 2 finished runs older than 30 days"
+    )
+    assert len(runs_left()) == 2
+
+
+def test_the_periodic_task_prunes_runs_too():
+    runs_aged(callback_done=("succeeded", 40), callback_recent=("succeeded", 1))
+
+    result = celery_app.tasks["auditq.tasks.prune_runs"].apply(kwargs={"older_than_days": 30})
+
+    assert result.get() == 1
+    assert runs_left() == ["callback_recent"]
 
 
 @pytest.mark.parametrize(

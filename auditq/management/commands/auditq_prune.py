@@ -29,8 +29,10 @@ def days(text: str) -> int:
 
 class Command(AuditqCommand):
     help = (
-        "Delete the audit entries that occurred more than DAYS days ago, in small batches "
-        "that never lock the table for long. Never asks for confirmation: try --dry-run."
+        "Delete the audit entries that occurred more than DAYS days ago (with --runs: the "
+        "callback and operation runs that finished more than DAYS days ago), in small "
+        "batches that never lock the table for long. Never asks for confirmation: try "
+        "--dry-run."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -42,7 +44,13 @@ class Command(AuditqCommand):
             help="Delete entries older than this many days (0 deletes everything until now).",
         )
         parser.add_argument(
-            "--dry-run", action="store_true", help="Only say how many entries would go."
+            "--runs",
+            action="store_true",
+            help="Delete finished callback and operation runs instead of entries (pending "
+            "and running ones stay).",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Only say how many rows would go."
         )
         parser.add_argument(
             "--batch-size",
@@ -59,6 +67,7 @@ class Command(AuditqCommand):
         self,
         *args: Any,
         older_than: int,
+        runs: bool,
         dry_run: bool,
         batch_size: int,
         database: str,
@@ -66,17 +75,22 @@ class Command(AuditqCommand):
         **options: Any,
     ) -> None:
         before = retention.cutoff(older_than)
-        what = f"audit entries older than {older_than} days (before {before:%Y-%m-%d %H:%M:%S %Z})"
-        waiting = retention.count(before, database)
+        when = f"{older_than} days (before {before:%Y-%m-%d %H:%M:%S %Z})"
+        if runs:
+            what, unit = f"finished runs older than {when}", " runs"
+            waiting, prune = retention.count_runs(before, database), retention.prune_runs
+        else:
+            what, unit = f"audit entries older than {when}", " entries"
+            waiting, prune = retention.count(before, database), retention.prune
         if dry_run:
             self.stdout.write(f"Would delete {waiting} {what}.")
             return
         # The bar shows on a terminal only (tqdm's disable=None), never in logs or pipes.
         with tqdm(
             total=waiting,
-            unit=" entries",
+            unit=unit,
             file=sys.stderr,
             disable=None if verbosity > 0 else True,
         ) as bar:
-            deleted = retention.prune(before, batch_size, database, progress=bar.update)
+            deleted = prune(before, batch_size, database, progress=bar.update)
         self.stdout.write(f"Deleted {deleted} {what}.")
