@@ -39,6 +39,10 @@ class Settings:
     RELAY_POLL_SECONDS: float = 0.2
     """How often the relay looks for new rows when no notification woke it (PostgreSQL
     notifies at each commit; other databases are polled at this pace)."""
+    NOTIFY: bool = True
+    """PostgreSQL: each commit that writes an outbox row sends ``NOTIFY``, which wakes the
+    relay at once. PostgreSQL serializes the commits of transactions that notify: with
+    many concurrent writers, turn it off (and lower ``RELAY_POLL_SECONDS``)."""
     RELAY_IN_WORKER: bool = True
     """Run the relay thread in every Celery worker process."""
     RELAY_THREADS: int = 2
@@ -59,6 +63,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "PUBLISH_TIMEOUT": (int, float),
     "RELAY_BATCH_SIZE": (int,),
     "RELAY_POLL_SECONDS": (int, float),
+    "NOTIFY": (bool,),
     "RELAY_IN_WORKER": (bool,),
     "RELAY_THREADS": (int,),
     "COUNTER_DELAY_SECONDS": (int, float),

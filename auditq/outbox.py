@@ -14,7 +14,8 @@ Two ways in, chosen per change:
   and the row exists only if the statement really changed a row.
 
 ``auditq_outbox_put`` also sends ``NOTIFY auditq_outbox``, which wakes the relay in the
-workers at once (see :mod:`auditq.relay`); other databases are polled.
+workers at once (see :mod:`auditq.relay`), unless ``AUDITQ["NOTIFY"]`` is off; other
+databases are polled.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from typing import Any
 from django.db import DatabaseError
 from django.utils import timezone
 
-from auditq import events, relay
+from auditq import conf, events, relay
 from auditq.events import Change
 
 logger = logging.getLogger("auditq")
 
 PUT = "auditq_outbox_put"
 """The PostgreSQL function that writes one outbox row and wakes the relay."""
+QUIET = ", notify => false"
+"""Its last argument when ``AUDITQ["NOTIFY"]`` is off: the row, and no ``NOTIFY``."""
 STATE = "_auditq_outbox"
 
 
@@ -161,13 +164,14 @@ def _install(connection: Any, found: State) -> None:
 def _with_put(sql: str, params: Any, change: Change, instance: Any) -> tuple[str, Any]:
     """Make a row's own statement write its outbox row (PostgreSQL)."""
     params = [*(params or ()), events.dumps([change])]
+    quiet = "" if conf.get().NOTIFY else QUIET
     if change.pk == events.PK_SLOT:
         # The database assigns the key in this very statement: the row keeps it beside the
         # payload, and the worker puts it where the payload says PK_SLOT.
         meta = instance._meta
-        call = f'{PUT}(%s, "{meta.db_table}"."{meta.pk.column}"::text)'
+        call = f'{PUT}(%s, "{meta.db_table}"."{meta.pk.column}"::text{quiet})'
     else:
-        call = f"{PUT}(%s)"
+        call = f"{PUT}(%s{quiet})"
     if sql.startswith("INSERT") and " RETURNING " in sql:
         return f"{sql}, {call}", params
     return f"{sql} RETURNING {call}", params
@@ -178,7 +182,8 @@ def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> Non
     payload = events.dumps([p.change for p in pendings])
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"SELECT {PUT}(%s)" + ("; COMMIT" if commit else ""), [payload])
+            quiet = "" if conf.get().NOTIFY else QUIET
+            cursor.execute(f"SELECT {PUT}(%s{quiet})" + ("; COMMIT" if commit else ""), [payload])
             return
         from auditq.models import Outbox
 

@@ -449,13 +449,14 @@ class Relay:
 
 class Wakeups:
     """What the relay waits on between rounds: a commit's ``NOTIFY`` on PostgreSQL (on
-    a connection of its own, re-opened after a failure), else just the poll interval."""
+    a connection of its own, re-opened after a failure), else (or with
+    ``AUDITQ["NOTIFY"]`` off) just the poll interval."""
 
     def __init__(self, using: str, stop: threading.Event) -> None:
         self.using = using
         self.stop = stop
         self.listener: Any = None
-        self.listens = connections[using].vendor == "postgresql"
+        self.listens = connections[using].vendor == "postgresql" and conf.get().NOTIFY
 
     def wait(self, timeout: float) -> None:
         """Return when a commit notified, after ``timeout`` seconds, or at ``stop``."""

@@ -101,6 +101,7 @@ AUDITQ = {
     # Worker processes of the integration tests may be told to poll slowly (to show that
     # PostgreSQL's notification wakes them) or to leave relaying to the test.
     "RELAY_POLL_SECONDS": float(os.environ.get("AUDITQ_TEST_RELAY_POLL_SECONDS", "0.2")),
+    "NOTIFY": os.environ.get("AUDITQ_TEST_NOTIFY", "1") == "1",
     "RELAY_IN_WORKER": os.environ.get("AUDITQ_TEST_RELAY_IN_WORKER", "1") == "1",
 }
 
