@@ -27,7 +27,8 @@ help:
 	@echo "  make test   lint, then the test suite (tests/run.sh)"
 	@echo "  make bench  install the bench extra, then bench/request_path.py (auditq vs django-auditlog,"
 	@echo "              django-simple-history, django-pghistory), bench/worker.py (throughput, lag, memory)"
-	@echo "              and bench/counters.py (@counter_cache vs a synchronous F() update)"
+	@echo "              bench/counters.py (@counter_cache vs a synchronous F() update)"
+	@echo "              and bench/notify.py (concurrent commits with and without NOTIFY)"
 	@echo "              (PostgreSQL at DATABASE_URL, Redis at REDIS_URL; sizes: BENCH_OPS=$(BENCH_OPS)"
 	@echo "              BENCH_DB=$(BENCH_DB) BENCH_BACKLOG=$(BENCH_BACKLOG) BENCH_SECONDS=$(BENCH_SECONDS)"
 	@echo "              BENCH_RATE=$(BENCH_RATE) BENCH_POOL=$(BENCH_POOL) BENCH_TIMEOUT=$(BENCH_TIMEOUT)"
@@ -55,6 +56,7 @@ bench: $(BENCH_STAMP)
 		--rate $(BENCH_RATE) --pool $(BENCH_POOL) --timeout $(BENCH_TIMEOUT)
 	$(VENV)/bin/python bench/counters.py --children $(BENCH_CHILDREN) --ops $(BENCH_OPS) \
 		--timeout $(BENCH_TIMEOUT)
+	$(VENV)/bin/python bench/notify.py
 
 demo: venv
 	$(VENV)/bin/python manage.py demo
