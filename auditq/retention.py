@@ -112,7 +112,7 @@ def _delete(
             keys = list(rows.order_by(order, "id").values_list("id", flat=True)[:batch_size])
             if not keys:
                 break
-            _, by_model = rows.model._base_manager.using(rows.db).filter(id__in=keys).delete()
+            _, by_model = rows.filter(id__in=keys).delete()  # still old and finished
         batch = by_model.get(rows.model._meta.label, 0)
         deleted += batch
         if progress is not None:

@@ -92,6 +92,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="longest wait for the worker to catch up"
     )
+    parser.add_argument(
+        "--no-notify",
+        action="store_true",
+        help='AUDITQ["NOTIFY"] = False and RELAY_POLL_SECONDS = 0.05 in every process: '
+        "commits notify nobody, the relay polls",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     # Internal: run as one writer process (see writer()).
@@ -107,7 +113,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def bench_environment(db_name: str, queue: str, conn_max_age: float) -> dict[str, str]:
+def bench_environment(
+    db_name: str, queue: str, conn_max_age: float, notify: bool = True
+) -> dict[str, str]:
     """The environment of every process of the run: this one, the writers, the worker."""
     path = [str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {
@@ -116,6 +124,7 @@ def bench_environment(db_name: str, queue: str, conn_max_age: float) -> dict[str
         "BENCH_DB_NAME": db_name,
         "BENCH_QUEUE": queue,
         "BENCH_CONN_MAX_AGE": str(conn_max_age),
+        "BENCH_NOTIFY": "1" if notify else "0",
         "PYTHONPATH": os.pathsep.join(path),
     }
 
@@ -618,7 +627,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         throwaway_database() as db_name,
         tempfile.TemporaryDirectory(prefix="auditq-workerbench-") as tmp,
     ):
-        env = bench_environment(db_name, queue, args.conn_max_age)
+        env = bench_environment(db_name, queue, args.conn_max_age, not args.no_notify)
         os.environ.update(env)
         app = setup_django()
         create_tables()

@@ -36,6 +36,8 @@ DATABASES = {
 }
 
 AUDITQ = {"QUEUE": os.environ.get("BENCH_QUEUE", "auditq-bench-worker")}
+if os.environ.get("BENCH_NOTIFY") == "0":  # worker.py --no-notify
+    AUDITQ.update({"NOTIFY": False, "RELAY_POLL_SECONDS": 0.05})
 
 CELERY_BROKER_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 CELERY_TASK_SERIALIZER = "json"
