@@ -1,11 +1,15 @@
 """The AUDITQ settings: typed, defaulted, and cleared when a test changes them."""
 
+import ast
+import dataclasses
 import ipaddress
+import re
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from auditq import conf
+from tests.conftest import ROOT
 
 
 def test_defaults_apply_to_missing_keys(settings):
@@ -72,3 +76,18 @@ def test_the_relay_can_be_kept_out_of_the_workers(settings):
     settings.AUDITQ = {"RELAY_IN_WORKER": False, "RELAY_POLL_SECONDS": 0.05}
 
     assert (conf.get().RELAY_IN_WORKER, conf.get().RELAY_POLL_SECONDS) == (False, 0.05)
+
+
+def test_the_readme_lists_every_setting_with_its_default():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("\nAUDITQ = {\n", 1)[1].split("\n}", 1)[0]
+    listed = {
+        key: ast.literal_eval(value)
+        for key, value in re.findall(r'^    "(\w+)": (.+?),  #', block, re.MULTILINE)
+    }
+
+    defaults = {f.name: f.default for f in dataclasses.fields(conf.Settings)}
+    assert set(listed) == set(defaults)
+    for name, value in listed.items():
+        shown = tuple(value) if isinstance(value, list) else value
+        assert shown == defaults[name], name
