@@ -40,6 +40,9 @@ logger = logging.getLogger("auditq")
 
 CHANNEL = "auditq_outbox"
 DELIVER = "auditq.tasks.deliver"
+DUE_SECONDS = 0.2
+"""The relay looks for due work (retries, steps, overdue counters) at most this often,
+however short ``RELAY_POLL_SECONDS``: that work is timed in seconds."""
 
 
 class BrokerUnavailable(Exception):
@@ -422,9 +425,9 @@ class Relay:
                     broker = broker_connection(self.app)
                 self._record_fresh()
                 now = time.monotonic()
-                if now - last_due >= settings.RELAY_POLL_SECONDS:
-                    # Due work (retries, steps, overdue counters) is timed in seconds: a
-                    # look at each poll is enough, not one at each commit's wake-up.
+                if now - last_due >= max(settings.RELAY_POLL_SECONDS, DUE_SECONDS):
+                    # Due work is timed in seconds: a look at each poll is enough, not one
+                    # at each commit's wake-up (nor 20 a second when the relay polls fast).
                     last_due = now
                     sweep(self.using, self.app, broker)
                 if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:

@@ -1,6 +1,8 @@
 """The relay: committed rows become messages; a failed publish leaves them due at once."""
 
+import itertools
 import threading
+import time
 
 import pytest
 from django.db import transaction
@@ -93,6 +95,28 @@ def test_the_relay_thread_records_new_rows_itself_until_stopped(sent):
     assert sent == []  # no broker message for rows the thread recorded itself
     Document.objects.create(title="after the stop")
     assert Outbox.objects.count() == 1
+
+
+def test_a_fast_poll_still_looks_for_due_work_at_most_every_due_seconds(
+    sent, settings, monkeypatch
+):
+    settings.AUDITQ = {**settings.AUDITQ, "NOTIFY": False, "RELAY_POLL_SECONDS": 0.01}
+    swept, rounds = [], []
+    monkeypatch.setattr(relay, "sweep", lambda *args: swept.append(time.monotonic()))
+    record_fresh = relay.Relay._record_fresh
+    monkeypatch.setattr(
+        relay.Relay, "_record_fresh", lambda self: rounds.append(1) or record_fresh(self)
+    )
+    thread = relay.Relay(celery_app)
+    thread.start()
+    try:
+        wait_for(lambda: len(swept) >= 4, 10, "four sweeps")
+    finally:
+        thread.stop()
+
+    assert len(rounds) > 2 * len(swept)  # it polled far more often than it swept
+    gaps = [later - earlier for earlier, later in itertools.pairwise(swept)]
+    assert min(gaps) >= relay.DUE_SECONDS * 0.95, gaps
 
 
 def test_a_row_the_relay_cannot_read_waits_for_the_stale_sweep(sent):
