@@ -164,17 +164,22 @@ def _install(connection: Any, found: State) -> None:
 def _with_put(sql: str, params: Any, change: Change, instance: Any) -> tuple[str, Any]:
     """Make a row's own statement write its outbox row (PostgreSQL)."""
     params = [*(params or ()), events.dumps([change])]
-    quiet = "" if conf.get().NOTIFY else QUIET
     if change.pk == events.PK_SLOT:
         # The database assigns the key in this very statement: the row keeps it beside the
         # payload, and the worker puts it where the payload says PK_SLOT.
         meta = instance._meta
-        call = f'{PUT}(%s, "{meta.db_table}"."{meta.pk.column}"::text{quiet})'
+        call = _put(f'"{meta.db_table}"."{meta.pk.column}"::text')
     else:
-        call = f"{PUT}(%s{quiet})"
+        call = _put()
     if sql.startswith("INSERT") and " RETURNING " in sql:
         return f"{sql}, {call}", params
     return f"{sql} RETURNING {call}", params
+
+
+def _put(key: str = "") -> str:
+    """The call of :data:`PUT` on the payload parameter (and ``key``, SQL giving the key
+    the database assigned), without its ``NOTIFY`` when ``AUDITQ["NOTIFY"]`` is off."""
+    return f"{PUT}(%s{', ' + key if key else ''}{'' if conf.get().NOTIFY else QUIET})"
 
 
 def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> None:
@@ -182,8 +187,7 @@ def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> Non
     payload = events.dumps([p.change for p in pendings])
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            quiet = "" if conf.get().NOTIFY else QUIET
-            cursor.execute(f"SELECT {PUT}(%s{quiet})" + ("; COMMIT" if commit else ""), [payload])
+            cursor.execute(f"SELECT {_put()}" + ("; COMMIT" if commit else ""), [payload])
             return
         from auditq.models import Outbox
 
