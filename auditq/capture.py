@@ -12,7 +12,8 @@ consumer wants is dropped on the spot. The surviving changes go to :mod:`auditq.
   / ``post_delete`` / ``m2m_changed`` signals and held until the commit.
 
 Deletes of a single tracked instance with nothing to cascade take Django's one-statement
-path, as an untracked model's delete would; the rest go through Django's collector.
+path, as an untracked model's delete would; the rest go through Django's collector. A
+model's own ``delete()`` (or a base class's) is never wrapped: it runs as written.
 """
 
 from __future__ import annotations
@@ -77,7 +78,14 @@ def snapshot(instance: models.Model, attnames: Iterable[str]) -> None:
     for attname in attnames:
         if attname in values:
             value = values[attname]
-            loaded[attname] = value if type(value) in _SHARED else _copy(value)
+            if type(value) in _SHARED:
+                loaded[attname] = value
+            elif hasattr(value, "resolve_expression"):
+                # The database decides it (a db_default it could not return): unknown
+                # until read, as a deferred field is.
+                loaded.pop(attname, None)
+            else:
+                loaded[attname] = _copy(value)
 
 
 class _QueryRefused(Exception):
@@ -116,7 +124,10 @@ class _Shape(NamedTuple):
     generated: frozenset[str]
     """Attnames of generated columns: the database sets them, at every save."""
     returning: dict[str, tuple[models.Field, ...]]
-    """``UPDATE`` prefix of each table with generated columns, and those columns."""
+    """Each table with generated columns, and those columns."""
+    settable: tuple[models.Field, ...]
+    """Fields a save may set to an SQL expression (``F()``, a ``db_default``): all but the
+    key and the generated columns."""
     parents: tuple[type[models.Model], ...]
     """Multi-table inheritance ancestors, nearest first."""
 
@@ -155,6 +166,7 @@ def _shape(model: type[models.Model]) -> _Shape:
         },
         generated=frozenset(f.attname for f in generated),
         returning=returning,
+        settable=tuple(f for f in fields if not f.generated and not f.primary_key),
         parents=tuple(meta.get_parent_list()),
     )
 
@@ -234,6 +246,8 @@ def diff(
         kind = type(new)
         if kind is type(old) and kind in _SHARED and old == new and attname not in exact:
             continue  # unchanged: the common case, decided without a call
+        if kind not in _SHARED and hasattr(new, "resolve_expression"):
+            continue  # left to the database, which could not say what it wrote
         if attname in exact:
             pair = _changed_json(old, new, shape.coders.get(attname))
         else:
@@ -259,6 +273,8 @@ def _every_value(
             value = values[attname]
         else:
             continue
+        if type(value) not in PLAIN and hasattr(value, "resolve_expression"):
+            continue  # a db_default the database could not return: its value is unknown
         if field.masked:
             value = MASK
         elif type(value) not in PLAIN:
@@ -566,10 +582,13 @@ def _guard_save(save_base: Callable) -> Callable:
         connection = connections[using]
         alone = outbox.alone(connection)
         shape = _shape(model)
-        if shape.returning:
-            # Generated columns change with the row: the UPDATE returns their new values
-            # (Django 5.2 leaves the instance's stale), so diffs and snapshots stay true.
-            reader = _generated_reader(self, shape.returning, connection)
+        returning = _decided_by_database(self, shape)
+        if returning:
+            # Generated columns change with the row, and F() expressions are computed by
+            # the UPDATE: it returns their new values (Django 5.2 leaves the instance's
+            # stale), so diffs and snapshots stay true. An INSERT returns db_default
+            # values itself; post_save sees them.
+            reader = _generated_reader(self, returning, connection)
             # Not connection.execute_wrapper(): it pops the last wrapper, which may be one
             # installed meanwhile (auditq's own outbox hook on a new connection).
             connection.execute_wrappers.append(reader)
@@ -636,6 +655,8 @@ def _only_auditq_listens(model: type[models.Model]) -> bool:
 def _guard_delete(delete: Callable) -> Callable:
     """Delete a lone tracked instance in one statement, as Django does an untracked one.
 
+    Installed over Django's own ``Model.delete`` only, never over a user's override.
+
     Django's collector takes its one-statement path only for models without delete
     signal receivers, so auditq's own ``post_delete`` receiver (needed for cascades)
     would cost every tracked delete a transaction block.
@@ -678,7 +699,6 @@ def _guard_delete(delete: Callable) -> Callable:
         setattr(self, model._meta.pk.attname, None)
         return count, {model._meta.label: count}
 
-    setattr(guarded, _GUARDED, True)
     return guarded
 
 
@@ -703,10 +723,28 @@ def _load_unknown(instance: models.Model, using: str, attnames: frozenset[str]) 
         loaded.update(row or {})
 
 
+def _decided_by_database(
+    instance: models.Model, shape: _Shape
+) -> dict[str, tuple[models.Field, ...]]:
+    """The columns whose new value only the database knows after this save, by table:
+    generated columns, and fields the save sets to an expression."""
+    values = instance.__dict__
+    found = None
+    for field in shape.settable:
+        value = values.get(field.attname)
+        if type(value) not in _SHARED and hasattr(value, "resolve_expression"):
+            found = found or {table: list(columns) for table, columns in shape.returning.items()}
+            table = cast(Any, field.model)._meta.db_table
+            found.setdefault(table, []).append(field)
+    if found is None:
+        return shape.returning
+    return {table: tuple(columns) for table, columns in found.items()}
+
+
 def _generated_reader(
     instance: models.Model, returning: dict[str, tuple[models.Field, ...]], connection: Any
 ) -> Callable[..., Any]:
-    """An execute wrapper that has the instance's ``UPDATE`` return its generated columns
+    """An execute wrapper that has the instance's ``UPDATE`` return ``returning``'s columns
     and sets them on the instance (PostgreSQL and SQLite have ``RETURNING``)."""
     quote = connection.ops.quote_name
     prefixes = {f"UPDATE {quote(table)} SET ": fields for table, fields in returning.items()}
@@ -741,7 +779,6 @@ def _guard_from_db(from_db: Callable) -> classmethod:
             snapshot(instance, attnames)
         return instance
 
-    setattr(loaded, _GUARDED, True)
     return classmethod(functools.wraps(from_db)(loaded))
 
 
@@ -781,6 +818,11 @@ def connect(model: type[models.Model]) -> None:
         )
     if not getattr(model.save_base, _GUARDED, False):
         setattr(model, "save_base", _guard_save(model.save_base))  # noqa: B010
-        setattr(model, "delete", _guard_delete(model.delete))  # noqa: B010
         setattr(model, "refresh_from_db", _guard_refresh(model.refresh_from_db))  # noqa: B010
         setattr(model, "from_db", _guard_from_db(cast(Any, model.from_db).__func__))  # noqa: B010
+    if model.delete is models.Model.delete:
+        # The one-statement delete stands in for Django's own delete() only: a delete()
+        # of the model's or of a base class (a soft delete, a permission check, a file
+        # removed after super().delete()) runs as written, and its changes are captured
+        # by the signals like any other.
+        setattr(model, "delete", _guard_delete(model.delete))  # noqa: B010

@@ -187,7 +187,10 @@ def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> Non
     payload = events.dumps([p.change for p in pendings])
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"SELECT {_put()}" + ("; COMMIT" if commit else ""), [payload])
+            # Server-side binding prepares each statement, and a prepared statement holds
+            # one command: the COMMIT is then Django's own, a round trip later.
+            together = commit and not connection.features.uses_server_side_binding
+            cursor.execute(f"SELECT {_put()}" + ("; COMMIT" if together else ""), [payload])
             return
         from auditq.models import Outbox
 

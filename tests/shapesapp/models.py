@@ -1,8 +1,11 @@
 """Model shapes beyond plain fields, audited: each compared with what the database holds."""
 
+from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import F
+from django.db.models.functions import Now
+from model_utils.models import SoftDeletableModel
 
 from auditq import audited
 
@@ -144,3 +147,71 @@ class Blob(models.Model):
 
     def __str__(self):
         return f"blob {self.pk}"
+
+
+# --------------------------------------------------------------------------- delete() overrides
+
+
+@audited
+class Keepsake(SoftDeletableModel):
+    """django-model-utils' soft delete: ``delete()`` flags the row and saves it."""
+
+    name = models.CharField(max_length=50)
+
+    def __str__(self):
+        return self.name
+
+
+@audited
+class Sealed(models.Model):
+    """A ``delete()`` that refuses, as a permission check would."""
+
+    name = models.CharField(max_length=50)
+
+    def __str__(self):
+        return self.name
+
+    def delete(self, *args, **kwargs):
+        raise PermissionDenied("sealed rows are kept")
+
+
+@audited
+class Attachment(models.Model):
+    """A ``delete()`` that deletes the row, then its file."""
+
+    upload = models.FileField(upload_to="attachments/")
+
+    def __str__(self):
+        return str(self.upload.name)
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        self.upload.storage.delete(str(self.upload.name))
+        return result
+
+
+@audited
+class Stamped(models.Model):
+    """A ``save()`` that fills a field before Django writes the row."""
+
+    name = models.CharField(max_length=50)
+    slug = models.CharField(max_length=50, blank=True)
+
+    def __str__(self):
+        return self.name
+
+    def save(self, *args, **kwargs):
+        self.slug = self.name.lower().replace(" ", "-")
+        super().save(*args, **kwargs)
+
+
+@audited
+class Counted(models.Model):
+    """Columns the database fills: ``db_default`` values, a ``db_default`` key aside."""
+
+    name = models.CharField(max_length=50)
+    number = models.IntegerField(db_default=7)
+    created = models.DateTimeField(db_default=Now())
+
+    def __str__(self):
+        return self.name
