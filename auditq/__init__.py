@@ -2,8 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from auditq.context import audit_context, disable_auditing
 from auditq.decorators import after_delete, after_save, audited, counter_cache
+from auditq.stream.context import audit_context, disable_auditing
 
 try:
     __version__ = version("auditq")

@@ -7,8 +7,9 @@ class AuditqConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from auditq import callbacks, capture, checks, counters, operations, registry
-        from auditq.audit import AuditConsumer
+        from auditq import capture, checks, operations, registry
+        from auditq.consumers import callbacks, counters
+        from auditq.consumers.audit import AuditConsumer
 
         checks.register()
         registry.add_consumer(AuditConsumer())

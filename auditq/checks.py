@@ -24,7 +24,7 @@ def check_audited_fields(**kwargs: Any) -> list[checks.CheckMessage]:
 
 def check_counters(**kwargs: Any) -> list[checks.CheckMessage]:
     """auditq.E006 to E009: a ``@counter_cache`` names what cannot hold or feed a counter."""
-    from auditq import counters
+    from auditq.consumers import counters
 
     found: list[checks.CheckMessage] = []
     for counter in registry.counters():
@@ -115,7 +115,7 @@ def check_celery(**kwargs: Any) -> list[checks.CheckMessage]:
 
 def check_celery_app(**kwargs: Any) -> list[checks.CheckMessage]:
     """auditq.E005: only Celery's unconfigured default app is loaded."""
-    from auditq import relay
+    from auditq.delivery import relay
 
     try:
         relay.celery_app()

@@ -151,7 +151,7 @@ def after_save(
 
     The function is called as ``func(instance, event)`` once the saving transaction has
     committed, with the instance as the database holds it now (re-read), and the change
-    as an :class:`auditq.events.Event`. Its database writes commit together with its
+    as an :class:`auditq.stream.events.Event`. Its database writes commit together with its
     ledger row, so a message delivered twice runs it once (effectively once); for calls
     to the outside world use ``event.id`` as the idempotency key. Register it from a
     module imported at start-up (``models.py`` or ``AppConfig.ready()``).
@@ -206,7 +206,7 @@ def counter_cache(
 
     Declared on the child model, several times if need be. The request computes what each
     change adds to or takes from its parents, in memory; workers apply it, many changes of
-    one parent in one ``UPDATE``, exactly once (see :mod:`auditq.counters`).
+    one parent in one ``UPDATE``, exactly once (see :mod:`auditq.consumers.counters`).
 
     Args:
         fk_name: the child's foreign key to the parent.
@@ -238,7 +238,8 @@ def counter_cache(
         registry.add_counter(registry.Counter(cls, fk_name, field, sum, when))
         if apps.ready:
             # Declared after auditq's ready() (a model imported late, a test): wire it now.
-            from auditq import capture, counters
+            from auditq import capture
+            from auditq.consumers import counters
 
             capture.connect(cls)
             counters.protect_parents()

@@ -20,7 +20,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from django.utils.text import capfirst
 
-from auditq.encoding import MASK
+from auditq.stream.encoding import MASK
 
 if TYPE_CHECKING:
     from auditq.models import AuditEntry

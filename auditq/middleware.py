@@ -11,7 +11,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from auditq import conf
-from auditq.context import REQUEST_ID, audit_context
+from auditq.stream.context import REQUEST_ID, audit_context
 
 
 def _address(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -10,8 +10,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
 
-from auditq.encoding import encode
-from auditq.events import Event, key_text, loads
+from auditq.stream.encoding import encode
+from auditq.stream.events import Event, key_text, loads
 
 if TYPE_CHECKING:
     from auditq.diffs import DiffRow
@@ -146,7 +146,7 @@ class Outbox(models.Model):
 
     @property
     def events(self) -> list[Event]:
-        """The transaction's events, decoded (see :mod:`auditq.events`)."""
+        """The transaction's events, decoded (see :mod:`auditq.stream.events`)."""
         return loads(self.payload, self.key)
 
 

@@ -19,8 +19,8 @@ from django.db.models import Model
 from auditq import conf
 
 if TYPE_CHECKING:
-    from auditq.context import AuditContext
-    from auditq.events import Event
+    from auditq.stream.context import AuditContext
+    from auditq.stream.events import Event
 
 
 class Consumer(Protocol):
@@ -45,6 +45,7 @@ class Consumer(Protocol):
         action: str,
         changes: Mapping[str, Any],
         context: AuditContext,
+        loaded: Mapping[str, Any],
     ) -> Any:
         """Return JSON-safe data to carry with this change, or ``None`` to skip it.
 
@@ -53,7 +54,8 @@ class Consumer(Protocol):
         proxy, and, for a multi-table child's save, each tracked ancestor in turn (its
         row changed too) as well as the child. ``instance`` is the object saved (a child
         is an instance of its ancestors), ``None`` for many-to-many changes seen from the
-        other side.
+        other side. ``loaded`` is what the database held before the change, by attname
+        (the snapshot taken at load; empty for a create): the old state, in memory.
         """
 
     def record(self, events: Sequence[Event], using: str) -> None:
@@ -137,7 +139,7 @@ class Handler:
 @dataclass(frozen=True)
 class Counter:
     """One ``@counter_cache`` declared on a child model (checked by the system checks,
-    resolved against the models by :mod:`auditq.counters`)."""
+    resolved against the models by :mod:`auditq.consumers.counters`)."""
 
     model: type[models.Model]
     """The child model that declares it."""

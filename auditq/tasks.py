@@ -8,8 +8,10 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 
-from auditq import callbacks, counters, operations, recording, relay
-from auditq.recount import recount_task  # noqa: F401  (registers auditq.tasks.recount)
+from auditq import operations
+from auditq.consumers import callbacks, counters
+from auditq.consumers.recount import recount_task  # noqa: F401  (registers auditq.tasks.recount)
+from auditq.delivery import recording, relay
 from auditq.retention import (  # noqa: F401  (registers auditq.tasks.prune and prune_runs)
     prune_runs_task,
     prune_task,

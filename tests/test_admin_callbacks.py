@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from auditq.models import CallbackRun
-from auditq.sealing import unseal
+from auditq.stream.sealing import unseal
 from tests.helpers import assert_retry_all_guarded, staff
 from tests.testapp import handlers
 from tests.testapp.models import Account

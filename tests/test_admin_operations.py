@@ -3,7 +3,9 @@
 import pytest
 from django.urls import reverse
 
-from auditq import operations, relay
+from auditq import operations
+
+from auditq.delivery import relay
 from auditq.models import OperationRun
 from tests.helpers import assert_retry_all_guarded, staff
 from tests.testapp import operations as ops

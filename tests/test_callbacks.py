@@ -9,9 +9,13 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from auditq import after_save, audit_context, callbacks, recording, registry
+from auditq import after_save, audit_context, registry
+
+from auditq.consumers import callbacks
+
+from auditq.delivery import recording
 from auditq.models import AuditEntry, CallbackRun, Outbox
-from auditq.sealing import unseal
+from auditq.stream.sealing import unseal
 from tests.conftest import wait_for
 from tests.helpers import tables_holding
 from tests.testapp import handlers

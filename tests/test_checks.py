@@ -134,7 +134,7 @@ def test_w003_sqlite_without_immediate_transactions(monkeypatch):
 def test_e005_the_projects_celery_app_is_not_loaded(monkeypatch):
     from celery import Celery
 
-    from auditq import relay
+    from auditq.delivery import relay
 
     assert ids(check_celery_app()) == []
     # As if proj/__init__.py never imported the app: Celery's fallback app is current.

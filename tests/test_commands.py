@@ -3,7 +3,7 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from auditq import relay
+from auditq.delivery import relay
 from auditq.models import Outbox
 from tests.celery_app import app as celery_app
 from tests.helpers import manage

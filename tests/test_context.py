@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from auditq import audit_context, disable_auditing
-from auditq.context import current, resolve_actor
+from auditq.stream.context import current, resolve_actor
 
 
 def test_outside_any_block_the_context_is_empty_and_enabled():

@@ -10,7 +10,11 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from auditq import counter_cache, counters, disable_auditing, recording, registry, relay
+from auditq import counter_cache, disable_auditing, registry
+
+from auditq.consumers import counters
+
+from auditq.delivery import recording, relay
 from auditq.models import CounterDelta, Outbox
 from example_project.fundraising.models import Donation, Donor, Fundraiser
 from tests.testapp.models import Captain, Player, Team

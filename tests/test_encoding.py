@@ -1,4 +1,4 @@
-"""``auditq.encoding.encode``: every value as ``AuditEntry.changes`` stores it (README).
+"""``auditq.stream.encoding.encode``: every value as ``AuditEntry.changes`` stores it (README).
 
 The first part calls ``encode`` directly; the second saves ``Everything`` rows and reads
 the entries the (eager) worker wrote, so the values are checked after the JSON round trip.
@@ -24,7 +24,7 @@ from django.db.models.fields.files import FieldFile, ImageFieldFile
 from django.utils.duration import duration_iso_string
 from django.utils.translation import gettext_lazy
 
-from auditq.encoding import REPR_LIMIT, encode, json_bytes
+from auditq.stream.encoding import REPR_LIMIT, encode, json_bytes
 from tests.helpers import only_entry, trail
 from tests.testapp.models import Document, Everything, Status, Tag
 
@@ -771,7 +771,7 @@ class TestStoredValues:
         assert "Broken" in stored["repr"]
 
     def test_an_encoder_that_fails_flags_the_value_and_the_save_succeeds(self, monkeypatch):
-        from auditq import encoding
+        from auditq.stream import encoding
 
         def broken(value):
             raise ValueError("no")

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from auditq import events
-from auditq.context import AuditContext
+from auditq.stream import events
+from auditq.stream.context import AuditContext
 
 
 def change(number: int, context: AuditContext) -> events.Change:

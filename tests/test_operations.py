@@ -12,7 +12,9 @@ from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 
-from auditq import checks, operations, relay
+from auditq import checks, operations
+
+from auditq.delivery import relay
 from auditq.models import OperationRun, StepRun
 from auditq.operations import Operation, OperationError, retry_policy
 from tests.conftest import wait_for

@@ -4,7 +4,7 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from auditq import outbox
+from auditq.stream import outbox
 from auditq.models import AuditEntry, Outbox
 from tests.testapp.models import Document, Everything
 

@@ -4,7 +4,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from auditq import capture, disable_auditing, recording, registry
+from auditq import capture, disable_auditing, registry
+
+from auditq.delivery import recording
 from auditq.models import AuditEntry, Outbox
 from tests.testapp.models import Document, Plain
 
@@ -22,7 +24,7 @@ class Spy:
     def models(self):
         return [Document, Plain]
 
-    def capture(self, model, instance, action, changes, context):
+    def capture(self, model, instance, action, changes, context, loaded):
         return {"title": instance.title} if instance is not None else None
 
     def record(self, events, using):

@@ -6,7 +6,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from auditq import counters, recording, recount
+from auditq.consumers import counters, recount
+
+from auditq.delivery import recording
 from auditq.models import CounterDelta, Outbox
 from example_project.fundraising.models import Donation, Donor, Fundraiser
 from tests.celery_app import app as celery_app

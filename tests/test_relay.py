@@ -7,7 +7,7 @@ import time
 import pytest
 from django.db import transaction
 
-from auditq import relay
+from auditq.delivery import relay
 from auditq.models import Outbox
 from tests.celery_app import app as celery_app
 from tests.conftest import wait_for
@@ -120,7 +120,8 @@ def test_a_fast_poll_still_looks_for_due_work_at_most_every_due_seconds(
 
 
 def test_a_row_the_relay_cannot_read_waits_for_the_stale_sweep(sent):
-    from auditq import events, recording
+    from auditq.stream import events
+    from auditq.delivery import recording
 
     Document.objects.create(title="fine")
     bad = Outbox.objects.create(payload='{"v": 99}')

@@ -6,7 +6,7 @@ import decimal
 import pytest
 from django.test import override_settings
 
-from auditq.sealing import SealError, scrub, seal, unseal
+from auditq.stream.sealing import SealError, scrub, seal, unseal
 
 
 def test_sealed_values_open_again_and_cannot_be_read_meanwhile():

@@ -10,7 +10,9 @@ from django.db.backends.utils import CursorWrapper
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext, isolate_apps
 
-from auditq import audited, recording, registry
+from auditq import audited, registry
+
+from auditq.delivery import recording
 from auditq.admin import trail_url
 from auditq.checks import check_audited_fields
 from auditq.models import AuditEntry, Outbox

@@ -15,9 +15,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from auditq import callbacks, registry
+from auditq import registry
 from auditq.admin.entries import when
 from auditq.admin.readonly import ReadOnlyAdmin
+from auditq.consumers import callbacks
 from auditq.models import CallbackRun
 
 RETRY_PERMISSION = "auditq.change_callbackrun"

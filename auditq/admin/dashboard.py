@@ -55,8 +55,8 @@ def urls(model_admin: ModelAdmin) -> list[URLPattern]:
 
 def retry_failed_callbacks(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
     """Retry every failed callback run (POST, CSRF-checked, change permission needed)."""
-    from auditq import callbacks
     from auditq.admin.callbacks import RETRY_PERMISSION
+    from auditq.consumers import callbacks
     from auditq.models import CallbackRun
 
     if not request.user.has_perm(RETRY_PERMISSION):

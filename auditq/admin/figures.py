@@ -20,8 +20,8 @@ from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from auditq import conf
+from auditq.delivery.relay import backlog as outbox_backlog
 from auditq.models import AuditEntry
-from auditq.relay import backlog as outbox_backlog
 
 logger = logging.getLogger("auditq")
 
@@ -177,7 +177,8 @@ def backlog(now: datetime.datetime | None = None) -> Backlog:
 
 def pending_counters(now: datetime.datetime | None = None) -> PendingCounters:
     """Count the counter deltas waiting for a flush and tell the age of the oldest."""
-    from auditq import counters, registry
+    from auditq import registry
+    from auditq.consumers import counters
 
     declared = len(registry.counters())
     if not declared:

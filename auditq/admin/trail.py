@@ -28,8 +28,8 @@ from django.urls import NoReverseMatch, reverse
 from auditq import registry
 from auditq.admin.dashboard import dashboard_url
 from auditq.admin.filters import ModelFilter, ObjectFilter
-from auditq.encoding import encode
-from auditq.events import key_text
+from auditq.stream.encoding import encode
+from auditq.stream.events import key_text
 
 _INSTALLED = "auditq_installed"
 

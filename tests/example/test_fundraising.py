@@ -57,7 +57,7 @@ def test_a_donation_without_an_email_finds_it_by_donor_and_fundraiser(email):
 
 
 def test_the_handler_gives_the_same_result_whatever_order_its_runs_arrive_in(email):
-    from auditq import callbacks
+    from auditq.consumers import callbacks
 
     donation = donate(email, status=Donation.Status.SUCCEEDED)
     donation.status = Donation.Status.REFUNDED

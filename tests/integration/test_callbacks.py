@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from auditq import recording, relay
-from auditq.callbacks import RUN
+from auditq.delivery import recording, relay
+from auditq.consumers.callbacks import RUN
 from auditq.models import AuditEntry, CallbackRun, Outbox
 from tests.celery_app import app as celery_app
 from tests.conftest import QUEUE, wait_for

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from auditq import relay
+from auditq.delivery import relay
 from auditq.models import CounterDelta, Outbox
 from tests.conftest import QUEUE, ROOT, wait_for
 from tests.integration.counter_churn import churn

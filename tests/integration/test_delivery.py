@@ -13,7 +13,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.test import override_settings
 
-from auditq import relay, tasks
+from auditq import tasks
+
+from auditq.delivery import relay
 from auditq.models import AuditEntry, Outbox
 from tests.celery_app import app as celery_app
 from tests.conftest import QUEUE, ROOT, wait_for

@@ -8,7 +8,7 @@ from django.db import connections
 from django.urls import reverse
 from django.utils import timezone
 
-from auditq import relay
+from auditq.delivery import relay
 from auditq.models import OperationRun, StepRun
 from auditq.operations import RUN
 from tests.celery_app import app as celery_app

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.db.backends.postgresql.psycopg_any import DateTimeTZRange, NumericRange
 
-from auditq.encoding import encode
+from auditq.stream.encoding import encode
 from tests.helpers import only_entry, trail
 from tests.pgapp.models import PgEverything
 

@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-from auditq import relay
+from auditq.delivery import relay
 from auditq.models import Outbox
 from tests.testapp.models import Document
 

@@ -7,7 +7,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 from tqdm import tqdm
 
-from auditq import recount
+from auditq.consumers import recount
 from auditq.management.base import AuditqCommand, batch_size, database
 
 

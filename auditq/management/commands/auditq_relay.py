@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from auditq import relay
+from auditq.delivery import relay
 from auditq.management.base import AuditqCommand
 
 

@@ -41,7 +41,9 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
-from auditq import audit_context, recount, registry
+from auditq import audit_context, registry
+
+from auditq.consumers import recount
 from auditq.models import AuditEntry, CallbackRun, CounterDelta, OperationRun, Outbox
 from example_project.celery import app as celery_app
 from example_project.fundraising import report
@@ -140,7 +142,7 @@ def in_process_worker() -> Iterator[None]:
     """A Celery worker in a thread of this process (the only kind the memory broker reaches)."""
     from celery.contrib.testing.worker import start_worker
 
-    from auditq import relay
+    from auditq.delivery import relay
 
     with start_worker(
         celery_app,

@@ -4,7 +4,7 @@ Every Celery worker process runs a relay thread (started by the ``worker_ready``
 On PostgreSQL it ``LISTEN``s on ``auditq_outbox``, which the outbox function notifies at
 each commit, so a new row is picked up at once; elsewhere it polls every
 ``RELAY_POLL_SECONDS``. Each round takes up to ``RELAY_BATCH_SIZE`` fresh rows straight
-from the outbox and records them in one transaction (:func:`auditq.recording.consume_fresh`;
+from the outbox and records them in one transaction (:func:`auditq.delivery.recording.consume_fresh`;
 ``SKIP LOCKED``, so the relays of several workers share the work): no broker message and
 no task per row, so a steady stream of one-save transactions costs one database
 transaction per round, and the lag is one round.
@@ -14,7 +14,7 @@ the ``auditq.tasks.relay`` periodic task (for projects that keep the relay out o
 workers, ``RELAY_IN_WORKER = False``), and claimed rows still undelivered
 ``RELAY_AFTER_SECONDS`` later. Claims are committed before publishing, a failed publish
 releases the rows at once, and delivering a row twice is harmless (see
-:mod:`auditq.recording`). The relay thread also runs the sweeps (:func:`sweep`: callback
+:mod:`auditq.delivery.recording`). The relay thread also runs the sweeps (:func:`sweep`: callback
 runs and operation steps coming due), and so do ``auditq_relay`` and the periodic task.
 """
 
@@ -34,7 +34,9 @@ from django.db.models import Q, QuerySet
 from django.dispatch import receiver
 from django.utils import timezone
 
-from auditq import conf, events, recording, registry
+from auditq import conf, registry
+from auditq.delivery import recording
+from auditq.stream import events
 
 logger = logging.getLogger("auditq")
 

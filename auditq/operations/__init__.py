@@ -44,7 +44,7 @@ from django.db.models import Count, Model, Q, QuerySet
 from django.utils import timezone
 
 from auditq import conf
-from auditq.context import audit_context
+from auditq.stream.context import audit_context
 
 if TYPE_CHECKING:
     from auditq.models import OperationRun
@@ -418,7 +418,7 @@ def publish_due(
     The relay's sweeper. A run is claimed before it is published and published again if
     still waiting ``RELAY_AFTER_SECONDS`` later.
     """
-    from auditq import relay
+    from auditq.delivery import relay
     from auditq.models import OperationRun
 
     now = timezone.now()
@@ -589,7 +589,7 @@ def _failed(attempt: _Attempt, exc: Exception, trace: str, using: str) -> str:
         elif isinstance(exc, OperationError) or found.attempts > policy.retries:
             _give_up(found, error, trace, now)
         else:
-            from auditq.callbacks import retry_delay
+            from auditq.consumers.callbacks import retry_delay
 
             found.status = OperationRun.Status.PENDING
             found.error, found.traceback = error, trace

@@ -37,9 +37,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from auditq import conf, registry
-from auditq.context import AuditContext
-from auditq.encoding import encode
-from auditq.events import Event
+from auditq.stream.context import AuditContext
+from auditq.stream.encoding import encode
+from auditq.stream.events import Event
 
 logger = logging.getLogger("auditq")
 
@@ -125,19 +125,20 @@ def contribution(plan: Plan, values: Mapping[str, Any], holder: Callable[[], Mod
     return None if amount is None else (key, amount)
 
 
-def deltas(instance: Model, action: str, model: type[Model]) -> list[list[Any]]:
+def deltas(
+    instance: Model, action: str, model: type[Model], loaded: Mapping[str, Any]
+) -> list[list[Any]]:
     """``[[parent, key, column, delta], …]`` for one change of ``instance`` (no queries):
     of the counters declared on ``model``: the instance's concrete model, or a multi-table
     ancestor, for the ancestor's row of a child's save.
 
-    The old state is the snapshot of what the database held; the new one the instance.
+    The old state is ``loaded``, the snapshot of what the database held; the new one the
+    instance.
     """
-    from auditq.capture import LOADED
-
     current = instance.__dict__
     states: list[tuple[Mapping[str, Any], Callable[[], Model], int]] = []
     if action != "create":
-        old_values = {**current, **current.get(LOADED, {})}
+        old_values = {**current, **loaded}
         states.append((old_values, functools.cache(lambda: _state(instance, old_values)), -1))
     if action != "delete":
         states.append((current, lambda: instance, 1))
@@ -171,11 +172,12 @@ class CountersConsumer:
         action: str,
         changes: Mapping[str, Any],
         context: AuditContext,
+        loaded: Mapping[str, Any],
     ) -> Any:
         """The change's deltas, ``None`` when it moves no counter."""
         if instance is None or not registry.counters_for(model):
             return None
-        return deltas(instance, action, model) or None
+        return deltas(instance, action, model, loaded) or None
 
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write the events' deltas, added up per parent and column; flush them soon."""
@@ -202,7 +204,7 @@ def flush_soon(using: str) -> None:
     The delay is what coalesces: every delta recorded meanwhile, by any worker, goes into
     the same ``UPDATE``. A lost flush is made up by the next one or by the relay's sweep.
     """
-    from auditq import relay
+    from auditq.delivery import relay
 
     settings = conf.get()
     try:

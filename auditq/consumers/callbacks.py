@@ -16,7 +16,7 @@ workers (:func:`publish_due`), so a retry survives a worker's death.
 
 Handlers get masked fields in clear, yet they are never stored in clear: the change holds
 them as ``"***"``, as the trail does, and their clear old and new values travel beside it
-sealed (:mod:`auditq.sealing`) into the outbox row and the run, to be opened in memory
+sealed (:mod:`auditq.stream.sealing`) into the outbox row and the run, to be opened in memory
 when the handler is called. A run that is done forgets them.
 """
 
@@ -36,9 +36,11 @@ from django.db import transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from auditq import capture, conf, registry, sealing
-from auditq.context import AuditContext, audit_context
-from auditq.events import Event, from_data, key_text, to_data
+from auditq import conf, registry
+from auditq.registry import TrackedField
+from auditq.stream import sealing
+from auditq.stream.context import AuditContext, audit_context
+from auditq.stream.events import Event, from_data, key_text, to_data
 
 logger = logging.getLogger("auditq")
 
@@ -47,6 +49,24 @@ MAX_DELAY = 3600.0
 """Longest wait between two attempts, in seconds, whatever the back-off says."""
 KEEP_ERRORS = 20
 """Failed attempts kept on a run (the newest)."""
+
+
+def _clear_values(
+    instance: Model, loaded: Mapping[str, Any], action: str, fields: Iterable[TrackedField]
+) -> dict[str, list[Any]]:
+    """``{name: [old, new]}`` of ``fields`` before any masking: the handlers get them
+    sealed. A create has no old value, a delete no new one."""
+    values = instance.__dict__
+    clear = {}
+    for field in fields:
+        new = values.get(field.attname)
+        if action == "create":
+            clear[field.name] = [None, new]
+        elif action == "delete":
+            clear[field.name] = [loaded.get(field.attname, new), None]
+        else:
+            clear[field.name] = [loaded.get(field.attname), new]
+    return clear
 
 
 class CallbacksConsumer:
@@ -65,6 +85,7 @@ class CallbacksConsumer:
         action: str,
         changes: Mapping[str, Any],
         context: AuditContext,
+        loaded: Mapping[str, Any],
     ) -> Any:
         """``{"handlers": [names]}`` of the handlers this change needs, ``None`` if none;
         with ``"sealed"``: the clear values of the masked fields it changed."""
@@ -84,7 +105,7 @@ class CallbacksConsumer:
         tracking = registry.tracking(model)
         masked = [f for f in tracking.masked if f.name in changes] if tracking else []
         if masked:  # rare: most changes touch no masked field
-            data["sealed"] = sealing.seal(capture.clear_values(instance, action, masked))
+            data["sealed"] = sealing.seal(_clear_values(instance, loaded, action, masked))
         return data
 
     def record(self, events: Sequence[Event], using: str) -> None:
@@ -127,7 +148,7 @@ def publish_due(using: str, app: Any = None, connection: Any = None) -> int:
     A run is claimed (``published_at``) before it is published, released if the publish
     fails, and published again if still pending ``RELAY_AFTER_SECONDS`` later.
     """
-    from auditq import relay
+    from auditq.delivery import relay
     from auditq.models import CallbackRun
 
     return relay.publish_rows(

@@ -26,8 +26,9 @@ from typing import Any, NamedTuple
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
-from auditq import events, registry
+from auditq import registry
 from auditq.models import Outbox
+from auditq.stream import events
 
 logger = logging.getLogger("auditq")
 

@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import orjson
 from django.apps import apps
 
-from auditq.context import AuditContext, resolve_actor
-from auditq.encoding import encode, json_bytes
+from auditq.stream.context import AuditContext, resolve_actor
+from auditq.stream.encoding import encode, json_bytes
 
 VERSION = 3
 """Bumped whenever the payload changes shape; a worker refuses other versions."""

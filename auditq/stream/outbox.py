@@ -14,7 +14,7 @@ Two ways in, chosen per change:
   and the row exists only if the statement really changed a row.
 
 ``auditq_outbox_put`` also sends ``NOTIFY auditq_outbox``, which wakes the relay in the
-workers at once (see :mod:`auditq.relay`), unless ``AUDITQ["NOTIFY"]`` is off; other
+workers at once (see :mod:`auditq.delivery.relay`), unless ``AUDITQ["NOTIFY"]`` is off; other
 databases are polled.
 """
 
@@ -27,8 +27,10 @@ from typing import Any
 from django.db import DatabaseError
 from django.utils import timezone
 
-from auditq import conf, events, relay
-from auditq.events import Change
+from auditq import conf
+from auditq.delivery import relay
+from auditq.stream import events
+from auditq.stream.events import Change
 
 logger = logging.getLogger("auditq")
 
@@ -200,5 +202,5 @@ def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> Non
 
 
 def committed(connection: Any) -> None:
-    """Rows were committed on ``connection``: see :func:`auditq.relay.committed`."""
+    """Rows were committed on ``connection``: see :func:`auditq.delivery.relay.committed`."""
     relay.committed(connection.alias)

@@ -22,9 +22,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
-from auditq.encoding import MASK, encode, json_bytes
+from auditq.stream.encoding import MASK, encode, json_bytes
 
-SALT = "auditq.sealing"
+SALT = "auditq.stream.sealing"
 """Mixed into each key: the same ``SECRET_KEY`` gives other keys to other uses."""
 
 
@@ -51,7 +51,7 @@ def seal(data: Mapping[str, Any]) -> str:
     """Encrypt ``data`` with the current ``SECRET_KEY``; never raise.
 
     Runs on the request path: values are first made JSON-safe as the audit trail stores
-    them (:func:`auditq.encoding.encode`), so a value without a JSON form does not stop
+    them (:func:`auditq.stream.encoding.encode`), so a value without a JSON form does not stop
     the save.
 
     Example:

@@ -24,8 +24,9 @@ from django.apps import apps
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Model
 
-from auditq import counters, registry
-from auditq.events import loads
+from auditq import registry
+from auditq.consumers import counters
+from auditq.stream.events import loads
 
 DEFAULT_BATCH_SIZE = 500
 """Parents checked per snapshot."""
@@ -223,7 +224,7 @@ def _same_child(child: Model) -> Model:
 
 
 def _json(key: Any) -> Any:
-    from auditq.encoding import encode
+    from auditq.stream.encoding import encode
 
     return encode(key)
 

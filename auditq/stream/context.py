@@ -19,7 +19,7 @@ from typing import Any
 from django.db import models
 from django.utils.functional import LazyObject
 
-from auditq.encoding import encode
+from auditq.stream.encoding import encode
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _UNSET: Any = object()

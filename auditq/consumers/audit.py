@@ -17,8 +17,8 @@ from django.db.models import Model
 from django.utils import timezone
 
 from auditq import registry
-from auditq.context import AuditContext
-from auditq.events import Event, key_text
+from auditq.stream.context import AuditContext
+from auditq.stream.events import Event, key_text
 
 REPR_LIMIT = 200
 
@@ -39,6 +39,7 @@ class AuditConsumer:
         action: str,
         changes: Mapping[str, Any],
         context: AuditContext,
+        loaded: Mapping[str, Any],
     ) -> Any:
         """Record the change unless auditing is disabled where it was made, or it is an
         update that changed no recorded field."""

@@ -1,0 +1,141 @@
+"""Django's signals -> changes, asked of each consumer and held for the commit."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from django.db import connections, models
+
+from auditq import registry
+from auditq.capture.diff import diff, every_value
+from auditq.capture.shape import tracked_parents
+from auditq.capture.snapshot import LOADED, saved
+from auditq.stream import context, outbox
+from auditq.stream.encoding import encode
+from auditq.stream.events import Change
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+REPR_LIMIT = 200
+
+
+WRITES: dict[int, outbox.Write] = {}
+"""The lone saves in flight (PostgreSQL), by ``id()`` of the instance: ``post_save`` finds
+there, without a connection lookup, that the save's own statement carried its change."""
+
+
+class _QueryRefused(Exception):
+    """A ``__str__`` tried to query while auditq took the repr."""
+
+
+def _refuse(*args: Any) -> Any:
+    raise _QueryRefused
+
+
+def object_repr(
+    instance: models.Model, connection: Any, text: Callable[[Any], str] = str
+) -> str | None:
+    """``str(instance)`` if it needs no query, else ``None`` (the worker takes it then).
+
+    A ``__str__`` that follows a relation not loaded yet would cost the request a
+    ``SELECT``: the connection refuses any statement while the repr is taken.
+    """
+    wrappers = connection.execute_wrappers
+    wrappers.append(_refuse)
+    try:
+        return text(instance)[:REPR_LIMIT]
+    except Exception:
+        return None
+    finally:
+        wrappers.remove(_refuse)
+
+
+def ask_consumers(
+    tracking: registry.Tracking,
+    instance: models.Model | None,
+    pk: Any,
+    describe: Callable[[], str | None] | None,
+    action: str,
+    changes: dict[str, Any],
+) -> Change | None:
+    """Ask the model's consumers what they want of this change; ``None`` if nothing.
+
+    ``describe()`` gives the object's repr, taken only for a change someone wants.
+    """
+    current = context.current()
+    loaded = EMPTY if instance is None else instance.__dict__.get(LOADED, EMPTY)
+    wanted = {}
+    for consumer in tracking.consumers:
+        data = consumer.capture(tracking.model, instance, action, changes, current, loaded)
+        if data is not None:
+            wanted[consumer.name] = data
+    if not wanted:
+        return None
+    repr_ = None if describe is None else describe()
+    return Change(tracking.label, pk, repr_, action, changes, time.time(), current, wanted)
+
+
+def on_save(
+    sender: type[models.Model],
+    instance: models.Model,
+    created: bool,
+    raw: bool,
+    using: str,
+    update_fields: frozenset[str] | None,
+    **kwargs: Any,
+) -> None:
+    write = WRITES.get(id(instance))
+    if write is not None and write.instance is instance and write.recorded:
+        # The save's own statement carried its change (a lone save on PostgreSQL).
+        saved(sender, instance, created, update_fields)
+        return
+    tracking = registry.tracking(sender)
+    parents = tracked_parents(sender)
+    if raw or (tracking is None and not parents):
+        return
+    connection = connections[using]
+    action = "create" if created else "update"
+    if tracking is not None:
+        if created:
+            changes = every_value(tracking, instance, deleted=False)
+        else:
+            changes = diff(tracking, instance, update_fields)
+        describe = functools.partial(object_repr, instance, connection)
+        change = ask_consumers(tracking, instance, encode(instance.pk), describe, action, changes)
+        if change is not None:
+            outbox.add(connection, change)
+    for parent, found in parents:
+        # The parent's trail: its own fields, under its own key and text.
+        if created:
+            changes = every_value(found, instance, deleted=False)
+        else:
+            changes = diff(found, instance, update_fields)
+        key = encode(getattr(instance, parent._meta.pk.attname))
+        describe = functools.partial(object_repr, instance, connection, parent.__str__)
+        change = ask_consumers(found, instance, key, describe, action, changes)
+        if change is not None:
+            outbox.add(connection, change)
+    saved(sender, instance, created, update_fields)
+
+
+def on_delete(
+    sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
+) -> None:
+    tracking = registry.tracking(sender)
+    if tracking is None:
+        return
+    connection = connections[using]
+    change = delete_change(tracking, instance, connection)
+    if change is not None:
+        outbox.add(connection, change)
+
+
+def delete_change(
+    tracking: registry.Tracking, instance: models.Model, connection: Any
+) -> Change | None:
+    changes = every_value(tracking, instance, deleted=True)
+    describe = functools.partial(object_repr, instance, connection)
+    return ask_consumers(tracking, instance, encode(instance.pk), describe, "delete", changes)
