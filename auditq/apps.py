@@ -7,9 +7,15 @@ class AuditqConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from auditq import capture, checks, operations, registry
+        """Register the consumers, sweepers and runners, and wire capture: the one place
+        where the layers meet (each is imported here, once the models are loaded)."""
+        from auditq import capture, checks, registry
         from auditq.consumers import callbacks, counters
         from auditq.consumers.audit import AuditConsumer
+        from auditq.delivery import recording
+        from auditq.models import operation_runs_due
+        from auditq.operations import executor, publishing
+        from auditq.stream import outbox
 
         checks.register()
         registry.add_consumer(AuditConsumer())
@@ -17,7 +23,11 @@ class AuditqConfig(AppConfig):
         registry.add_consumer(counters.CountersConsumer())
         registry.add_sweeper(callbacks.publish_due)
         registry.add_sweeper(counters.sweep)
-        registry.add_sweeper(operations.publish_due)
+        registry.add_sweeper(publishing.publish_due)
+        registry.add_runner(callbacks.RUN, callbacks.run)
+        registry.add_runner(publishing.RUN, executor.run)
+        operation_runs_due.connect(publishing.on_runs_due, dispatch_uid="auditq:runs-due")
+        outbox.on_commit(recording.committed)
         for model in registry.tracked_models():
             capture.connect(model)
         counters.protect_parents()

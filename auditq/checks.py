@@ -9,6 +9,9 @@ from django.conf import settings
 from django.core import checks
 
 from auditq import conf, registry
+from auditq.consumers import counters
+from auditq.delivery import broker
+from auditq.operations import executor
 
 MIDDLEWARE = "auditq.middleware.AuditContextMiddleware"
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -24,8 +27,6 @@ def check_audited_fields(**kwargs: Any) -> list[checks.CheckMessage]:
 
 def check_counters(**kwargs: Any) -> list[checks.CheckMessage]:
     """auditq.E006 to E009: a ``@counter_cache`` names what cannot hold or feed a counter."""
-    from auditq.consumers import counters
-
     found: list[checks.CheckMessage] = []
     for counter in registry.counters():
         model = counter.model
@@ -115,11 +116,9 @@ def check_celery(**kwargs: Any) -> list[checks.CheckMessage]:
 
 def check_celery_app(**kwargs: Any) -> list[checks.CheckMessage]:
     """auditq.E005: only Celery's unconfigured default app is loaded."""
-    from auditq.delivery import relay
-
     try:
-        relay.celery_app()
-    except relay.NoCeleryApp as exc:
+        broker.celery_app()
+    except broker.NoCeleryApp as exc:
         return [
             checks.Error(
                 f"auditq cannot reach your workers: {exc}",
@@ -196,12 +195,10 @@ def check_operation_steps(
     """
     from django.db import DatabaseError
 
-    from auditq import operations
-
     found: list[checks.CheckMessage] = []
     for alias in databases or ():
         try:
-            waiting = operations.unresolved(alias)
+            waiting = executor.unresolved(alias)
         except DatabaseError:  # auditq's tables are not there yet (before migrate)
             continue
         for name, branch, step, runs, why in waiting:

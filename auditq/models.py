@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import models
+from django.db import models, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from auditq.stream.encoding import encode
@@ -228,6 +229,49 @@ class CounterDelta(models.Model):
         return f"{self.parent}.{self.field} {self.key} {self.delta:+}"
 
 
+operation_runs_due = Signal()
+"""Sent after the commit of a :meth:`OperationRunQuerySet.retry` that made runs due now,
+with ``ids`` and ``using``: the operations' publisher sends their steps at once."""
+
+
+class OperationRunQuerySet(models.QuerySet):
+    """Retrying and cancelling runs, from code and from the admin."""
+
+    def retry(self) -> int:
+        """Resume failed runs at their failed step, with a fresh set of retries, and make
+        runs waiting for a retry due now; return how many. Published after commit."""
+        Status = OperationRun.Status
+        using = self.db
+        now = timezone.now()
+        ids = list(
+            self.filter(status__in=[Status.FAILED, Status.PENDING]).values_list("pk", flat=True)
+        )
+        rows = OperationRun.objects.using(using).filter(pk__in=ids)
+        count = rows.filter(status=Status.FAILED).update(
+            status=Status.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            published_at=None,
+            finished_at=None,
+        )
+        count += rows.filter(status=Status.PENDING, next_attempt_at__gt=now).update(
+            next_attempt_at=now, published_at=None
+        )
+        if count:
+            transaction.on_commit(
+                lambda: operation_runs_due.send(OperationRun, ids=ids, using=using), using=using
+            )
+        return count
+
+    def cancel(self) -> int:
+        """Stop runs before their next step; return how many were pending, running or
+        failed. A step running now finishes, and its writes commit."""
+        Status = OperationRun.Status
+        return self.filter(status__in=[Status.PENDING, Status.RUNNING, Status.FAILED]).update(
+            status=Status.CANCELLED, finished_at=timezone.now(), published_at=None
+        )
+
+
 class OperationRun(models.Model):
     """One run of an ``auditq.operations.Operation``: where it stands and what it knows.
 
@@ -265,6 +309,8 @@ class OperationRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = OperationRunQuerySet.as_manager()
+
     class Meta:
         verbose_name = "operation run"
         constraints = (
@@ -285,11 +331,7 @@ class OperationRun(models.Model):
 
         Completed steps do not run again: the run keeps its values and its place.
         """
-        from auditq import operations
-
-        done = operations.retry(
-            type(self)._default_manager.using(self._state.db).filter(pk=self.pk)
-        )
+        done = OperationRun.objects.using(self._state.db).filter(pk=self.pk).retry()
         self.refresh_from_db()
         return done == 1
 
@@ -298,11 +340,7 @@ class OperationRun(models.Model):
 
         A step running now finishes, and its writes commit; no step runs after it.
         """
-        from auditq import operations
-
-        done = operations.cancel(
-            type(self)._default_manager.using(self._state.db).filter(pk=self.pk)
-        )
+        done = OperationRun.objects.using(self._state.db).filter(pk=self.pk).cancel()
         self.refresh_from_db()
         return done == 1
 

@@ -66,6 +66,23 @@ class Consumer(Protocol):
         """
 
 
+class Sweeper(Protocol):
+    """Work a consumer keeps of its own to publish (callback retries, operation steps
+    coming due): the relay calls every sweeper at each round."""
+
+    def __call__(self, using: str, app: Any, connection: Any, /) -> int:
+        """Publish what is due in database ``using`` with the Celery ``app`` (reusing the
+        broker ``connection``, if given); return how many tasks were sent."""
+
+
+class Runner(Protocol):
+    """What runs one ledger row's task in this process, as the worker would: how rows
+    are run when Celery runs tasks eagerly (``task_always_eager``: tests, scripts)."""
+
+    def __call__(self, row_id: int, using: str, /) -> str:
+        """Run the row's work; return its status."""
+
+
 @dataclass(frozen=True)
 class AuditOptions:
     """The arguments given to ``@audited``."""
@@ -157,7 +174,8 @@ _audited: dict[type[models.Model], AuditOptions] = {}
 _consumers: dict[str, Consumer] = {}
 _handlers: dict[str, Handler] = {}
 _counters: list[Counter] = []
-_sweepers: list[Callable[[str, Any, Any], int]] = []
+_sweepers: list[Sweeper] = []
+_runners: dict[str, Runner] = {}
 _derived: list[Callable[[], None]] = []
 _Cached = TypeVar("_Cached", bound=Any)
 
@@ -238,16 +256,34 @@ def counters_for(model: type[models.Model]) -> tuple[Counter, ...]:
     return tuple(c for c in _counters if c.model is model)
 
 
-def add_sweeper(sweep: Callable[[str, Any, Any], int]) -> None:
-    """Have the relay call ``sweep(using, app, broker_connection)`` at each round: for
-    consumers that keep work of their own to publish (retries coming due)."""
+def add_sweeper(sweep: Sweeper) -> None:
+    """Have the relay call ``sweep(using, app, broker_connection)`` at each round."""
     if sweep not in _sweepers:
         _sweepers.append(sweep)
 
 
-def sweepers() -> list[Callable[[str, Any, Any], int]]:
+def sweepers() -> list[Sweeper]:
     """Every registered sweeper."""
     return list(_sweepers)
+
+
+def add_runner(task: str, run: Runner) -> None:
+    """Register what runs the rows of the Celery task named ``task`` in this process."""
+    _runners[task] = run
+
+
+def runner(task: str) -> Runner:
+    """What runs a row of ``task`` here (:func:`add_runner`).
+
+    Raises:
+        LookupError: nothing registered runs that task (``auditq`` is not ready yet).
+    """
+    try:
+        return _runners[task]
+    except KeyError:
+        raise LookupError(
+            f"no runner for the task {task!r}: is 'auditq' installed and ready?"
+        ) from None
 
 
 def add_consumer(consumer: Consumer) -> None:

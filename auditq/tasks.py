@@ -8,10 +8,10 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 
-from auditq import operations
 from auditq.consumers import callbacks, counters
 from auditq.consumers.recount import recount_task  # noqa: F401  (registers auditq.tasks.recount)
-from auditq.delivery import recording, relay
+from auditq.delivery import recording, relay, worker
+from auditq.operations import executor
 from auditq.retention import (  # noqa: F401  (registers auditq.tasks.prune and prune_runs)
     prune_runs_task,
     prune_task,
@@ -92,7 +92,7 @@ def run_operation_step(run_id: int, using: str = DEFAULT_DB_ALIAS) -> str:
     The step's own failures are recorded on the run and retried on schedule (not through
     Celery); a duplicate delivery finds the step leased or done.
     """
-    return operations.run(run_id, using)
+    return executor.run(run_id, using)
 
 
 @shared_task(
@@ -109,9 +109,9 @@ def relay_task(using: str = DEFAULT_DB_ALIAS) -> int:
 
 @worker_ready.connect
 def _start_relay(sender: Any = None, **kwargs: Any) -> None:
-    relay.start_in_worker(sender.app)
+    worker.start_in_worker(sender.app)
 
 
 @worker_shutdown.connect
 def _stop_relay(sender: Any = None, **kwargs: Any) -> None:
-    relay.stop_in_worker()
+    worker.stop_in_worker()

@@ -3,10 +3,9 @@
 import pytest
 from django.urls import reverse
 
-from auditq import operations
-
-from auditq.delivery import relay
+from auditq.delivery import broker
 from auditq.models import OperationRun
+from auditq.operations import executor
 from tests.helpers import assert_retry_all_guarded, staff
 from tests.testapp import operations as ops
 
@@ -21,7 +20,7 @@ RETRY_ALL = "admin:auditq_dashboard_retry_operations"
 def sent(undelivered, monkeypatch) -> list:
     """Retried runs are published, not run: they stay pending for the test to see."""
     messages: list = []
-    monkeypatch.setattr(relay, "send", lambda task, args, **kwargs: messages.append(args))
+    monkeypatch.setattr(broker, "send", lambda task, args, **kwargs: messages.append(args))
     return messages
 
 
@@ -30,7 +29,7 @@ def failed_run(order: int) -> OperationRun:
     run = ops.flaky.start(order=order)  # run here, or only published (``sent``)
     for _ in range(2):
         if OperationRun.objects.get(pk=run.pk).status == "pending":
-            operations.run(run.pk, "default")
+            executor.run(run.pk, "default")
     run.refresh_from_db()
     assert run.status == "failed"
     return run

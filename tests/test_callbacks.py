@@ -10,9 +10,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from auditq import after_save, audit_context, registry
-
 from auditq.consumers import callbacks
-
 from auditq.delivery import recording
 from auditq.models import AuditEntry, CallbackRun, Outbox
 from auditq.stream.sealing import unseal

@@ -17,6 +17,7 @@ from auditq.checks import (
     check_settings,
     check_sqlite_locking,
 )
+from auditq.delivery import broker
 from tests.celery_app import app as celery_app
 
 
@@ -134,12 +135,12 @@ def test_w003_sqlite_without_immediate_transactions(monkeypatch):
 def test_e005_the_projects_celery_app_is_not_loaded(monkeypatch):
     from celery import Celery
 
-    from auditq.delivery import relay
-
     assert ids(check_celery_app()) == []
     # As if proj/__init__.py never imported the app: Celery's fallback app is current.
     fallback = Celery("default", fixups=[], set_as_current=False)
-    monkeypatch.setattr(relay, "current_app", SimpleNamespace(_get_current_object=lambda: fallback))
+    monkeypatch.setattr(
+        broker, "current_app", SimpleNamespace(_get_current_object=lambda: fallback)
+    )
 
     [error] = check_celery_app()
     assert error.id == "auditq.E005"

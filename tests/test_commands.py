@@ -3,7 +3,7 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from auditq.delivery import relay
+from auditq.delivery import broker
 from auditq.models import Outbox
 from tests.celery_app import app as celery_app
 from tests.helpers import manage
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_relay_publishes_rows_older_than_asked(undelivered, monkeypatch, capsys):
     sent = []
-    monkeypatch.setattr(relay, "publish", lambda ids, *args, **kwargs: sent.append(ids))
+    monkeypatch.setattr(broker, "publish", lambda ids, *args, **kwargs: sent.append(ids))
     Document.objects.create(title="x")
 
     call_command("auditq_relay", "--older-than", "3600")
@@ -60,7 +60,9 @@ def test_relay_refuses_celerys_unconfigured_default_app(undelivered, monkeypatch
 
     Document.objects.create(title="x")
     fallback = Celery("default", fixups=[], set_as_current=False)
-    monkeypatch.setattr(relay, "current_app", SimpleNamespace(_get_current_object=lambda: fallback))
+    monkeypatch.setattr(
+        broker, "current_app", SimpleNamespace(_get_current_object=lambda: fallback)
+    )
 
     with pytest.raises(CommandError, match="Nothing was published: the project's Celery app"):
         call_command("auditq_relay", "--older-than", "0")
@@ -72,7 +74,7 @@ def test_relay_reports_a_missing_transport_module_as_such(undelivered, monkeypat
         raise ModuleNotFoundError("No module named 'packaging'")
 
     Document.objects.create(title="x")
-    monkeypatch.setattr(relay, "broker_connection", broken)
+    monkeypatch.setattr(broker, "broker_connection", broken)
 
     with pytest.raises(CommandError, match=r"cannot load its broker transport.*'packaging'"):
         call_command("auditq_relay", "--older-than", "0")

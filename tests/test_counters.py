@@ -11,10 +11,8 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from auditq import counter_cache, disable_auditing, registry
-
 from auditq.consumers import counters
-
-from auditq.delivery import recording, relay
+from auditq.delivery import broker, recording
 from auditq.models import CounterDelta, Outbox
 from example_project.fundraising.models import Donation, Donor, Fundraiser
 from tests.testapp.models import Captain, Player, Team
@@ -269,7 +267,7 @@ def test_deltas_wait_for_a_flush_and_the_sweep_applies_forgotten_ones(undelivere
 
 def test_flush_soon_sends_one_delayed_flush_per_delay(undelivered, monkeypatch):
     sent = []
-    monkeypatch.setattr(relay, "send", lambda *a, **kw: sent.append((a, kw)))
+    monkeypatch.setattr(broker, "send", lambda *a, **kw: sent.append((a, kw)))
     monkeypatch.setattr(counters, "_next_flush", {})
 
     counters.flush_soon("default")

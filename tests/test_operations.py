@@ -13,10 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from auditq import checks, operations
-
-from auditq.delivery import relay
+from auditq.delivery import broker
 from auditq.models import OperationRun, StepRun
-from auditq.operations import Operation, OperationError, retry_policy
+from auditq.operations import Operation, OperationError, catalog, executor, publishing, retry_policy
 from tests.conftest import wait_for
 from tests.testapp import operations as ops
 from tests.testapp.models import Account, Effect
@@ -214,7 +213,7 @@ def test_a_step_policy_retries_it_with_back_off():
     assert run.next_attempt_at > timezone.now() - datetime.timedelta(seconds=1)
 
     def settled():
-        operations.publish_due("default")  # what the relay in the workers does
+        publishing.publish_due("default")  # what the relay in the workers does
         run.refresh_from_db()
         return run.status == "succeeded"
 
@@ -239,7 +238,7 @@ def test_retries_run_out_then_the_run_fails():
     run = op.start()
 
     def settled():
-        operations.publish_due("default")
+        publishing.publish_due("default")
         run.refresh_from_db()
         return run.status == "failed"
 
@@ -253,18 +252,18 @@ def test_an_operation_retry_policy_applies_to_steps_without_their_own():
 
 
 def test_a_pending_run_that_is_cancelled_never_runs(undelivered, monkeypatch):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
     run = ops.orders.start(order=1, amount=1)
 
     assert run.cancel() is True
-    assert operations.run(run.pk, "default") == "cancelled"
+    assert executor.run(run.pk, "default") == "cancelled"
     assert (run.status, effects(run)) == ("cancelled", [])
     assert run.finished_at is not None
     assert run.cancel() is False
 
 
 def test_a_run_cancelled_while_its_step_runs_keeps_that_step_and_stops(undelivered, monkeypatch):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
 
     def cancels(step):
         OperationRun.objects.get(pk=step.run_id).cancel()  # as another process would
@@ -274,32 +273,32 @@ def test_a_run_cancelled_while_its_step_runs_keeps_that_step_and_stops(undeliver
     op = Operation("tests.cancelled_mid_step", main=[cancels, ops.pack])
     run = op.start()
 
-    assert operations.run(run.pk, "default") == "cancelled"
+    assert executor.run(run.pk, "default") == "cancelled"
     run.refresh_from_db()
     assert (run.status, run.values) == ("cancelled", {"seen": True})
     assert path_of(run) == [("main", "cancels_for_test", "succeeded")]
 
 
 def test_a_held_lease_turns_a_second_delivery_away(undelivered, monkeypatch):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
     run = ops.orders.start(order=1, amount=1)
     OperationRun.objects.filter(pk=run.pk).update(
         status="running", lease="x", leased_until=timezone.now() + datetime.timedelta(minutes=1)
     )
 
-    assert operations.run(run.pk, "default") == "leased"
+    assert executor.run(run.pk, "default") == "leased"
     assert not Effect.objects.exists()
 
 
 def test_an_expired_lease_is_taken_over_and_the_lost_attempt_recorded(undelivered, monkeypatch):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
     run = ops.orders.start(order=1, amount=1)
     OperationRun.objects.filter(pk=run.pk).update(
         status="running", attempts=1, lease="x", leased_until=timezone.now()
     )
     StepRun.objects.create(run=run, branch="main", position=0, step=run.step, attempt=1)
 
-    assert operations.run(run.pk, "default") == "pending"  # charge done, pack next
+    assert executor.run(run.pk, "default") == "pending"  # charge done, pack next
 
     lost, done = StepRun.objects.filter(run=run).order_by("id")
     assert (lost.status, lost.error.split(":")[0]) == ("failed", "LeaseExpired")
@@ -308,7 +307,7 @@ def test_an_expired_lease_is_taken_over_and_the_lost_attempt_recorded(undelivere
 
 
 def test_a_step_that_outlived_its_lease_commits_nothing(undelivered, monkeypatch):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
 
     def overtaken(step):
         ops.effect(step, "overtaken")
@@ -319,7 +318,7 @@ def test_a_step_that_outlived_its_lease_commits_nothing(undelivered, monkeypatch
     op = Operation("tests.overtaken", main=[overtaken])
     run = op.start()
 
-    assert operations.run(run.pk, "default") == "lease lost"
+    assert executor.run(run.pk, "default") == "lease lost"
     assert effects(run) == []
 
 
@@ -353,22 +352,22 @@ def test_a_step_that_sets_a_model_instance_fails():
 
 def test_a_broker_outage_leaves_the_first_step_to_the_sweeper(undelivered, monkeypatch):
     def down(*args, **kwargs):
-        raise relay.BrokerUnavailable("ConnectionError: refused")
+        raise broker.BrokerUnavailable("ConnectionError: refused")
 
-    monkeypatch.setattr(relay, "send", down)
+    monkeypatch.setattr(broker, "send", down)
     run = ops.orders.start(order=1, amount=1)  # the publish after commit fails, quietly
     run.refresh_from_db()
     assert (run.status, run.published_at) == ("pending", None)
 
     sent = []
-    monkeypatch.setattr(relay, "send", lambda task, args, **kwargs: sent.append((task, args)))
-    assert operations.publish_due("default") == 1
+    monkeypatch.setattr(broker, "send", lambda task, args, **kwargs: sent.append((task, args)))
+    assert publishing.publish_due("default") == 1
     assert sent == [(operations.RUN, (run.pk, "default"))]
-    assert operations.publish_due("default") == 0  # claimed: not again until stale
+    assert publishing.publish_due("default") == 0  # claimed: not again until stale
 
 
 def test_auditq_relay_publishes_due_steps(undelivered, monkeypatch, capsys):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
     run = ops.orders.start(order=1, amount=1)
     OperationRun.objects.filter(pk=run.pk).update(published_at=None)
 
@@ -380,7 +379,7 @@ def test_auditq_relay_publishes_due_steps(undelivered, monkeypatch, capsys):
 def test_a_run_whose_step_was_renamed_is_reported_by_a_check_and_fails_clearly(
     undelivered, monkeypatch
 ):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
     run = ops.orders.start(order=1, amount=1)
     ops.orders.start(order=2, amount=1)
     OperationRun.objects.update(step="tests.testapp.operations.charge_card")
@@ -393,17 +392,17 @@ def test_a_run_whose_step_was_renamed_is_reported_by_a_check_and_fails_clearly(
         "2 unfinished runs of operation 'tests.orders' wait for step "
         "tests.testapp.operations.charge_card in branch 'main', which no longer resolves"
     )
-    assert operations.run(run.pk, "default") == "failed"
+    assert executor.run(run.pk, "default") == "failed"
     run.refresh_from_db()
     assert "step tests.testapp.operations.charge_card is not in branch 'main'" in run.error
 
 
 def test_an_unknown_operation_fails_its_runs_clearly(undelivered, monkeypatch):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
     run = ops.orders.start(order=1, amount=1)
     OperationRun.objects.update(name="tests.gone", step="tests.nowhere.step")
 
-    assert operations.run(run.pk, "default") == "failed"
+    assert executor.run(run.pk, "default") == "failed"
     run.refresh_from_db()
     assert "no operation named 'tests.gone' is defined" in run.error
     [error] = checks.check_operation_steps(databases=["default"])
@@ -476,7 +475,7 @@ def test_a_worker_imports_an_operation_by_the_path_of_its_step(monkeypatch):
     import sys
 
     monkeypatch.delitem(sys.modules, "tests.testapp.lazy_operations", raising=False)
-    monkeypatch.delitem(operations._operations, "tests.lazy", raising=False)
+    monkeypatch.delitem(catalog._operations, "tests.lazy", raising=False)
 
     found = operations.get("tests.lazy", "tests.testapp.lazy_operations.only_step")
 
@@ -486,17 +485,17 @@ def test_a_worker_imports_an_operation_by_the_path_of_its_step(monkeypatch):
 
 
 def test_a_run_that_no_longer_exists_is_missing():
-    assert operations.run(10**9, "default") == "missing"
+    assert executor.run(10**9, "default") == "missing"
 
 
 def test_a_step_lost_with_no_retry_left_fails_the_run(undelivered, monkeypatch):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
     run = ops.flaky.start()  # retries=0
     OperationRun.objects.filter(pk=run.pk).update(
         status="running", attempts=1, lease="x", leased_until=timezone.now()
     )
 
-    assert operations.run(run.pk, "default") == "failed"
+    assert executor.run(run.pk, "default") == "failed"
     run.refresh_from_db()
     assert run.error == "LeaseExpired: tests.testapp.operations.first never finished."
     assert effects(run) == []
@@ -505,7 +504,7 @@ def test_a_step_lost_with_no_retry_left_fails_the_run(undelivered, monkeypatch):
 def test_a_failing_step_that_lost_its_lease_leaves_the_run_to_its_new_holder(
     undelivered, monkeypatch
 ):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
 
     def fails(step):
         raise RuntimeError("too late")
@@ -514,31 +513,31 @@ def test_a_failing_step_that_lost_its_lease_leaves_the_run_to_its_new_holder(
     run = Operation("tests.overtaken_fails", main=[fails]).start()
 
     def taken_over(attempt, using):
-        raise operations._LeaseLost  # another worker holds the step now
+        raise executor._LeaseLost  # another worker holds the step now
 
-    monkeypatch.setattr(operations, "_relock", taken_over)
-    assert operations.run(run.pk, "default") == "lease lost"
+    monkeypatch.setattr(executor, "_relock", taken_over)
+    assert executor.run(run.pk, "default") == "lease lost"
     run.refresh_from_db()
     assert (run.status, run.error) == ("running", "")
     assert path_of(run) == [("main", "fails_for_test", "running")]
 
 
 def test_a_run_cancelled_while_its_step_fails_stays_cancelled(undelivered, monkeypatch):
-    monkeypatch.setattr(relay, "send", lambda *args, **kwargs: None)
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
 
     def declined(step):
         raise RuntimeError("card declined")
 
     declined.__qualname__ = "declined_for_test"
     run = Operation("tests.cancelled_fails", main=[declined]).start()
-    relock = operations._relock
+    relock = executor._relock
 
     def cancelled_meanwhile(attempt, using):
         OperationRun.objects.filter(pk=attempt.run.pk).update(status="cancelled")
         return relock(attempt, using)
 
-    monkeypatch.setattr(operations, "_relock", cancelled_meanwhile)
-    assert operations.run(run.pk, "default") == "cancelled"
+    monkeypatch.setattr(executor, "_relock", cancelled_meanwhile)
+    assert executor.run(run.pk, "default") == "cancelled"
     run.refresh_from_db()
     assert (run.status, run.lease) == ("cancelled", "")
     assert path_of(run) == [("main", "declined_for_test", "failed")]
@@ -550,7 +549,7 @@ def test_the_check_is_quiet_before_migrate(monkeypatch):
     def no_table(using):
         raise DatabaseError("no such table: auditq_operationrun")
 
-    monkeypatch.setattr(operations, "unresolved", no_table)
+    monkeypatch.setattr(executor, "unresolved", no_table)
     assert checks.check_operation_steps(databases=["default"]) == []
 
 
@@ -558,7 +557,7 @@ def test_the_periodic_relay_task_publishes_due_steps(undelivered, monkeypatch):
     from auditq import tasks
 
     sent = []
-    monkeypatch.setattr(relay, "send", lambda task, args, **kwargs: sent.append((task, args)))
+    monkeypatch.setattr(broker, "send", lambda task, args, **kwargs: sent.append((task, args)))
     run = ops.orders.start(order=1, amount=1)
     OperationRun.objects.filter(pk=run.pk).update(published_at=None)  # its message was lost
     sent.clear()

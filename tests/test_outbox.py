@@ -4,8 +4,8 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from auditq.stream import outbox
 from auditq.models import AuditEntry, Outbox
+from auditq.stream import outbox
 from tests.testapp.models import Document, Everything
 
 pytestmark = pytest.mark.django_db(transaction=True)

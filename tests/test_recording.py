@@ -5,7 +5,6 @@ from collections.abc import Iterator
 import pytest
 
 from auditq import capture, disable_auditing, registry
-
 from auditq.delivery import recording
 from auditq.models import AuditEntry, Outbox
 from tests.testapp.models import Document, Plain

@@ -7,7 +7,6 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from auditq.consumers import counters, recount
-
 from auditq.delivery import recording
 from auditq.models import CounterDelta, Outbox
 from example_project.fundraising.models import Donation, Donor, Fundraiser

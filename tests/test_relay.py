@@ -7,7 +7,7 @@ import time
 import pytest
 from django.db import transaction
 
-from auditq.delivery import relay
+from auditq.delivery import broker, relay, worker
 from auditq.models import Outbox
 from tests.celery_app import app as celery_app
 from tests.conftest import wait_for
@@ -24,7 +24,7 @@ def sent(undelivered, monkeypatch, settings):
     def publish(outbox_ids, using="default", app=None, connection=None):
         messages.append(list(outbox_ids))
 
-    monkeypatch.setattr(relay, "publish", publish)
+    monkeypatch.setattr(broker, "publish", publish)
     return messages
 
 
@@ -50,20 +50,20 @@ def test_a_claimed_row_is_published_again_only_once_it_is_stale(sent):
 
 def test_a_failed_publish_leaves_the_rows_due_at_once(undelivered, monkeypatch):
     def broken(outbox_ids, using="default", app=None, connection=None):
-        raise relay.BrokerUnavailable("ConnectionError: refused")
+        raise broker.BrokerUnavailable("ConnectionError: refused")
 
     with transaction.atomic():
         Document.objects.create(title="a")
     Document.objects.create(title="b")
-    monkeypatch.setattr(relay, "publish", broken)
+    monkeypatch.setattr(broker, "publish", broken)
 
-    with pytest.raises(relay.BrokerUnavailable):
+    with pytest.raises(broker.BrokerUnavailable):
         relay.relay(fresh=True)
 
     assert list(Outbox.objects.values_list("relayed_at", flat=True)) == [None, None]
     monkeypatch.undo()
     sent = []
-    monkeypatch.setattr(relay, "publish", lambda ids, *args, **kwargs: sent.append(ids))
+    monkeypatch.setattr(broker, "publish", lambda ids, *args, **kwargs: sent.append(ids))
     assert relay.relay(fresh=True) == 2
 
 
@@ -80,7 +80,7 @@ def test_backlog_counts_rows_and_dates_the_oldest(undelivered):
 def test_the_relay_thread_records_new_rows_itself_until_stopped(sent):
     from auditq.models import AuditEntry
 
-    thread = relay.Relay(celery_app, threads=2)
+    thread = worker.Relay(celery_app, threads=2)
     thread.start()
     try:
         Document.objects.create(title="a")
@@ -103,11 +103,11 @@ def test_a_fast_poll_still_looks_for_due_work_at_most_every_due_seconds(
     settings.AUDITQ = {**settings.AUDITQ, "NOTIFY": False, "RELAY_POLL_SECONDS": 0.01}
     swept, rounds = [], []
     monkeypatch.setattr(relay, "sweep", lambda *args: swept.append(time.monotonic()))
-    record_fresh = relay.Relay._record_fresh
+    record_fresh = worker.Relay._record_fresh
     monkeypatch.setattr(
-        relay.Relay, "_record_fresh", lambda self: rounds.append(1) or record_fresh(self)
+        worker.Relay, "_record_fresh", lambda self: rounds.append(1) or record_fresh(self)
     )
-    thread = relay.Relay(celery_app)
+    thread = worker.Relay(celery_app)
     thread.start()
     try:
         wait_for(lambda: len(swept) >= 4, 10, "four sweeps")
@@ -116,12 +116,12 @@ def test_a_fast_poll_still_looks_for_due_work_at_most_every_due_seconds(
 
     assert len(rounds) > 2 * len(swept)  # it polled far more often than it swept
     gaps = [later - earlier for earlier, later in itertools.pairwise(swept)]
-    assert min(gaps) >= relay.DUE_SECONDS * 0.95, gaps
+    assert min(gaps) >= worker.DUE_SECONDS * 0.95, gaps
 
 
 def test_a_row_the_relay_cannot_read_waits_for_the_stale_sweep(sent):
-    from auditq.stream import events
     from auditq.delivery import recording
+    from auditq.stream import events
 
     Document.objects.create(title="fine")
     bad = Outbox.objects.create(payload='{"v": 99}')
@@ -137,18 +137,18 @@ def test_a_row_the_relay_cannot_read_waits_for_the_stale_sweep(sent):
 
 
 def test_start_and_stop_in_worker_run_one_thread(sent, settings):
-    relay.start_in_worker(celery_app)
-    relay.start_in_worker(celery_app)
+    worker.start_in_worker(celery_app)
+    worker.start_in_worker(celery_app)
     try:
         names = [t.name for t in threading.enumerate()]
         # RELAY_THREADS = 2: the one that listens and sweeps, and one helper.
         assert (names.count("auditq-relay"), names.count("auditq-relay-helper")) == (1, 1)
     finally:
-        relay.stop_in_worker()
+        worker.stop_in_worker()
     assert not {"auditq-relay", "auditq-relay-helper"} & {t.name for t in threading.enumerate()}
 
     settings.AUDITQ = {**settings.AUDITQ, "RELAY_IN_WORKER": False}
-    relay.start_in_worker(celery_app)
+    worker.start_in_worker(celery_app)
     assert "auditq-relay" not in [t.name for t in threading.enumerate()]
 
 
@@ -158,7 +158,7 @@ def test_helper_threads_share_a_backlog(sent, settings):
     settings.AUDITQ = {**settings.AUDITQ, "RELAY_BATCH_SIZE": 5}
     for number in range(60):
         Document.objects.create(title=str(number))
-    thread = relay.Relay(celery_app, threads=3)
+    thread = worker.Relay(celery_app, threads=3)
     thread.start()
     try:
         wait_for(lambda: AuditEntry.objects.count() == 60, 20, "the backlog")
@@ -176,14 +176,14 @@ def test_eager_follows_runtime_changes_and_configured_settings(settings):
         if "task_always_eager" in changes:
             del changes["task_always_eager"]  # back to the configured value
         settings.CELERY_TASK_ALWAYS_EAGER = True  # override_settings: the cache is cleared
-        assert relay.eager(celery_app) is True
+        assert broker.eager(celery_app) is True
         settings.CELERY_TASK_ALWAYS_EAGER = False
-        assert relay.eager(celery_app) is False
+        assert broker.eager(celery_app) is False
 
         celery_app.conf.task_always_eager = True  # a run-time change is seen at once
-        assert relay.eager(celery_app) is True
+        assert broker.eager(celery_app) is True
         celery_app.conf.update(task_always_eager=False)
-        assert relay.eager(celery_app) is False
+        assert broker.eager(celery_app) is False
     finally:
         if saved is None:
             del changes["task_always_eager"]

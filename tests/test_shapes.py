@@ -11,10 +11,9 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext, isolate_apps
 
 from auditq import audited, registry
-
-from auditq.delivery import recording
 from auditq.admin import trail_url
 from auditq.checks import check_audited_fields
+from auditq.delivery import recording
 from auditq.models import AuditEntry, Outbox
 from tests.helpers import only_entry, trail
 from tests.shapesapp.models import (

@@ -22,9 +22,7 @@ when the handler is called. A run that is done forgets them.
 
 from __future__ import annotations
 
-import datetime
 import logging
-import random
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -37,6 +35,7 @@ from django.db.models import Model
 from django.utils import timezone
 
 from auditq import conf, registry
+from auditq.delivery.backoff import retry_delay
 from auditq.registry import TrackedField
 from auditq.stream import sealing
 from auditq.stream.context import AuditContext, audit_context
@@ -45,8 +44,6 @@ from auditq.stream.events import Event, from_data, key_text, to_data
 logger = logging.getLogger("auditq")
 
 RUN = "auditq.tasks.run_callback"
-MAX_DELAY = 3600.0
-"""Longest wait between two attempts, in seconds, whatever the back-off says."""
 KEEP_ERRORS = 20
 """Failed attempts kept on a run (the newest)."""
 
@@ -158,7 +155,6 @@ def publish_due(using: str, app: Any = None, connection: Any = None) -> int:
         task=RUN,
         label="handler",
         queue_of=_queue_of,
-        run_here=run,
         using=using,
         app=app,
         connection=connection,
@@ -168,13 +164,6 @@ def publish_due(using: str, app: Any = None, connection: Any = None) -> int:
 def _queue_of(name: str) -> str | None:
     handler = registry.handler(name)
     return (handler.queue if handler else None) or conf.get().QUEUE
-
-
-def retry_delay(attempts: int, backoff: float) -> datetime.timedelta:
-    """The wait before the next attempt after ``attempts`` failed ones: ``backoff`` doubled
-    at each attempt, at most ``MAX_DELAY``, with jitter (so that retries spread out)."""
-    delay = min(MAX_DELAY, backoff * 2 ** (attempts - 1))
-    return datetime.timedelta(seconds=delay * random.uniform(0.5, 1.5))
 
 
 def run(run_id: int, using: str) -> str:

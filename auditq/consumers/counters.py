@@ -37,6 +37,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from auditq import conf, registry
+from auditq.delivery import broker
 from auditq.stream.context import AuditContext
 from auditq.stream.encoding import encode
 from auditq.stream.events import Event
@@ -204,12 +205,11 @@ def flush_soon(using: str) -> None:
     The delay is what coalesces: every delta recorded meanwhile, by any worker, goes into
     the same ``UPDATE``. A lost flush is made up by the next one or by the relay's sweep.
     """
-    from auditq.delivery import relay
 
     settings = conf.get()
     try:
-        app = relay.celery_app()
-        if relay.eager(app):  # tests and scripts: flush here and now
+        app = broker.celery_app()
+        if broker.eager(app):  # tests and scripts: flush here and now
             flush(using)
             return
         now = time.monotonic()
@@ -217,7 +217,7 @@ def flush_soon(using: str) -> None:
             return
         delay = settings.COUNTER_DELAY_SECONDS
         _next_flush[using] = now + delay
-        relay.send(FLUSH, (using,), app=app, queue=settings.QUEUE, countdown=delay)
+        broker.send(FLUSH, (using,), app=app, queue=settings.QUEUE, countdown=delay)
     except Exception as exc:  # the relay's sweep flushes them
         _next_flush.pop(using, None)
         logger.warning("auditq: counter flush not scheduled yet (%s)", exc)

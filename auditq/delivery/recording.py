@@ -27,6 +27,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from auditq import registry
+from auditq.delivery import broker
 from auditq.models import Outbox
 from auditq.stream import events
 
@@ -166,3 +167,13 @@ def consume_waiting(using: str = DEFAULT_DB_ALIAS) -> int:
     """Deliver every row in the outbox now, in this process (eager mode, tests)."""
     ids = list(Outbox.objects.using(using).order_by("id").values_list("id", flat=True))
     return consume(ids, using) if ids else 0
+
+
+def committed(using: str) -> None:
+    """Outbox rows were committed on ``using``: record them at once when tasks run eagerly.
+
+    In production this does nothing (the relay in the workers wakes by itself); with
+    ``task_always_eager`` (tests, scripts) the rows are recorded in this process.
+    """
+    if broker.eager(broker.celery_app()):
+        consume_waiting(using)

@@ -1,191 +1,20 @@
-"""Committed outbox rows -> recorded, from the workers; web processes publish nothing.
-
-Every Celery worker process runs a relay thread (started by the ``worker_ready`` signal).
-On PostgreSQL it ``LISTEN``s on ``auditq_outbox``, which the outbox function notifies at
-each commit, so a new row is picked up at once; elsewhere it polls every
-``RELAY_POLL_SECONDS``. Each round takes up to ``RELAY_BATCH_SIZE`` fresh rows straight
-from the outbox and records them in one transaction (:func:`auditq.delivery.recording.consume_fresh`;
-``SKIP LOCKED``, so the relays of several workers share the work): no broker message and
-no task per row, so a steady stream of one-save transactions costs one database
-transaction per round, and the lag is one round.
-
-The broker carries what the relay publishes instead: rows claimed by ``auditq_relay`` or
-the ``auditq.tasks.relay`` periodic task (for projects that keep the relay out of their
-workers, ``RELAY_IN_WORKER = False``), and claimed rows still undelivered
-``RELAY_AFTER_SECONDS`` later. Claims are committed before publishing, a failed publish
-releases the rows at once, and delivering a row twice is harmless (see
-:mod:`auditq.delivery.recording`). The relay thread also runs the sweeps (:func:`sweep`: callback
-runs and operation steps coming due), and so do ``auditq_relay`` and the periodic task.
-"""
+"""Rows the workers have not taken -> broker messages: claims, publishing, sweeps."""
 
 from __future__ import annotations
 
 import datetime
 import logging
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from celery import current_app
-from django.core.signals import setting_changed
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, router, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db.models import Q, QuerySet
-from django.dispatch import receiver
 from django.utils import timezone
 
 from auditq import conf, registry
-from auditq.delivery import recording
-from auditq.stream import events
+from auditq.delivery import broker
 
 logger = logging.getLogger("auditq")
-
-CHANNEL = "auditq_outbox"
-DELIVER = "auditq.tasks.deliver"
-DUE_SECONDS = 0.2
-"""The relay looks for due work (retries, steps, overdue counters) at most this often,
-however short ``RELAY_POLL_SECONDS``: that work is timed in seconds."""
-
-
-class BrokerUnavailable(Exception):
-    """The broker could not be reached or did not answer within ``PUBLISH_TIMEOUT``."""
-
-
-class NoCeleryApp(Exception):
-    """Only Celery's unconfigured default app is loaded: publishing would go nowhere."""
-
-
-def celery_app(app: Any = None) -> Any:
-    """Return ``app`` or the current Celery app, refusing Celery's unconfigured default.
-
-    Raises:
-        NoCeleryApp: the project's Celery app was never imported in this process.
-    """
-    app = app or current_app._get_current_object()
-    # Celery's fallback, made when no app was ever created: Celery("default", fixups=[]).
-    if app.main == "default" and not app.fixups:
-        raise NoCeleryApp(
-            "the project's Celery app is not loaded, so Celery's default app (broker "
-            "amqp://localhost) is current. Import it in your project package: "
-            "`from .celery import app as celery_app` in proj/__init__.py."
-        )
-    return app
-
-
-_configured_eager: dict[Any, bool] = {}
-
-
-def eager(app: Any) -> bool:
-    """Whether ``app`` runs tasks in the calling process (``task_always_eager``).
-
-    Asked at every commit that wrote an outbox row, so not through Celery's settings
-    lookup, which tries four spellings in three maps and raises a dozen exceptions when
-    the setting is left at its default (about 20 µs of a lone save, profiled). A value
-    set at run time (``app.conf.task_always_eager = ...``, ``conf.update()``) is in
-    ``conf.changes`` and read there; the configured one is read once, and again after
-    Django's settings change (``override_settings``).
-    """
-    changes = app.conf.changes
-    if "task_always_eager" in changes:
-        return bool(changes["task_always_eager"])
-    found = _configured_eager.get(app)
-    if found is None:
-        found = _configured_eager[app] = bool(app.conf.task_always_eager)
-    return found
-
-
-@receiver(setting_changed)
-def _forget_configured_eager(**kwargs: Any) -> None:
-    _configured_eager.clear()
-
-
-def committed(using: str) -> None:
-    """Called after a transaction wrote outbox rows: deliver at once when tasks run eagerly.
-
-    In production this does nothing (the relay in the workers wakes by itself); with
-    ``task_always_eager`` (tests, scripts) the rows are recorded in this process.
-    """
-    if eager(current_app._get_current_object()):
-        recording.consume_waiting(using)
-
-
-def broker_connection(app: Any) -> Any:
-    """A new broker connection for publishing, with ``PUBLISH_TIMEOUT`` on every socket."""
-    timeout = conf.get().PUBLISH_TIMEOUT
-    options = {
-        **(app.conf.broker_transport_options or {}),
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-    }
-    return app.connection_for_write(connect_timeout=timeout, transport_options=options)
-
-
-def publish(
-    outbox_ids: list[int],
-    using: str = DEFAULT_DB_ALIAS,
-    app: Any = None,
-    connection: Any = None,
-) -> None:
-    """Send one message asking a worker to deliver ``outbox_ids``.
-
-    Args:
-        outbox_ids: keys of committed outbox rows.
-        using: the database alias the rows live in.
-        app: the Celery app to publish with; default the current app.
-        connection: a broker connection to reuse; default a new one, closed after.
-
-    Raises:
-        BrokerUnavailable: the broker refused, failed or timed out.
-    """
-    send(
-        DELIVER,
-        (outbox_ids, using),
-        app=celery_app(app),
-        connection=connection,
-        queue=conf.get().QUEUE,
-    )
-
-
-def send(
-    task: str,
-    args: tuple,
-    *,
-    app: Any,
-    connection: Any = None,
-    queue: str | None,
-    countdown: float | None = None,
-) -> None:
-    """Publish one auditq task message, always as JSON whatever ``task_serializer`` says.
-
-    Raises:
-        BrokerUnavailable: the broker refused, failed or timed out.
-    """
-    try:
-        if connection is None:
-            with broker_connection(app) as fresh:
-                app.send_task(
-                    task,
-                    args,
-                    connection=fresh,
-                    queue=queue,
-                    countdown=countdown,
-                    serializer="json",
-                    retry=False,
-                )
-        else:
-            app.send_task(
-                task,
-                args,
-                connection=connection,
-                queue=queue,
-                countdown=countdown,
-                serializer="json",
-                retry=False,
-            )
-    except ImportError:
-        raise  # a broken install (say, the transport's dependencies), not an outage
-    except Exception as exc:
-        raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 def publish_rows(
@@ -194,7 +23,6 @@ def publish_rows(
     task: str,
     label: str,
     queue_of: Callable[[str], str | None],
-    run_here: Callable[[int, str], Any],
     using: str,
     app: Any = None,
     connection: Any = None,
@@ -204,7 +32,7 @@ def publish_rows(
     For the ledgers whose rows become tasks (callback runs, operation steps): a row is
     claimed (its ``published_at`` stamped, committed) before it is sent, released if the
     send fails, and published again if still due ``RELAY_AFTER_SECONDS`` after its claim.
-    With ``task_always_eager`` each row runs here instead (``run_here(pk, using)``).
+    With ``task_always_eager`` each row runs here instead (:func:`registry.runner`).
 
     Args:
         due: the rows whose work is due, with ``next_attempt_at`` and ``published_at``
@@ -212,7 +40,6 @@ def publish_rows(
         task: the task's name.
         label: the column handed to ``queue_of`` to pick each row's queue.
         queue_of: a label -> the row's Celery queue.
-        run_here: what runs one row in eager mode.
         using: the database alias of the rows.
         app: the Celery app; default the current app.
         connection: a broker connection to reuse.
@@ -221,7 +48,7 @@ def publish_rows(
         How many rows were published (or run here).
 
     Raises:
-        BrokerUnavailable: the broker failed; the rows not sent are due again at once.
+        broker.BrokerUnavailable: the broker failed; the rows not sent are due again at once.
     """
     stale = timezone.now() - datetime.timedelta(seconds=conf.get().RELAY_AFTER_SECONDS)
     due = due.filter(Q(published_at__isnull=True) | Q(published_at__lte=stale))
@@ -235,15 +62,15 @@ def publish_rows(
             .values_list("id", label)[: conf.get().RELAY_BATCH_SIZE]
         )
         rows.filter(id__in=[pk for pk, _ in claimed]).update(published_at=timezone.now())
-    app = celery_app(app)
-    if eager(app):  # tests and scripts: run them here and now
+    app = broker.celery_app(app)
+    if broker.eager(app):  # tests and scripts: run them here and now
         for pk, _ in claimed:
-            run_here(pk, using)
+            registry.runner(task)(pk, using)
         return len(claimed)
     sent = 0
     try:
         for pk, name in claimed:
-            send(task, (pk, using), app=app, connection=connection, queue=queue_of(name))
+            broker.send(task, (pk, using), app=app, connection=connection, queue=queue_of(name))
             sent += 1
     except BaseException:
         rows.filter(id__in=[pk for pk, _ in claimed[sent:]]).update(published_at=None)
@@ -254,7 +81,7 @@ def publish_rows(
 def sweep(using: str = DEFAULT_DB_ALIAS, app: Any = None, connection: Any = None) -> int:
     """Run every registered sweeper (retries and operation steps coming due); return how
     many rows they published."""
-    app = celery_app(app)
+    app = broker.celery_app(app)
     return sum(sweeper(using, app, connection) for sweeper in registry.sweepers())
 
 
@@ -311,7 +138,7 @@ def _release(using: str, outbox_ids: list[int]) -> None:
 
 def _publish_claimed(using: str, ids: list[int], app: Any, connection: Any = None) -> None:
     try:
-        publish(ids, using, app, connection)
+        broker.publish(ids, using, app, connection)
     except BaseException:
         _release(using, ids)  # whatever went wrong, the rows are due again at once
         raise
@@ -336,12 +163,12 @@ def relay(
         connection: a broker connection to reuse.
 
     Raises:
-        BrokerUnavailable: the broker could not be reached; the rows stay due.
+        broker.BrokerUnavailable: the broker could not be reached; the rows stay due.
     """
     settings = conf.get()
     age = settings.RELAY_AFTER_SECONDS if older_than is None else older_than
     cutoff = timezone.now() - datetime.timedelta(seconds=age)
-    app = celery_app(app)
+    app = broker.celery_app(app)
     published = 0
     while ids := _claim(using, settings.RELAY_BATCH_SIZE, fresh=fresh, cutoff=cutoff):
         _publish_claimed(using, ids, app, connection)
@@ -358,173 +185,8 @@ def backlog(using: str = DEFAULT_DB_ALIAS) -> tuple[int, datetime.datetime | Non
     return rows.count(), oldest
 
 
-class Relay:
-    """The relay thread of one worker process (see the module docstring)."""
-
-    def __init__(self, app: Any, using: str = DEFAULT_DB_ALIAS, threads: int = 1) -> None:
-        self.app = app
-        self.using = using
-        self.threads = threads
-        self._stop = threading.Event()
-        self._backlog = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        """Start the threads (once): the one that listens, publishes and sweeps, and
-        ``threads - 1`` that help it record a backlog (their database waits overlap)."""
-        if not self._threads:
-            self._threads = [
-                threading.Thread(target=self._run, name="auditq-relay", daemon=True),
-                *(
-                    threading.Thread(target=self._help, name="auditq-relay-helper", daemon=True)
-                    for _ in range(self.threads - 1)
-                ),
-            ]
-            for thread in self._threads:
-                thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the threads to finish their round and wait for them."""
-        self._stop.set()
-        self._backlog.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads = []
-
-    def _record_fresh(self) -> None:
-        """Record fresh rows until none is left, RELAY_BATCH_SIZE rows a transaction."""
-        size = conf.get().RELAY_BATCH_SIZE
-        while not self._stop.is_set():
-            recorded = recording.consume_fresh(self.using, size)
-            if not recorded:
-                return
-            if recorded >= size:
-                self._backlog.set()  # a full round: more are waiting, wake the helpers
-
-    def _help(self) -> None:
-        poll = conf.get().RELAY_POLL_SECONDS
-        while not self._stop.is_set():
-            self._backlog.wait(poll * 5)
-            self._backlog.clear()
-            try:
-                self._record_fresh()
-            except events.PayloadError as exc:
-                logger.error("auditq relay: outbox rows left for later: %s", exc)
-            except Exception:
-                logger.exception("auditq relay: a round failed; retrying.")
-                close_old_connections()
-                self._stop.wait(1.0)
-        connections[self.using].close()
-
-    def _run(self) -> None:
-        settings = conf.get()
-        wakeups = Wakeups(self.using, self._stop)
-        last_sweep = last_due = 0.0
-        broker = None
-        while not self._stop.is_set():
-            try:
-                if broker is None:
-                    broker = broker_connection(self.app)
-                self._record_fresh()
-                now = time.monotonic()
-                if now - last_due >= max(settings.RELAY_POLL_SECONDS, DUE_SECONDS):
-                    # Due work is timed in seconds: a look at each poll is enough, not one
-                    # at each commit's wake-up (nor 20 a second when the relay polls fast).
-                    last_due = now
-                    sweep(self.using, self.app, broker)
-                if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:
-                    last_sweep = now
-                    relay(using=self.using, app=self.app, connection=broker)
-            except events.PayloadError as exc:
-                logger.error("auditq relay: outbox rows left for later: %s", exc)
-            except BrokerUnavailable as exc:
-                logger.warning("auditq relay: the broker is unavailable (%s); retrying.", exc)
-                _discard(broker)
-                broker = None
-                self._stop.wait(1.0)
-            except Exception:
-                logger.exception("auditq relay: a round failed; retrying.")
-                close_old_connections()
-                self._stop.wait(1.0)
-            wakeups.wait(settings.RELAY_POLL_SECONDS)
-        wakeups.close()
-        _discard(broker)
-        connections[self.using].close()
-
-
-class Wakeups:
-    """What the relay waits on between rounds: a commit's ``NOTIFY`` on PostgreSQL (on
-    a connection of its own, re-opened after a failure), else (or with
-    ``AUDITQ["NOTIFY"]`` off) just the poll interval."""
-
-    def __init__(self, using: str, stop: threading.Event) -> None:
-        self.using = using
-        self.stop = stop
-        self.listener: Any = None
-        self.listens = connections[using].vendor == "postgresql" and conf.get().NOTIFY
-
-    def wait(self, timeout: float) -> None:
-        """Return when a commit notified, after ``timeout`` seconds, or at ``stop``."""
-        if not self.listens:
-            self.stop.wait(timeout)
-            return
-        import psycopg
-
-        try:
-            if self.listener is None:
-                params = connections[self.using].get_connection_params()
-                params.pop("cursor_factory", None)
-                params.pop("context", None)
-                self.listener = psycopg.connect(**params, autocommit=True)
-                self.listener.execute(f"LISTEN {CHANNEL}")
-            # One commit, then drop those queued meanwhile: the next round claims every
-            # row they announced.
-            for _ in self.listener.notifies(timeout=timeout, stop_after=1):
-                pass
-            for _ in self.listener.notifies(timeout=0):
-                pass
-        except psycopg.Error as exc:
-            logger.warning("auditq relay: LISTEN failed (%s); polling until it works.", exc)
-            self.close()
-            self.stop.wait(timeout)
-
-    def close(self) -> None:
-        """Close the listening connection, if any."""
-        if self.listener is not None:
-            try:
-                self.listener.close()
-            finally:
-                self.listener = None
-
-
-def _discard(broker: Any) -> None:
-    if broker is not None:
-        try:
-            broker.release()
-        except Exception:
-            logger.debug("auditq relay: error while closing a broker connection", exc_info=True)
-
-
-_relays: list[Relay] = []
-
-
 def outbox_databases() -> list[str]:
     """The database aliases that hold an outbox (where auditq's tables are migrated)."""
     from auditq.models import Outbox
 
     return [alias for alias in connections if router.allow_migrate_model(alias, Outbox)]
-
-
-def start_in_worker(app: Any) -> None:
-    """Start this process's relay threads, one per outbox database (``worker_ready``)."""
-    if not _relays and conf.get().RELAY_IN_WORKER:
-        threads = conf.get().RELAY_THREADS
-        _relays.extend(Relay(app, alias, threads) for alias in outbox_databases())
-        for thread in _relays:
-            thread.start()
-
-
-def stop_in_worker() -> None:
-    """Stop this process's relay threads (``worker_shutdown``)."""
-    while _relays:
-        _relays.pop().stop()

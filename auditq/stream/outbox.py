@@ -28,7 +28,6 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from auditq import conf
-from auditq.delivery import relay
 from auditq.stream import events
 from auditq.stream.events import Change
 
@@ -201,6 +200,17 @@ def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> Non
         cursor.execute(f"INSERT INTO {table} (created_at, payload) VALUES (%s, %s)", [now, payload])
 
 
+_committed: list[Callable[[str], None]] = []
+
+
+def on_commit(listener: Callable[[str], None]) -> None:
+    """Call ``listener(alias)`` each time outbox rows were committed on a connection
+    (delivery records them at once when Celery runs tasks eagerly)."""
+    if listener not in _committed:
+        _committed.append(listener)
+
+
 def committed(connection: Any) -> None:
-    """Rows were committed on ``connection``: see :func:`auditq.delivery.relay.committed`."""
-    relay.committed(connection.alias)
+    """Rows were committed on ``connection``: tell the listeners."""
+    for listener in _committed:
+        listener(connection.alias)

@@ -14,7 +14,6 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from auditq import tasks
-
 from auditq.delivery import relay
 from auditq.models import AuditEntry, Outbox
 from tests.celery_app import app as celery_app
@@ -219,8 +218,8 @@ def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(broker, workers, tm
 def test_the_same_message_delivered_twice_records_once(broker, workers):
     document = Document.objects.create(title="twice")
     outbox_id = Outbox.objects.get().pk
-    relay.publish([outbox_id])
-    relay.publish([outbox_id])
+    broker.publish([outbox_id])
+    broker.publish([outbox_id])
     assert queued(broker) == 2
 
     workers()

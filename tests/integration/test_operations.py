@@ -8,7 +8,6 @@ from django.db import connections
 from django.urls import reverse
 from django.utils import timezone
 
-from auditq.delivery import relay
 from auditq.models import OperationRun, StepRun
 from auditq.operations import RUN
 from tests.celery_app import app as celery_app
@@ -107,7 +106,7 @@ def test_a_step_delivered_twice_at_once_runs_once(broker, workers):
     workers()  # both idle, waiting for a message each
 
     run = ops.slow_first.start(seconds=1.0)  # published after commit: one message
-    relay.send(RUN, (run.pk, "default"), app=celery_app, queue=QUEUE)  # and the same again
+    broker.send(RUN, (run.pk, "default"), app=celery_app, queue=QUEUE)  # and the same again
 
     run = settled(run, "succeeded", broker)
     assert completed(run) == ["op:slow", "op:second"]

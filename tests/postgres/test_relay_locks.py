@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-from auditq.delivery import relay
+from auditq.delivery import broker, relay
 from auditq.models import Outbox
 from tests.testapp.models import Document
 
@@ -39,7 +39,7 @@ def test_rows_are_unlocked_when_the_relay_publishes_them(undelivered, monkeypatc
     def check(outbox_ids, using="default", app=None, connection=None):
         seen.append(lockable_from_another_connection(outbox_ids))
 
-    monkeypatch.setattr(relay, "publish", check)
+    monkeypatch.setattr(broker, "publish", check)
     assert relay.relay(fresh=True) == 1
 
     assert seen == [True]

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from auditq.delivery import relay
+from auditq.delivery import broker, relay
 from auditq.management.base import AuditqCommand
 
 
@@ -50,12 +50,12 @@ class Command(AuditqCommand):
             published = relay.relay(older_than=older_than, using=database)
             # Callback runs and operation steps that are due (retries, stalled runs).
             swept = relay.sweep(database)
-        except relay.BrokerUnavailable as exc:
+        except broker.BrokerUnavailable as exc:
             raise CommandError(
                 f"The broker is unavailable ({exc}); nothing was lost: the rows stay in the "
                 "outbox and the workers' relay delivers them once the broker is back."
             ) from exc
-        except relay.NoCeleryApp as exc:
+        except broker.NoCeleryApp as exc:
             raise CommandError(f"Nothing was published: {exc}") from exc
         except ImportError as exc:
             raise CommandError(

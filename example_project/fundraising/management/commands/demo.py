@@ -42,8 +42,8 @@ from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
 from auditq import audit_context, registry
-
 from auditq.consumers import recount
+from auditq.delivery import worker
 from auditq.models import AuditEntry, CallbackRun, CounterDelta, OperationRun, Outbox
 from example_project.celery import app as celery_app
 from example_project.fundraising import report
@@ -142,8 +142,6 @@ def in_process_worker() -> Iterator[None]:
     """A Celery worker in a thread of this process (the only kind the memory broker reaches)."""
     from celery.contrib.testing.worker import start_worker
 
-    from auditq.delivery import relay
-
     with start_worker(
         celery_app,
         pool="solo",
@@ -154,11 +152,11 @@ def in_process_worker() -> Iterator[None]:
     ):
         # `celery worker` starts auditq's relay by itself (worker_ready); this embedded
         # test worker sends no such signal.
-        relay.start_in_worker(celery_app)
+        worker.start_in_worker(celery_app)
         try:
             yield
         finally:
-            relay.stop_in_worker()
+            worker.stop_in_worker()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,188 @@
+"""The relay thread of each worker process: records fresh rows at once (woken by
+``NOTIFY`` on PostgreSQL), and publishes and sweeps what is due."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
+
+from auditq import conf
+from auditq.delivery import broker, recording, relay
+from auditq.stream import events
+
+logger = logging.getLogger("auditq")
+
+CHANNEL = "auditq_outbox"
+
+DUE_SECONDS = 0.2
+"""The relay looks for due work (retries, steps, overdue counters) at most this often,
+however short ``RELAY_POLL_SECONDS``: that work is timed in seconds."""
+
+
+class Relay:
+    """The relay thread of one worker process (see the module docstring)."""
+
+    def __init__(self, app: Any, using: str = DEFAULT_DB_ALIAS, threads: int = 1) -> None:
+        self.app = app
+        self.using = using
+        self.threads = threads
+        self._stop = threading.Event()
+        self._backlog = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the threads (once): the one that listens, publishes and sweeps, and
+        ``threads - 1`` that help it record a backlog (their database waits overlap)."""
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._run, name="auditq-relay", daemon=True),
+                *(
+                    threading.Thread(target=self._help, name="auditq-relay-helper", daemon=True)
+                    for _ in range(self.threads - 1)
+                ),
+            ]
+            for thread in self._threads:
+                thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the threads to finish their round and wait for them."""
+        self._stop.set()
+        self._backlog.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+    def _record_fresh(self) -> None:
+        """Record fresh rows until none is left, RELAY_BATCH_SIZE rows a transaction."""
+        size = conf.get().RELAY_BATCH_SIZE
+        while not self._stop.is_set():
+            recorded = recording.consume_fresh(self.using, size)
+            if not recorded:
+                return
+            if recorded >= size:
+                self._backlog.set()  # a full round: more are waiting, wake the helpers
+
+    def _help(self) -> None:
+        poll = conf.get().RELAY_POLL_SECONDS
+        while not self._stop.is_set():
+            self._backlog.wait(poll * 5)
+            self._backlog.clear()
+            try:
+                self._record_fresh()
+            except events.PayloadError as exc:
+                logger.error("auditq relay: outbox rows left for later: %s", exc)
+            except Exception:
+                logger.exception("auditq relay: a round failed; retrying.")
+                close_old_connections()
+                self._stop.wait(1.0)
+        connections[self.using].close()
+
+    def _run(self) -> None:
+        settings = conf.get()
+        wakeups = Wakeups(self.using, self._stop)
+        last_sweep = last_due = 0.0
+        sender = None
+        while not self._stop.is_set():
+            try:
+                if sender is None:
+                    sender = broker.broker_connection(self.app)
+                self._record_fresh()
+                now = time.monotonic()
+                if now - last_due >= max(settings.RELAY_POLL_SECONDS, DUE_SECONDS):
+                    # Due work is timed in seconds: a look at each poll is enough, not one
+                    # at each commit's wake-up (nor 20 a second when the relay polls fast).
+                    last_due = now
+                    relay.sweep(self.using, self.app, sender)
+                if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:
+                    last_sweep = now
+                    relay.relay(using=self.using, app=self.app, connection=sender)
+            except events.PayloadError as exc:
+                logger.error("auditq relay: outbox rows left for later: %s", exc)
+            except broker.BrokerUnavailable as exc:
+                logger.warning("auditq relay: the broker is unavailable (%s); retrying.", exc)
+                _discard(sender)
+                sender = None
+                self._stop.wait(1.0)
+            except Exception:
+                logger.exception("auditq relay: a round failed; retrying.")
+                close_old_connections()
+                self._stop.wait(1.0)
+            wakeups.wait(settings.RELAY_POLL_SECONDS)
+        wakeups.close()
+        _discard(sender)
+        connections[self.using].close()
+
+
+class Wakeups:
+    """What the relay waits on between rounds: a commit's ``NOTIFY`` on PostgreSQL (on
+    a connection of its own, re-opened after a failure), else (or with
+    ``AUDITQ["NOTIFY"]`` off) just the poll interval."""
+
+    def __init__(self, using: str, stop: threading.Event) -> None:
+        self.using = using
+        self.stop = stop
+        self.listener: Any = None
+        self.listens = connections[using].vendor == "postgresql" and conf.get().NOTIFY
+
+    def wait(self, timeout: float) -> None:
+        """Return when a commit notified, after ``timeout`` seconds, or at ``stop``."""
+        if not self.listens:
+            self.stop.wait(timeout)
+            return
+        import psycopg
+
+        try:
+            if self.listener is None:
+                params = connections[self.using].get_connection_params()
+                params.pop("cursor_factory", None)
+                params.pop("context", None)
+                self.listener = psycopg.connect(**params, autocommit=True)
+                self.listener.execute(f"LISTEN {CHANNEL}")
+            # One commit, then drop those queued meanwhile: the next round claims every
+            # row they announced.
+            for _ in self.listener.notifies(timeout=timeout, stop_after=1):
+                pass
+            for _ in self.listener.notifies(timeout=0):
+                pass
+        except psycopg.Error as exc:
+            logger.warning("auditq relay: LISTEN failed (%s); polling until it works.", exc)
+            self.close()
+            self.stop.wait(timeout)
+
+    def close(self) -> None:
+        """Close the listening connection, if any."""
+        if self.listener is not None:
+            try:
+                self.listener.close()
+            finally:
+                self.listener = None
+
+
+def _discard(sender: Any) -> None:
+    if sender is not None:
+        try:
+            sender.release()
+        except Exception:
+            logger.debug("auditq relay: error while closing a broker connection", exc_info=True)
+
+
+_relays: list[Relay] = []
+
+
+def start_in_worker(app: Any) -> None:
+    """Start this process's relay threads, one per outbox database (``worker_ready``)."""
+    if not _relays and conf.get().RELAY_IN_WORKER:
+        threads = conf.get().RELAY_THREADS
+        _relays.extend(Relay(app, alias, threads) for alias in relay.outbox_databases())
+        for thread in _relays:
+            thread.start()
+
+
+def stop_in_worker() -> None:
+    """Stop this process's relay threads (``worker_shutdown``)."""
+    while _relays:
+        _relays.pop().stop()
