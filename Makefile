@@ -23,7 +23,8 @@ help:
 	@echo "  make venv   create .venv and install auditq with its test extras (again when pyproject.toml changes)"
 	@echo "  make demo   run the demo: migrate, admin/admin, worker, scripted changes, report, admin on :8000"
 	@echo "              (SQLite + in-process broker by default; DATABASE_URL, REDIS_URL, DEMO_SERVE=0)"
-	@echo "  make lint   ruff check, ruff format --check and mypy (django-stubs) on auditq/"
+	@echo "  make lint   ruff check, ruff format --check, mypy (django-stubs) on auditq/, and"
+	@echo "              lint-imports (the layers, no cycles; contracts in pyproject.toml)"
 	@echo "  make test   lint, then the test suite (tests/run.sh)"
 	@echo "  make bench  install the bench extra, then bench/request_path.py (auditq vs django-auditlog,"
 	@echo "              django-simple-history, django-pghistory), bench/worker.py (throughput, lag, memory)"
@@ -64,6 +65,7 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: venv lint
 	bash tests/run.sh

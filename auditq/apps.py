@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models import Model
 
 
 class AuditqConfig(AppConfig):
@@ -8,7 +9,8 @@ class AuditqConfig(AppConfig):
 
     def ready(self) -> None:
         """Register the consumers, sweepers and runners, and wire capture: the one place
-        where the layers meet (each is imported here, once the models are loaded)."""
+        where the layers meet."""
+        # Imported here: app loading imports this module before any model exists.
         from auditq import capture, checks, registry
         from auditq.consumers import callbacks, counters
         from auditq.consumers.audit import AuditConsumer
@@ -31,3 +33,10 @@ class AuditqConfig(AppConfig):
         for model in registry.tracked_models():
             capture.connect(model)
         counters.protect_parents()
+
+        def wire(model: type[Model]) -> None:
+            """A model tracked after start-up is wired as the others were."""
+            capture.connect(model)
+            counters.protect_parents()
+
+        registry.on_tracked_late(wire)

@@ -146,6 +146,3 @@ def get() -> Settings:
 def _clear(setting: str, **kwargs: Any) -> None:
     if setting == "AUDITQ":
         get.cache_clear()
-        from auditq import registry
-
-        registry.clear_caches()

@@ -131,9 +131,7 @@ def _handler_decorator(
         )
         if apps.models_ready:
             # Registered from an AppConfig.ready() (maybe after auditq's own): wire it now.
-            from auditq import capture
-
-            capture.connect(model)
+            registry.tracked_late(model)
         return func
 
     return decorate
@@ -238,11 +236,7 @@ def counter_cache(
         registry.add_counter(registry.Counter(cls, fk_name, field, sum, when))
         if apps.ready:
             # Declared after auditq's ready() (a model imported late, a test): wire it now.
-            from auditq import capture
-            from auditq.consumers import counters
-
-            capture.connect(cls)
-            counters.protect_parents()
+            registry.tracked_late(cls)
         return cls
 
     return decorate

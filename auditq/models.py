@@ -12,7 +12,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from auditq.stream.encoding import encode
-from auditq.stream.events import Event, key_text, loads
+from auditq.stream.events import REPR_LIMIT, Event, key_text, loads
 
 if TYPE_CHECKING:
     from auditq.diffs import DiffRow
@@ -53,7 +53,7 @@ class AuditEntry(models.Model):
     event_id = models.UUIDField(unique=True, editable=False)
     content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, related_name="+")
     object_pk = models.CharField(max_length=255)
-    object_repr = models.CharField(max_length=200, blank=True)
+    object_repr = models.CharField(max_length=REPR_LIMIT, blank=True)
     action = models.CharField(max_length=6, choices=Action.choices)
     changes = models.JSONField(default=dict)
     # No database constraint and no cascade: deleting a user must neither delete nor
@@ -170,7 +170,7 @@ class CallbackRun(models.Model):
     event_id = models.UUIDField(help_text="The change's id (its audit entry's event_id).")
     model = models.CharField(max_length=100, help_text="app_label.modelname of the object.")
     object_pk = models.CharField(max_length=255)
-    object_repr = models.CharField(max_length=200, blank=True)
+    object_repr = models.CharField(max_length=REPR_LIMIT, blank=True)
     action = models.CharField(max_length=6)
     event = models.JSONField(help_text="The event the handler receives.")
     sealed = models.TextField(

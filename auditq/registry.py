@@ -13,8 +13,10 @@ from fnmatch import fnmatchcase
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from django.core.signals import setting_changed
 from django.db import models
 from django.db.models import Model
+from django.dispatch import receiver
 
 from auditq import conf
 
@@ -177,6 +179,7 @@ _counters: list[Counter] = []
 _sweepers: list[Sweeper] = []
 _runners: dict[str, Runner] = {}
 _derived: list[Callable[[], None]] = []
+_late: list[Callable[[type[models.Model]], None]] = []
 _Cached = TypeVar("_Cached", bound=Any)
 
 
@@ -411,6 +414,25 @@ def tracking(model: type[models.Model]) -> Tracking | None:
         m2m=tuple(t for t, many in resolved if many),
         consumers=wanting,
     )
+
+
+def on_tracked_late(wire: Callable[[type[models.Model]], None]) -> None:
+    """Call ``wire(model)`` for a model registered after start-up (a handler declared in an
+    ``AppConfig.ready()`` that runs after auditq's, a test): ``ready()`` wires capture."""
+    if wire not in _late:
+        _late.append(wire)
+
+
+def tracked_late(model: type[models.Model]) -> None:
+    """``model`` was registered after start-up: wire it now (see :func:`on_tracked_late`)."""
+    for wire in _late:
+        wire(model)
+
+
+@receiver(setting_changed)
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    if setting == "AUDITQ":
+        clear_caches()
 
 
 def clear_caches() -> None:

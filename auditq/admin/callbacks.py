@@ -16,7 +16,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from auditq import registry
-from auditq.admin.entries import when
+from auditq.admin.formatting import when
 from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.consumers import callbacks
 from auditq.models import CallbackRun

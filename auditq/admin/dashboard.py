@@ -12,7 +12,12 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
+from auditq import operations
+from auditq.admin import callbacks as callbacks_admin
 from auditq.admin import chart, figures
+from auditq.admin import operations as operations_admin
+from auditq.consumers import callbacks
+from auditq.models import CallbackRun, OperationRun
 
 
 def dashboard_url(request: HttpRequest) -> str:
@@ -55,11 +60,7 @@ def urls(model_admin: ModelAdmin) -> list[URLPattern]:
 
 def retry_failed_callbacks(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
     """Retry every failed callback run (POST, CSRF-checked, change permission needed)."""
-    from auditq.admin.callbacks import RETRY_PERMISSION
-    from auditq.consumers import callbacks
-    from auditq.models import CallbackRun
-
-    if not request.user.has_perm(RETRY_PERMISSION):
+    if not request.user.has_perm(callbacks_admin.RETRY_PERMISSION):
         raise PermissionDenied
     count = callbacks.retry(CallbackRun.objects.filter(status=CallbackRun.Status.FAILED))
     messages.success(
@@ -71,14 +72,10 @@ def retry_failed_callbacks(model_admin: ModelAdmin, request: HttpRequest) -> Htt
 def retry_failed_operations(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
     """Retry every failed operation run at its failed step (POST, CSRF-checked, change
     permission needed)."""
-    from auditq import operations
-    from auditq.admin.operations import RETRY_PERMISSION, queued
-    from auditq.models import OperationRun
-
-    if not request.user.has_perm(RETRY_PERMISSION):
+    if not request.user.has_perm(operations_admin.RETRY_PERMISSION):
         raise PermissionDenied
     count = operations.retry(OperationRun.objects.filter(status=OperationRun.Status.FAILED))
-    messages.success(request, f"Failed operations: {queued(count)}")
+    messages.success(request, f"Failed operations: {operations_admin.queued(count)}")
     return HttpResponseRedirect(reverse(f"{model_admin.admin_site.name}:auditq_dashboard"))
 
 

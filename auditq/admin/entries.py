@@ -8,7 +8,6 @@ and a search that the indexes serve.
 
 from __future__ import annotations
 
-import datetime
 import json
 from typing import Any
 from urllib.parse import urlencode
@@ -19,21 +18,16 @@ from django.db import models
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, URLPattern, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from auditq import diffs
 from auditq.admin import dashboard
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter
+from auditq.admin.formatting import when
 from auditq.admin.paginators import CappedCountPaginator
 from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.models import AuditEntry
-
-
-def when(value: datetime.datetime) -> str:
-    """A time to the second, in the current time zone: ``"2026-11-22 14:03:07 UTC"``."""
-    return f"{timezone.localtime(value):%Y-%m-%d %H:%M:%S %Z}"
 
 
 @admin.register(AuditEntry)

@@ -19,9 +19,10 @@ from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
-from auditq import conf
+from auditq import conf, operations, registry
+from auditq.consumers import counters
 from auditq.delivery.relay import backlog as outbox_backlog
-from auditq.models import AuditEntry
+from auditq.models import AuditEntry, CallbackRun, OperationRun
 
 logger = logging.getLogger("auditq")
 
@@ -177,8 +178,6 @@ def backlog(now: datetime.datetime | None = None) -> Backlog:
 
 def pending_counters(now: datetime.datetime | None = None) -> PendingCounters:
     """Count the counter deltas waiting for a flush and tell the age of the oldest."""
-    from auditq import registry
-    from auditq.consumers import counters
 
     declared = len(registry.counters())
     if not declared:
@@ -217,8 +216,6 @@ class FailedCallbacks:
 
 def failed_callbacks(newest: int = 5) -> FailedCallbacks:
     """The failed callback runs: how many, and the newest ones."""
-    from auditq import registry
-    from auditq.models import CallbackRun
 
     failed = CallbackRun.objects.filter(status=CallbackRun.Status.FAILED)
     return FailedCallbacks(
@@ -245,8 +242,6 @@ class FailedOperations:
 
 def failed_operations(newest: int = 5) -> FailedOperations:
     """The failed operation runs: how many, and the newest ones."""
-    from auditq import operations
-    from auditq.models import OperationRun
 
     Status = OperationRun.Status
     failed = OperationRun.objects.filter(status=Status.FAILED)

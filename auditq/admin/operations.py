@@ -22,7 +22,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from auditq import operations
-from auditq.admin.entries import when
+from auditq.admin.formatting import when
 from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.models import OperationRun
 

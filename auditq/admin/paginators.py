@@ -8,6 +8,8 @@ from typing import Any
 from django.core.paginator import Paginator
 from django.db import connections, models
 
+from auditq.backends import backend
+
 
 class CappedCountPaginator(Paginator):
     """Counts at most ``CAP`` rows; an unfiltered list on PostgreSQL uses the planner's estimate.
@@ -43,15 +45,7 @@ class CappedCountPaginator(Paginator):
 
 
 def estimated_rows(queryset: models.QuerySet) -> int | None:
-    """PostgreSQL's row estimate for the table (kept by autovacuum), or None elsewhere."""
+    """The server's row estimate for the table (PostgreSQL's autovacuum keeps one), or
+    None where there is none."""
     connection = connections[queryset.db]
-    if connection.vendor != "postgresql":
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-            [connection.ops.quote_name(queryset.model._meta.db_table)],
-        )
-        row = cursor.fetchone()
-    # -1: the table was never analysed.
-    return int(row[0]) if row and row[0] >= 0 else None
+    return backend(connection).estimate_rows(connection, queryset.model._meta.db_table)

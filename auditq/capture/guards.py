@@ -13,6 +13,7 @@ from django.db.models.deletion import DO_NOTHING, get_candidate_relations_to_del
 from django.db.models.signals import post_delete, pre_delete
 
 from auditq import registry
+from auditq.backends import backend
 from auditq.capture.diff import diff, every_value
 from auditq.capture.receivers import WRITES, ask_consumers, delete_change, object_repr, on_delete
 from auditq.capture.shape import Shape, concrete, shape_of, snapshot_attnames, tracked_parents
@@ -102,7 +103,7 @@ def guard_save(save_base: Callable) -> Callable:
                 connection.execute_wrappers.remove(reader)
         if not alone:
             return save_base(self, *args, **kwargs)
-        if tracking is None or connection.vendor != "postgresql" or shape.parents:
+        if tracking is None or not backend(connection).supports_statement_outbox or shape.parents:
             # Elsewhere (or with parent tables to write too) the save gets a transaction.
             with transaction.atomic(using=using, savepoint=False):
                 return save_base(self, *args, **kwargs)
@@ -183,7 +184,7 @@ def guard_delete(delete: Callable) -> Callable:
         alone = outbox.alone(connection)
         if change is None:
             count = _delete_row(model, self.pk, using)
-        elif alone and connection.vendor == "postgresql":  # the row's statement writes it
+        elif alone and backend(connection).supports_statement_outbox:  # the statement writes it
             found = outbox.state(connection)
             previous = found.write
             prefix = _statement_prefixes(model, using)[2]

@@ -16,10 +16,9 @@ from auditq.capture.shape import tracked_parents
 from auditq.capture.snapshot import LOADED, saved
 from auditq.stream import context, outbox
 from auditq.stream.encoding import encode
-from auditq.stream.events import Change
+from auditq.stream.events import REPR_LIMIT, Change
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
-REPR_LIMIT = 200
 
 
 WRITES: dict[int, outbox.Write] = {}

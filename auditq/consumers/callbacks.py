@@ -39,7 +39,7 @@ from auditq.delivery.backoff import retry_delay
 from auditq.registry import TrackedField
 from auditq.stream import sealing
 from auditq.stream.context import AuditContext, audit_context
-from auditq.stream.events import Event, from_data, key_text, to_data
+from auditq.stream.events import REPR_LIMIT, Event, from_data, key_text, to_data
 
 logger = logging.getLogger("auditq")
 
@@ -120,7 +120,7 @@ class CallbacksConsumer:
                         event_id=event.id,
                         model=event.model,
                         object_pk=key_text(event.pk),
-                        object_repr=(event.repr or "")[:200],
+                        object_repr=(event.repr or "")[:REPR_LIMIT],
                         action=event.action,
                         event=to_data(event),
                         sealed=data.get("sealed", ""),

@@ -25,6 +25,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Model
 
 from auditq import registry
+from auditq.backends import backend
 from auditq.consumers import counters
 from auditq.stream.events import loads
 
@@ -175,9 +176,9 @@ def _check(
     wanted = {(label, texts[key], column) for key in keys for column in columns}
     with transaction.atomic(using=using):
         connection = connections[using]
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        found = backend(connection)
+        if found.supports_snapshot_isolation:
+            found.read_one_snapshot(connection)
         stored: dict[Key, decimal.Decimal] = defaultdict(decimal.Decimal)
         for key, *values in (
             parent._base_manager.using(using)

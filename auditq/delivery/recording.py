@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from auditq import registry
+from auditq.backends import Taken, backend
 from auditq.delivery import broker
 from auditq.models import Outbox
 from auditq.stream import events
@@ -55,8 +55,10 @@ def consume_fresh(using: str = DEFAULT_DB_ALIAS, limit: int = 500) -> int:
     Raises:
         events.PayloadError: some rows cannot be read; the others were delivered.
     """
-    if connections[using].vendor == "postgresql":
-        return _deliver(using, lambda: _take_fresh(using, limit))
+    connection = connections[using]
+    found = backend(connection)
+    if found.supports_locking_statements:
+        return _deliver(using, lambda: found.take_fresh_outbox(connection, limit))
     # Elsewhere, look before taking: on SQLite a transaction takes the write lock.
     fresh = Outbox.objects.using(using).filter(relayed_at__isnull=True).order_by("id")
     ids = list(fresh.values_list("id", flat=True)[:limit])
@@ -94,62 +96,11 @@ def _deliver(using: str, take: Callable[[], list[Taken]]) -> int:
     return len(found)
 
 
-class Taken(NamedTuple):
-    """An outbox row taken for delivery: its id, payload and assigned key (parsing its
-    dates would cost more than they are worth; a row put back is dated anew)."""
-
-    pk: int
-    payload: str
-    key: str
-
-
 def _take(using: str, outbox_ids: Sequence[int]) -> list[Taken]:
-    """Delete the rows and return them, in key order (one lock order for every worker:
-    no deadlocks). A row another transaction holds is waited for: if that worker commits
-    the row is gone, if it dies the row is ours."""
+    """Delete the rows and return them, in key order. A row another transaction holds is
+    waited for: if that worker commits the row is gone, if it dies the row is ours."""
     connection = connections[using]
-    if connection.vendor == "postgresql":
-        # One statement locks, reads and deletes.
-        table = connection.ops.quote_name(Outbox._meta.db_table)
-        return _returned(
-            connection,
-            f"DELETE FROM {table} WHERE id = ANY(%s) RETURNING id, payload, key",
-            [sorted(outbox_ids)],
-        )
-    rows = [
-        Taken(*row)
-        for row in Outbox.objects.using(using)
-        .select_for_update()
-        .filter(pk__in=outbox_ids)
-        .order_by("id")
-        .values_list("id", "payload", "key")
-    ]
-    Outbox.objects.using(using).filter(pk__in=[row.pk for row in rows]).delete()
-    return rows
-
-
-def _take_fresh(using: str, limit: int) -> list[Taken]:
-    """Delete and return up to ``limit`` never-published rows, skipping locked ones
-    (PostgreSQL: one statement)."""
-    connection = connections[using]
-    table = connection.ops.quote_name(Outbox._meta.db_table)
-    return _returned(
-        connection,
-        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE relayed_at IS NULL "
-        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-        "RETURNING id, payload, key",
-        [limit],
-    )
-
-
-def _returned(connection: Any, sql: str, params: list[Any]) -> list[Taken]:
-    """The rows a ``DELETE … RETURNING`` gave back, in key order. Built by hand: a model
-    instance per row through ``raw()`` costs more than the rest of the row's delivery."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    rows.sort()
-    return [Taken(*row) for row in rows]
+    return backend(connection).take_outbox(connection, list(outbox_ids))
 
 
 def _put_back(using: str, rows: list[Taken]) -> None:

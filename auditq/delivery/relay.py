@@ -12,6 +12,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from auditq import conf, registry
+from auditq.backends import backend
 from auditq.delivery import broker
 
 logger = logging.getLogger("auditq")
@@ -101,21 +102,9 @@ def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) ->
             Q(relayed_at__isnull=True) | Q(relayed_at__lte=cutoff)
         )
     connection = connections[using]
-    if connection.vendor == "postgresql":
-        # One statement picks, locks and stamps.
-        table = connection.ops.quote_name(Outbox._meta.db_table)
-        where, params = (
-            ("relayed_at IS NULL", [])
-            if fresh
-            else ("created_at <= %s AND (relayed_at IS NULL OR relayed_at <= %s)", [cutoff] * 2)
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET relayed_at = %s WHERE id IN (SELECT id FROM {table} "
-                f"WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id",
-                [timezone.now(), *params, limit],
-            )
-            return sorted(row[0] for row in cursor.fetchall())
+    found = backend(connection)
+    if found.supports_locking_statements:  # one statement picks, locks and stamps
+        return found.claim_outbox(connection, limit, fresh=fresh, cutoff=cutoff)
     if not due.exists():
         return []  # no write transaction (on SQLite, no write lock) just to find nothing
     with transaction.atomic(using=using):

@@ -11,12 +11,12 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
 
 from auditq import conf
+from auditq.backends import backend
 from auditq.delivery import broker, recording, relay
 from auditq.stream import events
 
 logger = logging.getLogger("auditq")
 
-CHANNEL = "auditq_outbox"
 
 DUE_SECONDS = 0.2
 """The relay looks for due work (retries, steps, overdue counters) at most this often,
@@ -118,7 +118,8 @@ class Relay:
 
 
 class Wakeups:
-    """What the relay waits on between rounds: a commit's ``NOTIFY`` on PostgreSQL (on
+    """What the relay waits on between rounds: a commit's ``NOTIFY`` where the backend has
+    it (on
     a connection of its own, re-opened after a failure), else (or with
     ``AUDITQ["NOTIFY"]`` off) just the poll interval."""
 
@@ -126,29 +127,24 @@ class Wakeups:
         self.using = using
         self.stop = stop
         self.listener: Any = None
-        self.listens = connections[using].vendor == "postgresql" and conf.get().NOTIFY
+        self.backend = backend(connections[using])
+        self.listens = self.backend.supports_notify and conf.get().NOTIFY
 
     def wait(self, timeout: float) -> None:
         """Return when a commit notified, after ``timeout`` seconds, or at ``stop``."""
         if not self.listens:
             self.stop.wait(timeout)
             return
-        import psycopg
-
         try:
             if self.listener is None:
-                params = connections[self.using].get_connection_params()
-                params.pop("cursor_factory", None)
-                params.pop("context", None)
-                self.listener = psycopg.connect(**params, autocommit=True)
-                self.listener.execute(f"LISTEN {CHANNEL}")
+                self.listener = self.backend.listen(connections[self.using])
             # One commit, then drop those queued meanwhile: the next round claims every
             # row they announced.
             for _ in self.listener.notifies(timeout=timeout, stop_after=1):
                 pass
             for _ in self.listener.notifies(timeout=0):
                 pass
-        except psycopg.Error as exc:
+        except Exception as exc:  # the driver's error: the server went away, say
             logger.warning("auditq relay: LISTEN failed (%s); polling until it works.", exc)
             self.close()
             self.stop.wait(timeout)

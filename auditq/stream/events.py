@@ -32,6 +32,9 @@ from auditq.stream.encoding import encode, json_bytes
 VERSION = 3
 """Bumped whenever the payload changes shape; a worker refuses other versions."""
 
+REPR_LIMIT = 200
+"""The longest object text a change carries (``AuditEntry.object_repr`` and
+``CallbackRun.object_repr`` hold that much)."""
 PK_SLOT = "@auditq:pk@"
 """Stands for a primary key the database has not assigned yet: the statement that assigns
 it stores the key as text beside the payload (the outbox row's ``key``), and :func:`loads`

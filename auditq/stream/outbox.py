@@ -25,18 +25,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import DatabaseError
-from django.utils import timezone
 
 from auditq import conf
+from auditq.backends import backend
 from auditq.stream import events
 from auditq.stream.events import Change
 
 logger = logging.getLogger("auditq")
 
-PUT = "auditq_outbox_put"
-"""The PostgreSQL function that writes one outbox row and wakes the relay."""
-QUIET = ", notify => false"
-"""Its last argument when ``AUDITQ["NOTIFY"]`` is off: the row, and no ``NOTIFY``."""
 STATE = "_auditq_outbox"
 
 
@@ -152,7 +148,7 @@ def _install(connection: Any, found: State) -> None:
         change = write.change(sql[0])
         if change is None:
             return run(sql, params, many, context)
-        sql, params = _with_put(sql, params, change, write.instance)
+        sql, params = _with_put(sql, params, change, write.instance, connection)
         result = run(sql, params, many, context)
         # An UPDATE that matched no row wrote no outbox row: Django may INSERT next.
         write.recorded = context["cursor"].rowcount > 0
@@ -162,42 +158,26 @@ def _install(connection: Any, found: State) -> None:
     connection.execute_wrappers.append(execute)
 
 
-def _with_put(sql: str, params: Any, change: Change, instance: Any) -> tuple[str, Any]:
-    """Make a row's own statement write its outbox row (PostgreSQL)."""
-    params = [*(params or ()), events.dumps([change])]
+def _with_put(
+    sql: str, params: Any, change: Change, instance: Any, connection: Any
+) -> tuple[str, Any]:
+    """Make a row's own statement write its outbox row."""
+    key_sql = None
     if change.pk == events.PK_SLOT:
         # The database assigns the key in this very statement: the row keeps it beside the
         # payload, and the worker puts it where the payload says PK_SLOT.
         meta = instance._meta
-        call = _put(f'"{meta.db_table}"."{meta.pk.column}"::text')
-    else:
-        call = _put()
-    if sql.startswith("INSERT") and " RETURNING " in sql:
-        return f"{sql}, {call}", params
-    return f"{sql} RETURNING {call}", params
-
-
-def _put(key: str = "") -> str:
-    """The call of :data:`PUT` on the payload parameter (and ``key``, SQL giving the key
-    the database assigned), without its ``NOTIFY`` when ``AUDITQ["NOTIFY"]`` is off."""
-    return f"{PUT}(%s{', ' + key if key else ''}{'' if conf.get().NOTIFY else QUIET})"
+        quote = connection.ops.quote_name
+        key_sql = f"{quote(meta.db_table)}.{quote(meta.pk.column)}::text"
+    return backend(connection).with_outbox_put(
+        sql, params, events.dumps([change]), key_sql=key_sql, notify=conf.get().NOTIFY
+    )
 
 
 def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> None:
-    """Write one outbox row holding ``pendings`` (and, on PostgreSQL, commit with it)."""
+    """Write one outbox row holding ``pendings`` (and, where the backend can, commit with it)."""
     payload = events.dumps([p.change for p in pendings])
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Server-side binding prepares each statement, and a prepared statement holds
-            # one command: the COMMIT is then Django's own, a round trip later.
-            together = commit and not connection.features.uses_server_side_binding
-            cursor.execute(f"SELECT {_put()}" + ("; COMMIT" if together else ""), [payload])
-            return
-        from auditq.models import Outbox
-
-        table = connection.ops.quote_name(Outbox._meta.db_table)
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        cursor.execute(f"INSERT INTO {table} (created_at, payload) VALUES (%s, %s)", [now, payload])
+    backend(connection).write_outbox(connection, payload, commit=commit, notify=conf.get().NOTIFY)
 
 
 _committed: list[Callable[[str], None]] = []
