@@ -1,9 +1,16 @@
-"""auditq: asynchronous audit trails for Django, delivered exactly once by Celery workers."""
+"""auditq: asynchronous audit trails for Django, delivered exactly once by Celery workers.
+
+Every public name is importable from here (models from ``auditq.models``, admin classes
+from ``auditq.admin``); this module is safe to import from a ``models.py``.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
 from auditq.decorators import after_delete, after_save, audited, counter_cache
+from auditq.operations import Operation, OperationError, retry_policy
+from auditq.registry import Consumer
 from auditq.stream.context import audit_context, disable_auditing
+from auditq.stream.events import Event
 
 try:
     __version__ = version("auditq")
@@ -11,6 +18,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "Consumer",
+    "Event",
+    "Operation",
+    "OperationError",
     "__version__",
     "after_delete",
     "after_save",
@@ -18,4 +29,5 @@ __all__ = [
     "audited",
     "counter_cache",
     "disable_auditing",
+    "retry_policy",
 ]

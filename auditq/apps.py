@@ -12,15 +12,14 @@ class AuditqConfig(AppConfig):
         where the layers meet."""
         # Imported here: app loading imports this module before any model exists.
         from auditq import capture, checks, registry
-        from auditq.consumers import callbacks, counters
-        from auditq.consumers.audit import AuditConsumer
+        from auditq.consumers import audit, callbacks, counters
         from auditq.delivery import recording
         from auditq.models import operation_runs_due
         from auditq.operations import executor, publishing
         from auditq.stream import outbox
 
         checks.register()
-        registry.add_consumer(AuditConsumer())
+        registry.add_consumer(audit.AuditConsumer())
         registry.add_consumer(callbacks.CallbacksConsumer())
         registry.add_consumer(counters.CountersConsumer())
         registry.add_sweeper(callbacks.publish_due)

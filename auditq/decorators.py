@@ -1,4 +1,6 @@
-"""``@audited``: record a model's audit options in the registry, return the class unchanged."""
+"""The decorators users write: ``@audited``, ``@after_save``, ``@after_delete`` and
+``@counter_cache``. Each checks its arguments, records them in the registry and returns
+what it decorates unchanged; ``AppConfig.ready()`` wires what they registered."""
 
 from __future__ import annotations
 
@@ -112,10 +114,7 @@ def _handler_decorator(
         raise TypeError(f"{decorator}(when=...) takes a function of the instance, not {when!r}.")
     if queue is not None and (not isinstance(queue, str) or not queue):
         raise ValueError(f"{decorator}(queue=...) takes a queue name, not {queue!r}.")
-    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
-        raise ValueError(f"{decorator}(retries=...) takes a whole number from 0 to 100.")
-    if not isinstance(backoff, int | float) or not 0 < backoff <= 86400:
-        raise ValueError(f"{decorator}(backoff=...) takes seconds, more than 0, at most a day.")
+    registry.check_retries(retries, backoff, f"{decorator}()")
 
     def decorate(func: F) -> F:
         if not callable(func):

@@ -21,6 +21,7 @@ from django.db import models
 from django.utils.text import capfirst
 
 from auditq.stream.encoding import MASK
+from auditq.stream.events import m2m_keys
 
 if TYPE_CHECKING:
     from auditq.models import AuditEntry
@@ -125,8 +126,9 @@ def diff_rows(
     for name, change in entry.changes.items():
         field = fields[name]
         label = str(capfirst(field.verbose_name)) if field is not None else name
-        if isinstance(change, dict):
-            removed, added = change.get("removed", []), change.get("added", [])
+        m2m = m2m_keys(change)
+        if m2m is not None:
+            removed, added = m2m
             rows.append(
                 DiffRow(
                     name,
@@ -180,11 +182,8 @@ def _related_labels(
         field = fields[name]
         if not _is_relation(field):
             continue
-        values = (
-            [*change.get("removed", []), *change.get("added", [])]
-            if isinstance(change, dict)
-            else change
-        )
+        m2m = m2m_keys(change)
+        values = change if m2m is None else [*m2m[0], *m2m[1]]
         wanted[_target(field)].update(str(v) for v in values if v is not None and v != MASK)
     labels: dict[tuple[type[models.Model], Any], dict[str, str]] = {}
     for (model, to_field), keys in wanted.items():

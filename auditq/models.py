@@ -1,9 +1,12 @@
-"""The audit trail (``AuditEntry``) and the outbox that carries changes to the workers."""
+"""auditq's tables: the trail (``AuditEntry``), the outbox that carries committed changes
+to the workers (``Outbox``), the callbacks' ledger (``CallbackRun``), pending counter
+deltas (``CounterDelta``), and operation runs with their step attempts (``OperationRun``,
+``StepRun``)."""
 
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -11,11 +14,9 @@ from django.db import models, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
+from auditq.diffs import DiffRow, diff_rows, title
 from auditq.stream.encoding import encode
-from auditq.stream.events import REPR_LIMIT, Event, key_text, loads
-
-if TYPE_CHECKING:
-    from auditq.diffs import DiffRow
+from auditq.stream.events import REPR_LIMIT, Event, key_text, loads, m2m_keys
 
 
 class AuditEntryQuerySet(models.QuerySet):
@@ -102,14 +103,12 @@ class AuditEntry(models.Model):
     @property
     def summary(self) -> str:
         """What happened, as a person says it: ``"Donation #53 changed by admin"``."""
-        from auditq.diffs import title
 
         return title(self)
 
     def get_diff_display(self) -> list[DiffRow]:
         """Return the changes as rows a person reads: verbose field names, choice labels,
         and related objects' names (one query per related model)."""
-        from auditq.diffs import diff_rows
 
         return diff_rows(self)
 
@@ -117,8 +116,9 @@ class AuditEntry(models.Model):
         """Return ``(field, old, new)`` rows; many-to-many rows hold removed and added keys."""
         rows = []
         for name, change in self.changes.items():
-            if isinstance(change, dict):
-                rows.append((name, change.get("removed", []), change.get("added", [])))
+            m2m = m2m_keys(change)
+            if m2m is not None:
+                rows.append((name, *m2m))
             else:
                 rows.append((name, change[0], change[1]))
         return rows

@@ -200,6 +200,22 @@ def register(model: type[models.Model], options: AuditOptions) -> None:
     clear_caches()
 
 
+def check_retries(retries: Any, backoff: Any, where: str) -> None:
+    """Refuse retry settings that are not a count and a positive number of seconds.
+
+    Raises:
+        ValueError: naming ``where`` and the argument.
+    """
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
+        raise ValueError(f"{where}: retries takes a whole number from 0 to 100, not {retries!r}.")
+    if (
+        isinstance(backoff, bool)
+        or not isinstance(backoff, int | float)
+        or not 0 < backoff <= 86400
+    ):
+        raise ValueError(f"{where}: backoff takes seconds, more than 0 and at most a day.")
+
+
 def add_handler(handler: Handler) -> None:
     """Register a callback handler (replacing one of the same name)."""
     _handlers[handler.name] = handler

@@ -1,16 +1,7 @@
 """Retention: delete the audit entries, or the finished runs, older than a number of days,
-in small batches.
-
-Each batch is its own short transaction: it takes the keys of the oldest ``batch_size``
-rows, then deletes those rows by key. The table is never locked for long, so workers keep
-recording while a prune runs. Run it from ``manage.py auditq_prune`` or as the periodic
-tasks ``auditq.tasks.prune`` and ``auditq.tasks.prune_runs``.
-
-Finished runs are the ``CallbackRun`` and ``OperationRun`` rows (with their steps) that
-succeeded, were skipped, failed for good or were cancelled: a failed run keeps its sealed
-masked values for a retry by hand until it is pruned. Pending and running ones are never
-touched.
-"""
+in small batches (each its own short transaction, so workers keep recording). Pending
+and running runs are never touched. Used by ``auditq_prune`` and the periodic tasks
+``auditq.tasks.prune`` and ``auditq.tasks.prune_runs``."""
 
 from __future__ import annotations
 

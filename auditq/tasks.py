@@ -1,4 +1,6 @@
-"""Celery tasks and worker hooks. Task arguments are plain JSON data: outbox row keys."""
+"""auditq's Celery tasks (their names are public: beat schedules name them) and the worker
+hooks that start and stop the relay threads. Arguments are JSON data: row keys and a
+database alias."""
 
 from __future__ import annotations
 
@@ -17,19 +19,23 @@ from auditq.retention import (  # noqa: F401  (registers auditq.tasks.prune and 
     prune_task,
 )
 
+LEDGER_TASK: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "store_errors_even_if_ignored": True,  # failures show in django-celery-results
+    "autoretry_for": (DatabaseError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 300,
+    "max_retries": 10,
+    "serializer": "json",
+}
+"""Options of the tasks whose work is kept in rows (outbox rows, callback runs, operation
+steps, counter deltas): the rows say what was done, so late acknowledgement and retries
+are safe."""
 
-@shared_task(
-    name="auditq.tasks.deliver",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    store_errors_even_if_ignored=True,  # failures show in django-celery-results
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=10,
-    serializer="json",
-)
+
+@shared_task(name="auditq.tasks.deliver", **LEDGER_TASK)
 def deliver(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS) -> int:
     """Hand the changes held in ``outbox_ids`` to their consumers; return how many.
 
@@ -37,21 +43,6 @@ def deliver(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS) -> int:
     and the outbox rows to the relay; both are harmless once the rows are consumed.
     """
     return recording.consume(outbox_ids, using)
-
-
-LEDGER_TASK: dict[str, Any] = {
-    "acks_late": True,
-    "reject_on_worker_lost": True,
-    "ignore_result": True,
-    "store_errors_even_if_ignored": True,
-    "autoretry_for": (DatabaseError,),
-    "retry_backoff": True,
-    "retry_backoff_max": 300,
-    "max_retries": 10,
-    "serializer": "json",
-}
-"""Options of the tasks that run one ledger row (a callback run, an operation step): the
-row says whether the work was done, so late acknowledgement and retries are safe."""
 
 
 @shared_task(name="auditq.tasks.run_callback", **LEDGER_TASK)
@@ -64,18 +55,7 @@ def run_callback(run_id: int, using: str = DEFAULT_DB_ALIAS) -> str:
     return callbacks.run(run_id, using)
 
 
-@shared_task(
-    name="auditq.tasks.flush_counters",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    store_errors_even_if_ignored=True,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=10,
-    serializer="json",
-)
+@shared_task(name="auditq.tasks.flush_counters", **{**LEDGER_TASK, "retry_backoff_max": 60})
 def flush_counters(using: str = DEFAULT_DB_ALIAS) -> int:
     """Apply the pending counter-cache deltas; return the parent ``UPDATE`` statements.
 

@@ -80,7 +80,7 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         By hand rather than Django's ``search_fields`` lookups: the key is compared
         case-sensitively, which the ``auditq_entry_key`` index serves (Django's ``iexact``
         is not), and the ``icontains`` on the reprs is served by pg_trgm indexes on
-        PostgreSQL (migration 0002).
+        PostgreSQL (migration 0003).
         """
         term = search_term.strip()
         if not term:

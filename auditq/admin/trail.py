@@ -1,15 +1,8 @@
 """The "Audit trail" button of audited models' change pages, whatever the app order.
 
-A template override of ``admin/change_form.html`` works only when auditq comes before
-``django.contrib.admin`` in ``INSTALLED_APPS`` (templates are found in that order), and
-people append apps. Django also has no hook that runs after every app's admins are
-registered: auditq's ``ready()`` may run before the admin's autodiscovery, and sites built
-in a URLconf register later still. So :func:`install` wraps the one method every change
-page goes through, ``ModelAdmin.render_change_form``: for an audited object it renders the
-page with a template that extends whichever template the admin chose (custom and
-per-model ones included) and adds the button. ``AdminSite.index`` gets the dashboard link
-the same way. Nothing changes for unaudited models, nor for your ``ModelAdmin`` classes.
-"""
+:func:`install` wraps ``ModelAdmin.render_change_form`` (and ``AdminSite.index`` for the
+dashboard link), because a template override works only when auditq comes before the
+admin in ``INSTALLED_APPS``. Why and how: docs/admin.md."""
 
 from __future__ import annotations
 

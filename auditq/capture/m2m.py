@@ -13,6 +13,7 @@ from auditq.capture.receivers import ask_consumers, object_repr
 from auditq.capture.shape import concrete, shape_of
 from auditq.stream import outbox
 from auditq.stream.encoding import encode
+from auditq.stream.events import m2m_change
 
 _CLEARING = "_auditq_clearing"
 
@@ -97,16 +98,14 @@ def receiver(field: Any) -> Callable[..., None]:
         if reverse:
             for _, tracking in owners:
                 for pk in encode(pk_set):
-                    changes = {
-                        field.name: {"added": [], "removed": [], kind: [encode(instance.pk)]}
-                    }
+                    changes = {field.name: m2m_change(**{kind: [encode(instance.pk)]})}
                     change = ask_consumers(tracking, None, pk, None, "update", changes)
                     if change is not None:
                         outbox.add(connection, change)
             return
         keys = encode(set(pk_set))
         for owner, tracking in owners:
-            changes = {field.name: {"added": [], "removed": [], kind: keys}}
+            changes = {field.name: m2m_change(**{kind: keys})}
             key = encode(getattr(instance, owner._meta.pk.attname))
             describe = functools.partial(object_repr, instance, connection, owner.__str__)
             change = ask_consumers(tracking, instance, key, describe, "update", changes)

@@ -1,24 +1,8 @@
 """Consumer: ``@after_save`` / ``@after_delete`` handlers, run in workers, effectively once.
 
-On the request path a change asks each handler of its model whether it applies
-(``when``, in memory); the names of those that do travel with the change in the
-transaction's one outbox row. The worker that records the row writes one ``CallbackRun``
-per (handler, change), unique, in the same transaction, so redelivery adds nothing. Each
-run then becomes its own task (``auditq.tasks.run_callback``): a slow or failing handler
-holds back neither the audit trail nor the other handlers.
-
-A run executes in one transaction that locks its row, calls the handler and marks the run
-succeeded: the handler's writes and the ledger commit together, and a second delivery of
-the same task waits for the lock and then finds the run done. A failure rolls the
-handler's writes back, records the error and traceback, and schedules the next attempt
-with exponential back-off and jitter; runs that are due are published by the relay in the
-workers (:func:`publish_due`), so a retry survives a worker's death.
-
-Handlers get masked fields in clear, yet they are never stored in clear: the change holds
-them as ``"***"``, as the trail does, and their clear old and new values travel beside it
-sealed (:mod:`auditq.stream.sealing`) into the outbox row and the run, to be opened in memory
-when the handler is called. A run that is done forgets them.
-"""
+A change carries the names of the handlers whose ``when`` held; the worker writes one
+``CallbackRun`` per (handler, change), and each run is its own task whose handler writes
+commit with the run's success. Retries, sealed masked values: docs/callbacks.md."""
 
 from __future__ import annotations
 
@@ -35,7 +19,9 @@ from django.db.models import Model
 from django.utils import timezone
 
 from auditq import conf, registry
+from auditq.delivery import relay
 from auditq.delivery.backoff import retry_delay
+from auditq.models import CallbackRun
 from auditq.registry import TrackedField
 from auditq.stream import sealing
 from auditq.stream.context import AuditContext, audit_context
@@ -107,7 +93,6 @@ class CallbacksConsumer:
 
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write one pending run per (handler, event), once; publish them after commit."""
-        from auditq.models import CallbackRun
 
         runs = []
         for event in events:
@@ -145,8 +130,6 @@ def publish_due(using: str, app: Any = None, connection: Any = None) -> int:
     A run is claimed (``published_at``) before it is published, released if the publish
     fails, and published again if still pending ``RELAY_AFTER_SECONDS`` later.
     """
-    from auditq.delivery import relay
-    from auditq.models import CallbackRun
 
     return relay.publish_rows(
         CallbackRun.objects.using(using).filter(
@@ -168,7 +151,6 @@ def _queue_of(name: str) -> str | None:
 
 def run(run_id: int, using: str) -> str:
     """Run one handler for one change, effectively once; return the run's status."""
-    from auditq.models import CallbackRun
 
     with transaction.atomic(using=using):
         found = CallbackRun.objects.using(using).select_for_update().filter(pk=run_id).first()
@@ -245,7 +227,6 @@ def _context_of(event: Event, handler: registry.Handler) -> Any:
 
 
 def _finish(found: Any, status: str, note: str = "") -> None:
-    from auditq.models import CallbackRun
 
     found.status = status
     found.note = note[:255]
@@ -258,7 +239,6 @@ def _finish(found: Any, status: str, note: str = "") -> None:
 def _failed(found: Any, handler: registry.Handler, exc: Exception, masked: list[Any]) -> None:
     """Record a failed attempt; the masked values the error may quote are scrubbed from
     what is stored and logged."""
-    from auditq.models import CallbackRun
 
     error = sealing.scrub(f"{type(exc).__name__}: {exc}", masked)
     found.last_error = error
@@ -289,7 +269,6 @@ def retry(runs: Iterable[Any]) -> int:
 
     Used by the admin's actions: the relay in the workers publishes them.
     """
-    from auditq.models import CallbackRun
 
     count = 0
     for found in runs:

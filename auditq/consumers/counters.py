@@ -1,21 +1,9 @@
 """Consumer: ``@counter_cache`` columns, kept by workers, coalesced, exact.
 
-On the request path a change of a child computes, in memory, what it adds to and takes
-from its parents' counters (``when`` and the summed value are evaluated on the old and on
-the new state, so a move or a flip adjusts both parents); the deltas travel in the
-transaction's one outbox row. The worker that records the row writes them as
-``CounterDelta`` rows in the same transaction, so they exist once however often the row
-is delivered. A flush claims pending deltas with ``SKIP LOCKED``, keeps those of the
-parents whose oldest delta is ``COUNTER_DELAY_SECONDS`` old (so a parent gets at most one
-``UPDATE`` per delay, however many workers flush), adds them up per parent and applies
-each parent's total in one ``UPDATE … SET f = f + delta``, in a fixed order of parents
-(no deadlocks between flushes), deleting the deltas in the same transaction: applied
-once. Nothing touches a parent row on the request path.
-
-A parent's own ``save()`` leaves its counter columns out of the ``UPDATE`` (see
-:func:`protect`): a parent loaded before a flush would otherwise write its stale count
-back.
-"""
+A change carries its deltas (computed in memory on the old and the new state); the worker
+writes them as ``CounterDelta`` rows, and a flush applies each parent's total in one
+``UPDATE`` at most once per ``COUNTER_DELAY_SECONDS``. The flush and ``protect()``:
+docs/counters.md."""
 
 from __future__ import annotations
 
@@ -38,6 +26,7 @@ from django.utils import timezone
 
 from auditq import conf, registry
 from auditq.delivery import broker
+from auditq.models import CounterDelta
 from auditq.stream.context import AuditContext
 from auditq.stream.encoding import encode
 from auditq.stream.events import Event
@@ -157,6 +146,11 @@ def deltas(
     ]
 
 
+def carried(event: Event) -> list[list[Any]]:
+    """The ``[parent, key, column, delta]`` deltas an event carries for the counters."""
+    return list(event.consumers.get(CountersConsumer.name, ()))
+
+
 class CountersConsumer:
     """Keeps the columns declared with ``@counter_cache``."""
 
@@ -182,11 +176,10 @@ class CountersConsumer:
 
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write the events' deltas, added up per parent and column; flush them soon."""
-        from auditq.models import CounterDelta
 
         totals: dict[tuple[str, str, str], decimal.Decimal] = defaultdict(decimal.Decimal)
         for event in events:
-            for parent, key, field, delta in event.consumers[self.name]:
+            for parent, key, field, delta in carried(event):
                 totals[parent, orjson.dumps(key).decode(), field] += decimal.Decimal(str(delta))
         CounterDelta.objects.using(using).bulk_create(
             CounterDelta(parent=parent, key=key, field=field, delta=delta)
@@ -231,7 +224,6 @@ def _claim(
 
     Returns the kept deltas and whether the batch was full (more may wait).
     """
-    from auditq.models import CounterDelta
 
     rows = CounterDelta.objects.using(using)
     if connections[using].features.has_select_for_update_skip_locked:
@@ -307,7 +299,6 @@ def flush(using: str, older_than: float = 0.0, limit: int = FLUSH_BATCH) -> int:
 def flush_due(using: str) -> int:
     """The worker's flush (``auditq.tasks.flush_counters``): apply the parents that
     waited ``COUNTER_DELAY_SECONDS``, and come back for the younger ones."""
-    from auditq.models import CounterDelta
 
     updates = flush(using, older_than=conf.get().COUNTER_DELAY_SECONDS)
     if CounterDelta.objects.using(using).exists():
@@ -326,7 +317,6 @@ def sweep(using: str, app: Any = None, connection: Any = None) -> int:
 
 def pending(using: str) -> tuple[int, Any]:
     """How many deltas wait to be applied, and when the oldest was recorded."""
-    from auditq.models import CounterDelta
 
     rows = CounterDelta.objects.using(using)
     oldest = rows.order_by("created_at").values_list("created_at", flat=True).first()

@@ -1,13 +1,6 @@
-"""Recompute counter caches from the children: the repair after raw SQL, bulk writes or
-a counter declared on existing data.
-
-Safe while writes continue. For each batch of parents one consistent snapshot (a
-``REPEATABLE READ`` transaction on PostgreSQL, a read transaction on SQLite) gives the
-true aggregate, the stored value, the deltas waiting in ``CounterDelta`` and those still
-in the outbox. The difference is written as one more delta, applied by the next flush like
-any other: since it is relative to that snapshot, changes committed meanwhile are neither
-lost nor counted twice.
-"""
+"""Recompute counter caches from the children: the repair after raw SQL, bulk writes or a
+counter declared on existing data. Safe while writes continue: the difference to one
+consistent snapshot is written as one more delta (docs/counters.md)."""
 
 from __future__ import annotations
 
@@ -27,6 +20,8 @@ from django.db.models import Model
 from auditq import registry
 from auditq.backends import backend
 from auditq.consumers import counters
+from auditq.models import CounterDelta, Outbox
+from auditq.stream.encoding import encode
 from auditq.stream.events import loads
 
 DEFAULT_BATCH_SIZE = 500
@@ -166,7 +161,6 @@ def _batches(
 def _check(
     parent: type[Model], chosen: list[registry.Counter], keys: list[Any], using: str
 ) -> list[Wrong]:
-    from auditq.models import CounterDelta, Outbox
 
     plans = [_plan(counter) for counter in chosen]
     label = parent._meta.label_lower
@@ -195,7 +189,7 @@ def _check(
             stored[parent_label, key_text, column] += delta
         for payload, key in Outbox.objects.using(using).values_list("payload", "key"):
             for event in loads(payload, key):
-                for parent_label, key, column, delta in event.consumers.get("counters", ()):
+                for parent_label, key, column, delta in counters.carried(event):
                     slot = (parent_label, orjson.dumps(key).decode(), column)
                     if slot in wanted:
                         stored[slot] += decimal.Decimal(str(delta))
@@ -225,13 +219,11 @@ def _same_child(child: Model) -> Model:
 
 
 def _json(key: Any) -> Any:
-    from auditq.stream.encoding import encode
 
     return encode(key)
 
 
 def _correct(found: list[Wrong], using: str) -> None:
-    from auditq.models import CounterDelta
 
     CounterDelta.objects.using(using).bulk_create(
         CounterDelta(

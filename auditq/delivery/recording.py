@@ -1,21 +1,8 @@
 """Worker side: outbox rows -> their consumers, idempotently.
 
-One delivery is one database transaction: lock the rows (waiting for a row that another
-worker holds: if that worker commits, the row is gone; if it dies, the row is ours), read
-their events, hand each registered consumer the events it asked for, and delete the rows.
-Everything a consumer writes commits with the rows' removal, so a message delivered twice,
-or a row relayed again, finds nothing left to do. Consumers that write keyed rows (audit
-entries are unique by ``event_id``) stay exact even if a row is ever replayed from a copy.
-
-A row that cannot be read (another payload version, a consumer this worker does not have)
-is put back and the delivery fails loudly after committing the others: deploy the same
-auditq everywhere, and the relay delivers it again.
-
-Rows arrive two ways: the workers' relay thread takes fresh rows itself
-(:func:`consume_fresh`), and the ``auditq.tasks.deliver`` task takes the rows a message
-names (:func:`consume`: rows published by ``auditq_relay``, beat, or a relay that found
-them stale).
-"""
+One delivery is one transaction: take the rows, hand each consumer the events it asked
+for, delete the rows; everything commits together, so a second delivery finds nothing.
+Rows that cannot be read are put back and reported. docs/recording.md has the details."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from auditq import conf, registry
 from auditq.backends import backend
 from auditq.delivery import broker
+from auditq.models import Outbox
 
 logger = logging.getLogger("auditq")
 
@@ -92,7 +93,6 @@ def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) ->
     ``fresh``: rows never published; otherwise rows older than ``cutoff`` whose last
     publish is older than ``cutoff`` too. Rows another relay is claiming are skipped.
     """
-    from auditq.models import Outbox
 
     rows = Outbox.objects.using(using)
     if fresh:
@@ -120,7 +120,6 @@ def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) ->
 
 def _release(using: str, outbox_ids: list[int]) -> None:
     """A publish failed: make the rows due again at once, not after a relay period."""
-    from auditq.models import Outbox
 
     Outbox.objects.using(using).filter(id__in=outbox_ids).update(relayed_at=None)
 
@@ -167,7 +166,6 @@ def relay(
 
 def backlog(using: str = DEFAULT_DB_ALIAS) -> tuple[int, datetime.datetime | None]:
     """Return how many outbox rows are undelivered and when the oldest was written."""
-    from auditq.models import Outbox
 
     rows = Outbox.objects.using(using)
     oldest = rows.order_by("id").values_list("created_at", flat=True).first()
@@ -176,6 +174,5 @@ def backlog(using: str = DEFAULT_DB_ALIAS) -> tuple[int, datetime.datetime | Non
 
 def outbox_databases() -> list[str]:
     """The database aliases that hold an outbox (where auditq's tables are migrated)."""
-    from auditq.models import Outbox
 
     return [alias for alias in connections if router.allow_migrate_model(alias, Outbox)]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from django.db import IntegrityError, router, transaction
 from django.db.models import Model
 
+from auditq import registry
 from auditq.operations import catalog
 from auditq.operations.catalog import OperationError
 from auditq.operations.publishing import publish_after_commit
@@ -45,17 +46,6 @@ class RetryPolicy:
     """Seconds before the first retry; doubled at each retry, with jitter."""
 
 
-def _check_policy(retries: Any, backoff: Any, where: str) -> None:
-    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
-        raise ValueError(f"{where}: retries takes a whole number from 0 to 100, not {retries!r}.")
-    if (
-        isinstance(backoff, bool)
-        or not isinstance(backoff, int | float)
-        or not 0 < backoff <= 86400
-    ):
-        raise ValueError(f"{where}: backoff takes seconds, more than 0 and at most a day.")
-
-
 @overload
 def retry_policy(func: F, /) -> F: ...
 @overload
@@ -69,7 +59,7 @@ def retry_policy(func: Any = None, /, *, retries: int = RETRIES, backoff: float 
         >>> @retry_policy(retries=10, backoff=30)
         ... def charge_card(step): ...
     """
-    _check_policy(retries, backoff, "@retry_policy")
+    registry.check_retries(retries, backoff, "@retry_policy")
 
     def decorate(step_function: F) -> F:
         if not callable(step_function):
@@ -167,7 +157,7 @@ class Operation:
         if not isinstance(name, str) or not name or len(name) > 200:
             raise ValueError(f"Operation() takes a name of 1 to 200 characters, not {name!r}.")
         where = f"Operation({name!r})"
-        _check_policy(retries, backoff, where)
+        registry.check_retries(retries, backoff, where)
         if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 < lease <= 86400:
             raise ValueError(f"{where}: lease takes seconds, more than 0 and at most a day.")
         if queue is not None and (not isinstance(queue, str) or not queue):
@@ -211,7 +201,7 @@ class Operation:
         Raises:
             TypeError: a parameter is not JSON data (a model instance, a Decimal...).
         """
-        from auditq.models import OperationRun
+        from auditq.models import OperationRun  # auditq/__init__ exports Operation: no models yet
 
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255):
             raise ValueError(f"{self.name}.start(key=...) takes 1 to 255 characters, not {key!r}.")

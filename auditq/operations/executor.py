@@ -9,21 +9,17 @@ import socket
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from auditq.delivery.backoff import retry_delay
+from auditq.models import OperationRun, StepRun
 from auditq.operations.catalog import OperationError, get
 from auditq.operations.definition import Operation, Step, StepFunction
 from auditq.operations.publishing import publish_after_commit
 from auditq.stream.context import audit_context
-
-if TYPE_CHECKING:
-    from auditq.models import OperationRun
-
 
 logger = logging.getLogger("auditq")
 
@@ -62,7 +58,6 @@ def run(run_id: int, using: str) -> str:
 
 def _begin(run_id: int, using: str) -> _Attempt | str:
     """Take the lease on the run's due step and write its ``StepRun`` (committed)."""
-    from auditq.models import OperationRun, StepRun
 
     Status = OperationRun.Status
     with transaction.atomic(using=using):
@@ -117,7 +112,6 @@ def _relock(attempt: _Attempt, using: str) -> OperationRun:
     Raises:
         _LeaseLost: another worker took the step over.
     """
-    from auditq.models import OperationRun
 
     found = OperationRun.objects.using(using).select_for_update().get(pk=attempt.run.pk)
     if found.lease != attempt.lease:
@@ -128,7 +122,6 @@ def _relock(attempt: _Attempt, using: str) -> OperationRun:
 
 def _succeeded(attempt: _Attempt, step: Step, using: str) -> str:
     """In the step's transaction: record its success and move the run on."""
-    from auditq.models import OperationRun, StepRun
 
     found = _relock(attempt, using)
     now = timezone.now()
@@ -158,7 +151,6 @@ def _succeeded(attempt: _Attempt, step: Step, using: str) -> str:
 
 def _failed(attempt: _Attempt, exc: Exception, trace: str, using: str) -> str:
     """The step raised (its writes are rolled back): retry it later, or fail the run."""
-    from auditq.models import OperationRun, StepRun
 
     error = f"{type(exc).__name__}: {exc}"
     with transaction.atomic(using=using):
@@ -197,7 +189,6 @@ def _give_up(found: OperationRun, error: str, trace: str, now: datetime.datetime
 def unresolved(using: str) -> list[tuple[str, str, str, int, str]]:
     """``(operation, branch, step, runs, why)`` for each step that unfinished runs wait
     for and that no longer resolves (renamed code, a removed branch)."""
-    from auditq.models import OperationRun
 
     Status = OperationRun.Status
     waiting = (

@@ -50,7 +50,7 @@ def publish_due(
     The relay's sweeper. A run is claimed before it is published and published again if
     still waiting ``RELAY_AFTER_SECONDS`` later.
     """
-    # Deferred: ``auditq`` (and so this module) is imported while models load.
+    # Deferred: auditq/__init__ exports Operation (which publishes), imported while models load.
     from auditq.delivery import relay
     from auditq.models import OperationRun
 

@@ -1,17 +1,8 @@
-"""THE shape of a change as it travels: request path -> outbox row -> broker -> consumers.
+"""The one shape of a change as it travels: request path -> outbox row -> consumers.
 
-This module is the one owner of that shape. The request path builds :class:`Change`
-records in memory (cheap: a tuple each) and :func:`dumps` writes one transaction's changes
-as one JSON text, the outbox row's payload. The worker turns a payload back into
-:class:`Event` objects with :func:`loads`, which refuses a payload of another version
-rather than guess at it.
-
-Event ids are not drawn on the request path: each payload carries one random 128-bit
-``batch`` key, and event *i* of the payload gets that key with *i* mixed into its low 32
-bits (a version-4 UUID). The id is therefore fixed once the row is written (redelivery
-sees the same ids), unique across payloads, and costs the request one ``os.urandom`` per
-transaction instead of one ``uuid4()`` (3 µs) per change.
-"""
+The request path builds :class:`Change` records; :func:`dumps` writes a transaction's as
+one JSON payload (versioned), :func:`loads` reads it back as :class:`Event` objects and
+refuses other versions. How event ids are drawn: docs/delivery.md."""
 
 from __future__ import annotations
 
@@ -39,6 +30,18 @@ PK_SLOT = "@auditq:pk@"
 """Stands for a primary key the database has not assigned yet: the statement that assigns
 it stores the key as text beside the payload (the outbox row's ``key``), and :func:`loads`
 puts it where the slot is (the key, the key field's new value, the repr)."""
+
+
+def m2m_change(*, added: Sequence[Any] = (), removed: Sequence[Any] = ()) -> dict[str, list[Any]]:
+    """The value of a many-to-many field in ``changes``: the keys added and removed."""
+    return {"added": list(added), "removed": list(removed)}
+
+
+def m2m_keys(change: Any) -> tuple[list[Any], list[Any]] | None:
+    """``(removed, added)`` of a many-to-many field's change; ``None`` for ``[old, new]``."""
+    if isinstance(change, dict):
+        return change.get("removed", []), change.get("added", [])
+    return None
 
 
 def key_text(pk: Any) -> str:

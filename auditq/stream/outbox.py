@@ -1,22 +1,8 @@
 """The transaction's one outbox row: written with the change, never without it.
 
-Two ways in, chosen per change:
-
-* **Inside a transaction** (``atomic()``, or a save auditq wraps in one): each change is
-  held in memory as an ``on_commit`` marker, so Django's own savepoint bookkeeping drops
-  the changes of a rolled-back savepoint. Just before the outermost transaction commits,
-  a hook on the connection writes the surviving changes as one row. On PostgreSQL the row
-  travels in the same round trip as the ``COMMIT`` (``SELECT auditq_outbox_put(...);
-  COMMIT``), so a transaction of any size costs one statement more, not one round trip.
-* **A lone autocommit statement on PostgreSQL** (a bare ``save()`` or ``delete()`` in a
-  view): the statement itself writes the row, through ``RETURNING
-  auditq_outbox_put(...)``. The change and its row commit together in one round trip,
-  and the row exists only if the statement really changed a row.
-
-``auditq_outbox_put`` also sends ``NOTIFY auditq_outbox``, which wakes the relay in the
-workers at once (see :mod:`auditq.delivery.relay`), unless ``AUDITQ["NOTIFY"]`` is off; other
-databases are polled.
-"""
+Inside a transaction each change waits as an ``on_commit`` marker (so savepoint rollbacks
+drop it) and a commit hook writes the survivors as one row; a lone autocommit statement
+writes its row itself where the backend can. docs/delivery.md has the SQL."""
 
 from __future__ import annotations
 

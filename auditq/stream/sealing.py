@@ -1,14 +1,8 @@
 """Values sealed for a worker: encrypted with a key derived from ``SECRET_KEY``.
 
-Masked fields' values reach ``@after_save`` / ``@after_delete`` handlers in clear, but
-are never stored in clear: the request path seals them into the outbox row, and the
-worker opens them in memory just before the handler runs. Fernet authenticates as well
-as encrypts, so a token that was altered, or sealed with another key, does not open.
-
-Keys are derived from ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``, as Django's signing
-does: after a rotation, keep the old key in the fallbacks until the runs sealed with it
-are done.
-"""
+Masked fields reach handlers in clear but are never stored in clear: sealed (Fernet) on
+the request path, opened in the worker's memory. Keys follow ``SECRET_KEY_FALLBACKS``, as
+Django's signing does."""
 
 from __future__ import annotations
 

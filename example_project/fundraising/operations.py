@@ -8,7 +8,7 @@ idempotency key, the record is a plain "set to succeeded", the receipt is stampe
 
 from decimal import Decimal
 
-from auditq.operations import Operation, retry_policy
+from auditq import Operation, retry_policy
 
 from .models import Donation
 

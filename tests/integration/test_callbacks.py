@@ -8,6 +8,7 @@ import pytest
 
 from auditq.consumers.callbacks import RUN
 from auditq.delivery import recording
+from auditq.delivery.broker import send
 from auditq.models import AuditEntry, CallbackRun, Outbox
 from tests.celery_app import app as celery_app
 from tests.conftest import QUEUE, wait_for
@@ -57,7 +58,7 @@ def test_a_run_delivered_twice_at_once_has_one_effect(broker, workers):
     Ticket.objects.create(subject="twice", state="closed")
     recording.consume_waiting()  # here: the run is written and its message published
     run = CallbackRun.objects.get()
-    broker.send(RUN, (run.pk, "default"), app=celery_app, queue=QUEUE)  # and once more
+    send(RUN, (run.pk, "default"), app=celery_app, queue=QUEUE)  # and once more
     assert broker.client().llen(QUEUE) == 2
 
     workers()

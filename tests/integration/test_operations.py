@@ -8,6 +8,7 @@ from django.db import connections
 from django.urls import reverse
 from django.utils import timezone
 
+from auditq.delivery.broker import send
 from auditq.models import OperationRun, StepRun
 from auditq.operations import RUN
 from tests.celery_app import app as celery_app
@@ -106,7 +107,7 @@ def test_a_step_delivered_twice_at_once_runs_once(broker, workers):
     workers()  # both idle, waiting for a message each
 
     run = ops.slow_first.start(seconds=1.0)  # published after commit: one message
-    broker.send(RUN, (run.pk, "default"), app=celery_app, queue=QUEUE)  # and the same again
+    send(RUN, (run.pk, "default"), app=celery_app, queue=QUEUE)  # and the same again
 
     run = settled(run, "succeeded", broker)
     assert completed(run) == ["op:slow", "op:second"]

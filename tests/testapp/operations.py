@@ -10,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-from auditq.operations import Operation, retry_policy
+from auditq import Operation, retry_policy
 from tests.testapp.models import Effect
 
 
