@@ -43,6 +43,9 @@ def test_a_false_when_sends_nothing(undelivered):
     Ticket.objects.create(subject="printer", state="open")
 
     assert not Outbox.objects.exists()  # nobody wanted the change: no event, no row
+    Ticket.objects.create(subject="printer", state="closed")  # the handler wants this one
+    [event] = Outbox.objects.get().events
+    assert event.consumers["callbacks"]["handlers"] == [name(handlers.ticket_closed)]
     Account.objects.create(name="fine")
     [event] = Outbox.objects.last().events
     assert event.consumers == {"audit": 1}
@@ -62,6 +65,10 @@ def test_a_rolled_back_change_runs_nothing():
 
     assert not Effect.objects.exists()
     assert not CallbackRun.objects.exists()
+    with transaction.atomic():  # the same change, committed: its handler runs
+        ticket = Ticket.objects.create(subject="real", state="closed")
+    assert list(Effect.objects.values_list("handler", "object_pk")) == [("closed", str(ticket.pk))]
+    assert CallbackRun.objects.get().handler == name(handlers.ticket_closed)
 
 
 def test_after_delete_gets_the_last_values():
@@ -323,7 +330,12 @@ def test_handlers_do_not_slow_a_when_false_save_with_queries(undelivered):
     with CaptureQueriesContext(connection) as queries:
         ticket.save()
     assert [q["sql"].split()[0] for q in queries.captured_queries if "SELECT" in q["sql"][:6]] == []
+    assert any(q["sql"].startswith("UPDATE") for q in queries.captured_queries)  # the save's
     assert not Outbox.objects.exists()  # no handler wanted either save: nothing to deliver
+    ticket.state = "closed"  # the same save, once the handler wants it, is delivered to it
+    ticket.save()
+    [event] = Outbox.objects.get().events
+    assert event.consumers["callbacks"]["handlers"] == [name(handlers.ticket_closed)]
 
 
 def seat_taken(seat, event):

@@ -7,7 +7,7 @@ import time
 import pytest
 from django.db import transaction
 
-from auditq.delivery import broker, relay, worker
+from auditq.delivery import broker, recording, relay, worker
 from auditq.models import Outbox
 from tests.celery_app import app as celery_app
 from tests.conftest import wait_for
@@ -152,12 +152,32 @@ def test_start_and_stop_in_worker_run_one_thread(sent, settings):
     assert "auditq-relay" not in [t.name for t in threading.enumerate()]
 
 
-def test_helper_threads_share_a_backlog(sent, settings):
+def test_helper_threads_share_a_backlog(sent, settings, monkeypatch):
     from auditq.models import AuditEntry
 
     settings.AUDITQ = {**settings.AUDITQ, "RELAY_BATCH_SIZE": 5}
     for number in range(60):
         Document.objects.create(title=str(number))
+    rounds: list[tuple[str, int]] = []  # (thread, events it recorded) for each round
+    helped = threading.Event()  # a helper thread has recorded rows
+    consume_fresh = recording.consume_fresh
+
+    def recorded_by(name: str) -> int:
+        return sum(recorded for thread, recorded in rounds if thread == name)
+
+    def consume_fresh_and_note_the_thread(*args, **kwargs) -> int:
+        name = threading.current_thread().name
+        if name == "auditq-relay" and [thread for thread, _ in rounds].count(name) == 1:
+            # Its first batch was full, so it has woken the helpers: it lets one of them
+            # take a batch before going on, whichever thread the database favours.
+            helped.wait(10)
+        recorded = consume_fresh(*args, **kwargs)
+        rounds.append((name, recorded))
+        if recorded and name == "auditq-relay-helper":
+            helped.set()
+        return recorded
+
+    monkeypatch.setattr(recording, "consume_fresh", consume_fresh_and_note_the_thread)
     thread = worker.Relay(celery_app, threads=3)
     thread.start()
     try:
@@ -166,6 +186,9 @@ def test_helper_threads_share_a_backlog(sent, settings):
         thread.stop()
     assert not Outbox.objects.exists()
     assert len(set(AuditEntry.objects.values_list("event_id", flat=True))) == 60
+    assert recorded_by("auditq-relay") + recorded_by("auditq-relay-helper") == 60, rounds
+    assert recorded_by("auditq-relay") > 0, rounds
+    assert recorded_by("auditq-relay-helper") > 0, rounds  # the helpers did record rows
 
 
 def test_eager_follows_runtime_changes_and_configured_settings(settings):

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from auditq.models import Outbox
+from tests.conftest import wait_for
 from tests.integration.test_delivery import settle
 from tests.testapp.models import Document
 
@@ -18,13 +19,34 @@ QUIET = {**settings.AUDITQ, "NOTIFY": False}
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 
+def listening_since(started) -> bool:
+    """Whether a connection opened since ``started`` waits for commits: a relay that has
+    done its first round (it listens only then) and sleeps until a commit or its poll."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query = 'LISTEN auditq_outbox' AND backend_start >= %s",
+            [started],
+        )
+        return cursor.fetchone()[0] > 0
+
+
 def test_a_commit_wakes_the_relay_without_waiting_for_its_poll(broker, workers):
     """PostgreSQL notifies the workers' relay at each commit; elsewhere it polls."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        [started] = cursor.fetchone()
     workers(AUDITQ_TEST_RELAY_POLL_SECONDS="60")
-    time.sleep(0.5)  # let the relay finish its first round and start waiting
+    wait_for(lambda: listening_since(started), 20, "the relay to listen")
+
+    committed = time.monotonic()
     Document.objects.create(title="wake up")
+    [entry] = settle(1, timeout=30, workers=workers)
+    took = time.monotonic() - committed
+
+    assert entry.object_repr == "wake up"
     # Well under the 60 s poll: only the notification can have woken the relay.
-    settle(1, timeout=20, workers=workers)
+    assert took < 10, f"recorded {took:.1f} s after the commit"
 
 
 def test_with_notify_off_no_commit_notifies(undelivered):
