@@ -66,6 +66,9 @@ from benchdb import delete_queue, postgres_settings, postgres_url, server_execut
 
 QUEUE = "auditq-bench"
 BLOCK = 100  # ops per block; also the ops per transaction of the 100/txn mode
+READ_ROWS = 1000  # rows per read: list(Model.objects.all()[:READ_ROWS])
+READ_ROUNDS = 60  # reads per contender (after the warm-up ones)
+READ_TARGET = 1.03  # auditq's reads, x plain: loading rows must cost what it costs without it
 OPS = ("create", "update", "delete")
 MODES = ("1/txn", "100/txn")
 DB_NAMES = {"postgres": "PostgreSQL", "sqlite": "SQLite"}
@@ -310,10 +313,11 @@ def settle() -> int:
 class Block:
     wall_ns: int
     tail_ns: int  # CPU after the block, until the process was idle
+    ops: int = BLOCK
 
     @property
     def us_per_op(self) -> float:
-        return (self.wall_ns + self.tail_ns) / 1000 / BLOCK
+        return (self.wall_ns + self.tail_ns) / 1000 / self.ops
 
 
 def run_block(fn: Callable[[Any], None], items: Sequence[Any], mode: str) -> Block:
@@ -418,6 +422,28 @@ def measure_op(
     return cells
 
 
+def measure_reads(
+    players: Sequence[Contender], rounds: int, warmup: int, size: int
+) -> dict[str, Cell]:
+    """``list(Model.objects.all()[:size])`` per contender, in turns, order rotated:
+    loading rows that are never saved (one op is one list of ``size`` rows)."""
+    cells = {c.name: Cell() for c in players}
+    clock = time.perf_counter_ns
+    gc.collect()
+    for k in range(warmup + rounds):
+        shift = k % len(players)
+        for c in [*players[shift:], *players[:shift]]:
+            query = c.model.objects.all()[:size]
+            start = clock()
+            rows = list(query)
+            wall = clock() - start
+            if len(rows) != size:
+                raise BenchError(f"{c.name}: read {len(rows)} rows, not {size}")
+            if k >= warmup:
+                cells[c.name].blocks.append(Block(wall, 0, ops=1))
+    return cells
+
+
 def measure_mode(
     mode: str, players: Sequence[Contender], owners: Sequence[int], n: int, warmup: int
 ) -> dict[str, dict[str, Cell]]:
@@ -425,6 +451,8 @@ def measure_mode(
     values = {c.name: [row_values(i, owners) for i in range(n)] for c in players}
     creates = {c.name: creator(c.model) for c in players}
     result = {"create": measure_op("create", mode, players, creates, values, warmup)}
+    if mode == MODES[0]:
+        result["read"] = measure_reads(players, READ_ROUNDS, warmup, min(READ_ROWS, n))
     for op, fn in (("update", update), ("delete", delete)):
         loaded = {c.name: list(c.model.objects.order_by("pk")) for c in players}
         for c in players:
@@ -576,6 +604,20 @@ def report_mode(result: dict[str, Any], mode: str) -> list[str]:
     return lines
 
 
+def report_reads(result: dict[str, Any]) -> list[str]:
+    """Loading rows that are never saved: one list per op."""
+    cells = result["modes"][MODES[0]]["read"]
+    plain = cells["plain"]
+    lines = [
+        "",
+        f"{result['versions']['database']}, read: list(Model.objects.all()[:{READ_ROWS}]), "
+        f"median over {plain['blocks']} lists, {X}plain, (p10-p90 µs)",
+    ]
+    for name, cell in cells.items():
+        lines.append(f"{name:<22} {fmt_cell(cell, plain)}")
+    return lines
+
+
 def report_statements(result: dict[str, Any], mode: str = "1/txn") -> list[str]:
     """What one op sends to the database, per contender (1/txn)."""
     ops = result["modes"][mode]
@@ -591,6 +633,13 @@ def verdicts(result: dict[str, Any], mode: str) -> list[str]:
     ops = result["modes"][mode]
     max_ratio, min_factor = targets(result["db"], mode)
     lines = []
+    if "read" in ops:
+        ratio = ops["read"]["auditq"]["median_us"] / ops["read"]["plain"]["median_us"]
+        mark = "PASS" if ratio <= READ_TARGET else "MISS"
+        lines.append(
+            f"{result['db']:<10} {'':<7} {'read':<6} auditq ≤ {READ_TARGET:.2f}{X}: {mark} "
+            f"({ratio:.2f}{X})"
+        )
     for op in OPS:
         ratio = ops[op]["auditq"]["median_us"] / ops[op]["plain"]["median_us"]
         mark = "PASS" if ratio <= max_ratio else "MISS"
@@ -613,6 +662,7 @@ def report(results: list[dict[str, Any]]) -> list[str]:
     for result in results:
         for mode in MODES:
             lines += report_mode(result, mode)
+        lines += report_reads(result)
         lines += report_statements(result)
     lines += ["", "Targets (auditq):"]
     for result in results:

@@ -6,6 +6,7 @@ from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 
 from auditq import audit_context, disable_auditing
+from auditq.capture import snapshot
 from auditq.models import AuditEntry, Outbox
 from tests.helpers import trail
 from tests.testapp.models import Account, Chosen, Document, Tag
@@ -104,6 +105,37 @@ def test_in_place_changes_to_json_are_seen():
     document.save()
 
     assert trail(document)[-1].changes == {"data": [{"tags": ["a"]}, {"tags": ["a", "b"]}]}
+
+
+@pytest.mark.parametrize(
+    ("data", "edit", "after"),
+    [
+        ({"tags": ["a"]}, lambda d: d["tags"].append("b"), {"tags": ["a", "b"]}),
+        ([1, {"x": None}], lambda d: d[1].update(x=2), [1, {"x": 2}]),
+        ({"big": 2**70}, lambda d: d.update(big=2**70 + 1), {"big": 2**70 + 1}),
+    ],
+)
+def test_in_place_changes_to_json_of_a_loaded_row_are_seen(data, edit, after):
+    created = Document.objects.create(title="Report", data=data)
+    document = Document.objects.get(pk=created.pk)
+    before = Document.objects.values_list("data", flat=True).get(pk=created.pk)
+
+    edit(document.data)
+    document.save()
+
+    assert trail(document)[-1].changes == {"data": [before, after]}
+
+
+def test_loading_rows_builds_no_snapshot_until_a_save_needs_one():
+    Document.objects.create(title="Report", data={"n": 1})
+    [document] = Document.objects.all()
+
+    assert snapshot.LOADED not in document.__dict__  # one row kept, nothing more
+    document.title = "Report, v2"
+    document.save()
+
+    assert trail(document)[-1].changes == {"title": ["Report", "Report, v2"]}
+    assert document.__dict__[snapshot.LOADED]["title"] == "Report, v2"
 
 
 def test_a_field_deferred_at_load_is_read_once_before_the_save():

@@ -10,7 +10,7 @@ from django.db import models
 
 from auditq import registry
 from auditq.capture.shape import shape_of
-from auditq.capture.snapshot import LOADED, SHARED
+from auditq.capture.snapshot import SHARED, loaded_values
 from auditq.stream.encoding import MASK, PLAIN, encode
 
 MISSING: Any = object()
@@ -58,7 +58,7 @@ def diff(
 ) -> dict[str, list[Any]]:
     """Return ``{name: [old, new]}`` for the tracked fields that differ from the snapshot."""
     values = instance.__dict__
-    loaded = values.get(LOADED, {})
+    loaded = loaded_values(instance)
     saved = None if update_fields is None else frozenset(update_fields)
     shape = shape_of(type(instance))
     exact, generated = shape.exact, shape.generated
@@ -94,7 +94,7 @@ def every_value(
 ) -> dict[str, list]:
     """``{name: [None, value]}`` for a create, ``{name: [last value, None]}`` for a delete."""
     values = instance.__dict__
-    last = values.get(LOADED, {}) if deleted else None
+    last = loaded_values(instance) if deleted else None
     coders = shape_of(type(instance)).coders
     changes = {}
     for field in tracking.fields:

@@ -13,7 +13,7 @@ from django.db import connections, models
 from auditq import registry
 from auditq.capture.diff import diff, every_value
 from auditq.capture.shape import tracked_parents
-from auditq.capture.snapshot import LOADED, saved
+from auditq.capture.snapshot import loaded_values, saved
 from auditq.stream import context, outbox
 from auditq.stream.encoding import encode
 from auditq.stream.events import REPR_LIMIT, Change
@@ -65,7 +65,7 @@ def ask_consumers(
     ``describe()`` gives the object's repr, taken only for a change someone wants.
     """
     current = context.current()
-    loaded = EMPTY if instance is None else instance.__dict__.get(LOADED, EMPTY)
+    loaded = EMPTY if instance is None else loaded_values(instance)
     wanted = {}
     for consumer in tracking.consumers:
         data = consumer.capture(tracking.model, instance, action, changes, current, loaded)

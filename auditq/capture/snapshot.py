@@ -5,18 +5,26 @@ from __future__ import annotations
 import datetime
 import decimal
 import functools
+import json as json_module
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from django.db import models
 from django.db.models.fields.files import FieldFile
+from orjson import dumps
 
+from auditq import registry
 from auditq.capture.shape import shape_of, snapshot_attnames
 from auditq.stream.encoding import PLAIN
 
 LOADED = "_auditq_loaded"
 """Instance attribute holding ``{attname: value}`` as last read from or written to the DB."""
+ROW = "_auditq_row"
+"""Instance attribute holding the row as ``from_db()`` got it (concrete fields in order,
+mutable values copied): :func:`loaded_values` turns it into ``LOADED`` at the first need,
+so that loading rows that are never saved costs one attribute store each."""
 
 
 def _copy(value: Any) -> Any:
@@ -40,10 +48,40 @@ SHARED = frozenset(
 """Immutable value types: a snapshot may hold the instance's own object."""
 
 
+def loaded_values(instance: models.Model) -> dict[str, Any]:
+    """``{attname: value}`` as the database last held them (empty for an instance built
+    in code): the snapshot, built from the loaded row the first time it is asked for."""
+    values = instance.__dict__
+    loaded = values.get(LOADED)
+    if loaded is None:
+        row = values.pop(ROW, None)
+        loaded = values[LOADED] = {} if row is None else _read(type(instance), row)
+    return loaded
+
+
+def _read(model: type[models.Model], row: tuple[Any, ...]) -> dict[str, Any]:
+    columns = _columns(model)
+    loaded = dict(zip(columns.attnames, row, strict=True))
+    for i in columns.json:
+        frozen = row[i]
+        value = frozen.value if type(frozen) is _Copied else orjson.loads(frozen)
+        loaded[columns.attnames[i]] = value
+    return loaded
+
+
+class _Copied:
+    """A JSON value orjson cannot write (an integer beyond 64 bits): kept as a copy."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = _copy(value)
+
+
 def snapshot(instance: models.Model, attnames: Iterable[str]) -> None:
     """Remember the current values of ``attnames`` as the database's."""
     values = instance.__dict__
-    loaded = values.setdefault(LOADED, {})
+    loaded = loaded_values(instance)
     for attname in attnames:
         if attname in values:
             value = values[attname]
@@ -82,7 +120,7 @@ def load_unknown(instance: models.Model, using: str, attnames: frozenset[str]) -
     if instance._state.adding or instance.pk is None:
         return
     values = instance.__dict__
-    loaded = values.get(LOADED, {})
+    loaded = loaded_values(instance)
     unknown = [a for a in attnames if a in values and a not in loaded]
     if unknown:
         model = type(instance)
@@ -90,14 +128,87 @@ def load_unknown(instance: models.Model, using: str, attnames: frozenset[str]) -
         loaded.update(row or {})
 
 
+class _Columns(NamedTuple):
+    """How a model's rows arrive in ``from_db()``, resolved once per model."""
+
+    width: int
+    """How many values a fully loaded row has; -1 if the model needs no snapshot (an
+    untracked subclass of a tracked model)."""
+    attnames: tuple[str, ...]
+    """Its concrete fields' attnames, in the order of ``from_db()``'s values."""
+    json: tuple[int, ...]
+    """Positions of JSON fields with the default decoder: kept as their JSON text."""
+    mutable: tuple[int, ...]
+    """Positions of other fields whose values may be mutable (arrays, custom fields):
+    copied at load, or an edit in place would reach the snapshot too."""
+    copied: bool
+    """Whether any position is kept as text or a copy rather than as loaded."""
+
+
+_IMMUTABLE_FIELDS = (
+    models.BooleanField,
+    models.CharField,  # and every text-like field: EmailField, SlugField, URLField...
+    models.DateField,  # and DateTimeField
+    models.DecimalField,
+    models.DurationField,
+    models.FileField,  # the column's text: a FieldFile appears only when it is read
+    models.FloatField,
+    models.ForeignKey,  # the raw key (OneToOneField too)
+    models.GenericIPAddressField,
+    models.IntegerField,  # and every integer and auto field
+    models.TextField,
+    models.TimeField,
+    models.UUIDField,
+)
+
+
+@registry.derived
+@functools.cache
+def _columns(model: type[models.Model]) -> _Columns:
+    fields = model._meta.concrete_fields
+    json = tuple(
+        i
+        for i, f in enumerate(fields)
+        if isinstance(f, models.JSONField) and f.decoder in (None, json_module.JSONDecoder)
+    )
+    mutable = tuple(
+        i for i, f in enumerate(fields) if i not in json and not isinstance(f, _IMMUTABLE_FIELDS)
+    )
+    return _Columns(
+        width=len(fields) if snapshot_attnames(model) else -1,
+        attnames=tuple(f.attname for f in fields),
+        json=json,
+        mutable=mutable,
+        copied=bool(json or mutable),
+    )
+
+
 def guard_from_db(from_db: Callable) -> classmethod:
-    """Snapshot what an instance was loaded with (instances built in code need none)."""
+    """Keep the row an instance was loaded with (instances built in code need none).
+
+    One attribute store per row: the snapshot is built from it only when a save, a
+    delete or a refresh needs it (:func:`loaded_values`).
+    """
 
     def loaded(cls: type[models.Model], db: str, field_names: Any, values: Any) -> Any:
         instance = from_db(cls, db, field_names, values)
-        attnames = snapshot_attnames(cls)
-        if attnames:
-            snapshot(instance, attnames)
+        columns = _columns(cls)
+        if len(values) == columns.width:  # every field loaded (width is -1 if untracked)
+            if columns.copied:
+                values = list(values)
+                for i in columns.json:
+                    try:
+                        values[i] = dumps(values[i]).decode()
+                    except TypeError:  # orjson's: an integer beyond 64 bits, say
+                        values[i] = _Copied(values[i])
+                for i in columns.mutable:
+                    if type(values[i]) not in SHARED:
+                        values[i] = _copy(values[i])
+            # A tuple of atomic items (the JSON is text): the collector stops tracking
+            # it, so a thousand loaded rows cost the collector nothing.
+            instance.__dict__[ROW] = tuple(values)
+        elif columns.width >= 0:  # deferred fields: the rare case
+            snapshot(instance, snapshot_attnames(cls))
         return instance
 
     return classmethod(functools.wraps(from_db)(loaded))

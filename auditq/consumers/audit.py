@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-import orjson
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections
 from django.db.models import Field, Model
@@ -20,6 +19,7 @@ from auditq import registry
 from auditq.backends import backend
 from auditq.models import AuditEntry
 from auditq.stream.context import AuditContext
+from auditq.stream.encoding import encode, json_bytes
 from auditq.stream.events import REPR_LIMIT, Event, key_text
 
 
@@ -78,7 +78,8 @@ class AuditConsumer:
                 connection,
                 AuditEntry._meta.db_table,
                 _columns(connection),
-                orjson.dumps(rows).decode(),
+                # Keys and times as text, integers beyond 64 bits exact.
+                json_bytes(encode(rows)).decode(),
                 unique="event_id",
                 now="recorded_at",
             )

@@ -12,6 +12,7 @@ import decimal
 import enum
 import json
 import math
+import re
 import uuid
 from typing import Any
 
@@ -111,6 +112,20 @@ def json_bytes(data: Any) -> bytes:
         return orjson.dumps(data)
     except orjson.JSONEncodeError:
         return json.dumps(data, separators=(",", ":")).encode()
+
+
+_LONG_NUMBER = re.compile(rb"\d{19}")
+"""Nineteen digits in a row: maybe an integer beyond 64 bits, which orjson reads as a
+float (the standard library keeps it exact)."""
+
+
+def json_loads(text: str | bytes) -> Any:
+    """The inverse of :func:`json_bytes`: orjson, or the standard library when the text may
+    hold an integer beyond 64 bits (an integer stays an integer)."""
+    data = text.encode() if isinstance(text, str) else text
+    if _LONG_NUMBER.search(data):
+        return json.loads(data)
+    return orjson.loads(data)
 
 
 def unencodable(value: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import orjson
 from django.apps import apps
 
 from auditq.stream.context import AuditContext, resolve_actor
-from auditq.stream.encoding import encode, json_bytes
+from auditq.stream.encoding import encode, json_bytes, json_loads
 
 VERSION = 3
 """Bumped whenever the payload changes shape; a worker refuses other versions."""
@@ -173,7 +173,7 @@ def loads(payload: str, key: str = "") -> list[Event]:
         PayloadError: the text is not a payload of this version.
     """
     try:
-        data = orjson.loads(payload)
+        data = json_loads(payload)
         version = data.get("v") if isinstance(data, dict) else None
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"the outbox payload is not JSON: {exc}") from exc
