@@ -26,6 +26,9 @@ class Spy:
     def capture(self, model, instance, action, changes, context, loaded):
         return {"title": instance.title} if instance is not None else None
 
+    def squash(self, earlier, later, action, changes):
+        return later
+
     def record(self, events, using):
         self.received.extend(events)
 

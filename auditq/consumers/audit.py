@@ -45,6 +45,11 @@ class AuditConsumer:
         update that changed no recorded field."""
         return 1 if context.enabled and (changes or action != "update") else None
 
+    def squash(self, earlier: Any, later: Any, action: str, changes: Mapping[str, Any]) -> Any:
+        """Record the folded change if either was recorded and something is left to say."""
+        wanted = earlier is not None or later is not None
+        return 1 if wanted and (changes or action != "update") else None
+
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write one entry per event; entries already written are left as they are."""
         types: dict[str, ContentType] = {}

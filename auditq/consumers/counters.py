@@ -146,6 +146,14 @@ def deltas(
     ]
 
 
+def _hashable(key: Any) -> Any:
+    return tuple(key) if isinstance(key, list) else key  # composite keys are lists
+
+
+def _plain(key: Any) -> Any:
+    return list(key) if isinstance(key, tuple) else key
+
+
 def carried(event: Event) -> list[list[Any]]:
     """The ``[parent, key, column, delta]`` deltas an event carries for the counters."""
     return list(event.consumers.get(CountersConsumer.name, ()))
@@ -173,6 +181,20 @@ class CountersConsumer:
         if instance is None or not registry.counters_for(model):
             return None
         return deltas(instance, action, model, loaded) or None
+
+    def squash(self, earlier: Any, later: Any, action: str, changes: Mapping[str, Any]) -> Any:
+        """Both changes' deltas, added up: a counter moves by what the transaction did."""
+        totals: dict[tuple[str, Any, str], decimal.Decimal] = {}
+        exact = True
+        for parent, key, field, delta in [*(earlier or ()), *(later or ())]:
+            slot = (parent, _hashable(key), field)
+            totals[slot] = totals.get(slot, decimal.Decimal(0)) + decimal.Decimal(str(delta))
+            exact = exact and isinstance(delta, int)
+        return [
+            [parent, _plain(key), field, int(total) if exact else encode(total)]
+            for (parent, key, field), total in totals.items()
+            if total
+        ] or None
 
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write the events' deltas, added up per parent and column; flush them soon."""
