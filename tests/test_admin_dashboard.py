@@ -99,6 +99,25 @@ def test_dashboard_shows_workers_backlog_lag_chart_and_task_links(client, superu
     assert f"{results}?status__exact=FAILURE" in html
 
 
+def test_an_empty_chart_says_there_is_nothing_yet(client, superuser):
+    html = client.get(reverse(DASHBOARD)).content.decode()
+
+    start = html.index('id="auditq-throughput"')
+    section = html[start : html.index("</div>", start)]
+    assert "No entries in the last 24 hours yet: nothing to draw." in section
+    assert "By time of change" not in section and "<svg" not in section
+
+
+def test_a_chart_over_two_days_dates_both_ends(client, superuser):
+    document = Document.objects.create(title="doc")
+    entry(document, at=timezone.now() - datetime.timedelta(hours=20))
+
+    html = client.get(reverse(DASHBOARD)).content.decode()
+
+    start, end = chart.throughput().start, chart.throughput().end
+    assert f"{start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC." in html
+
+
 def test_lag_is_the_recent_median_when_nothing_waits(client, superuser):
     document = Document.objects.create(title="doc")
     now = timezone.now()
