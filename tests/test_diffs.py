@@ -57,8 +57,8 @@ def test_fields_by_verbose_name_and_choices_by_label():
 
 
 def test_booleans_read_yes_and_no_json_values_stay_json():
-    flag, = diff_rows(an_entry(Everything(pk=1), {"flag": [False, True]}))
-    data, = diff_rows(an_entry(Document(pk=1), {"data": [False, True]}))
+    (flag,) = diff_rows(an_entry(Everything(pk=1), {"flag": [False, True]}))
+    (data,) = diff_rows(an_entry(Document(pk=1), {"data": [False, True]}))
 
     assert (flag.old.boolean, flag.new.boolean) == (False, True)  # the admin's No / Yes
     assert (data.old.boolean, data.new.boolean) == (None, None)  # a JSON field's true

@@ -280,7 +280,9 @@ class Step:
         else ``default``: like ``dict.get``, it never raises, so an optional argument
         needs no ``default``. ``step[key]`` is the strict form.
         """
-        return self[key] if key in self else default
+        if key in self.values:
+            return self.values[key]
+        return self._params.get(key, default)
 
     def __getitem__(self, key: str) -> Any:
         """Like :meth:`get`, for a value the step cannot do without.
