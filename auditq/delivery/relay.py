@@ -182,9 +182,13 @@ def not_due(older_than: float | None = None, using: str = DEFAULT_DB_ALIAS) -> t
 def backlog(using: str = DEFAULT_DB_ALIAS) -> tuple[int, datetime.datetime | None]:
     """Return how many outbox rows are undelivered and when the oldest was written."""
 
+    return Outbox.objects.using(using).count(), oldest(using)
+
+
+def oldest(using: str = DEFAULT_DB_ALIAS) -> datetime.datetime | None:
+    """When the oldest undelivered outbox row was written (one index probe, no count)."""
     rows = Outbox.objects.using(using)
-    oldest = rows.order_by("id").values_list("created_at", flat=True).first()
-    return rows.count(), oldest
+    return rows.order_by("id").values_list("created_at", flat=True).first()
 
 
 def outbox_databases() -> list[str]:

@@ -147,7 +147,7 @@ def test_dashboard(signed_in, live_server, admin_user):
     assert page.locator("#auditq-throughput rect").count() >= 95
     assert page.inner_text("#auditq-queue .auditq-figure") == "n/a"  # memory:// broker
     assert page.inner_text("#auditq-backlog .auditq-figure") == "0"
-    # No worker answers on the memory:// broker: the figure says so, in the alert colour.
+    # No worker runs here, so none has sent a heartbeat: the figure says so, in red.
     assert page.inner_text("#auditq-workers .auditq-figure") == "0"
     assert "auditq-alert" in page.get_attribute("#auditq-workers", "class")
     page.click("text=Failed tasks")
