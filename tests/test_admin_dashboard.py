@@ -8,12 +8,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from auditq.admin import chart, figures
-from auditq.delivery import heartbeat
+from auditq.delivery import heartbeat, recording
 from auditq.models import CounterDelta, Outbox
 from auditq.templatetags.auditq_admin import auditq_duration
 from tests.celery_app import app as celery_app
 from tests.helpers import entry
-from tests.testapp.models import Document
+from tests.testapp.models import Document, Player, Team
 
 pytestmark = pytest.mark.django_db
 
@@ -131,6 +131,28 @@ def test_backlog_warns_when_changes_wait(age, level):
     oldest = None if age is None else datetime.timedelta(seconds=age)
 
     assert figures.Backlog(0 if age is None else 3, oldest).level == level
+
+
+@pytest.mark.django_db(transaction=True)
+def test_counters_are_not_called_up_to_date_while_changes_wait_in_the_outbox(
+    client, superuser, undelivered
+):
+    team = Team.objects.create(name="red")
+    Player.objects.create(name="a", team=team)  # its +1 is in the outbox, not yet recorded
+
+    response = client.get(reverse(DASHBOARD))
+
+    html = response.content.decode()
+    assert (response.context["counters"].deltas, response.context["counters"].undelivered) == (
+        0,
+        1,
+    )
+    assert "up to date" not in html
+    assert "none recorded yet, but the 1 undelivered change may hold some" in html
+
+    recording.consume_waiting()  # a worker records it: the delta now waits for its flush
+    html = client.get(reverse(DASHBOARD)).content.decode()
+    assert "waiting for a flush" in html and "undelivered change" not in html
 
 
 def test_dashboard_shows_pending_counter_deltas(client, superuser):

@@ -101,6 +101,9 @@ class PendingCounters:
     """Deltas waiting for a flush."""
     oldest_age: datetime.timedelta | None
     """Age of the oldest; ``None`` when none waits."""
+    undelivered: int = 0
+    """Outbox rows not recorded yet, read just before the deltas: they may hold more
+    deltas, which only a worker can tell (so "up to date" is said only when none waits)."""
 
     @property
     def level(self) -> str:
@@ -185,9 +188,11 @@ def pending_counters(now: datetime.datetime | None = None) -> PendingCounters:
     declared = len(registry.counters())
     if not declared:
         return PendingCounters(0, 0, None)
+    # The outbox first: a change it no longer holds has its deltas among those read next.
+    undelivered, _ = outbox_backlog()
     deltas, oldest = counters.pending(DEFAULT_DB_ALIAS)
     age = None if oldest is None else (now or timezone.now()) - oldest
-    return PendingCounters(declared, deltas, age)
+    return PendingCounters(declared, deltas, age, undelivered)
 
 
 def lag(sample: int = 100) -> Lag:
