@@ -39,21 +39,6 @@ def shoot(page, name: str, docs: bool = False) -> None:
         page.screenshot(path=DOCS / f"{name}.png", full_page=True)
 
 
-@pytest.fixture
-def admin_user() -> User:
-    return User.objects.create_superuser("admin", "admin@example.com", "admin")
-
-
-@pytest.fixture
-def signed_in(page, live_server, admin_user):
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "admin")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#site-name")
-    return page
-
-
 def edit_a_document(actor: User) -> Document:
     """A document's life, as a request under the admin user would record it."""
     with audit_context(actor=actor, reason="quarterly review"):
