@@ -296,8 +296,8 @@ def test_an_unknown_handler_fails_its_run_with_a_clear_note(undelivered):
     [
         ({"model": object}, TypeError, "takes a model class first"),
         ({"when": "yes"}, TypeError, r"when=\.\.\.\) takes a function"),
-        ({"retries": -1}, ValueError, r"retries=\.\.\.\) takes a whole number"),
-        ({"backoff": 0}, ValueError, r"backoff=\.\.\.\) takes seconds"),
+        ({"retries": -1}, ValueError, r"@after_save\(\): retries takes a whole number"),
+        ({"backoff": 0}, ValueError, r"@after_save\(\): backoff takes seconds"),
         ({"queue": ""}, ValueError, r"queue=\.\.\.\) takes a queue name"),
     ],
 )
