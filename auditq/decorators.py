@@ -82,8 +82,8 @@ def audited(
         if apps.apps_ready and not apps.is_installed("auditq"):
             # Nothing would ever connect the model: fail now, not silently forever.
             raise ImproperlyConfigured(
-                f"@audited on {cls._meta.label} needs 'auditq' in INSTALLED_APPS "
-                "(and 'django_celery_results')."
+                f"@audited on {cls._meta.label} needs 'auditq' in INSTALLED_APPS: without "
+                "it nothing records the model's changes."
             )
         if cls._meta.abstract:
             raise TypeError(f"@audited cannot decorate the abstract model {cls.__name__}.")

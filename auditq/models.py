@@ -229,6 +229,23 @@ class CounterDelta(models.Model):
         return f"{self.parent}.{self.field} {self.key} {self.delta:+}"
 
 
+class WorkerHeartbeat(models.Model):
+    """A Celery worker saying it is alive, every few seconds, from a thread of its own.
+
+    The dashboard and the trail's banner read these rows: a broadcast ping would make
+    each page wait for its whole timeout, since it cannot know how many answers to expect.
+    """
+
+    name = models.CharField(max_length=255, unique=True, help_text="The worker's node name.")
+    seen_at = models.DateTimeField(help_text="Its last heartbeat.")
+
+    class Meta:
+        verbose_name = "worker heartbeat"
+
+    def __str__(self) -> str:
+        return f"{self.name} (seen {self.seen_at:%Y-%m-%d %H:%M:%S})"
+
+
 operation_runs_due = Signal()
 """Sent after the commit of a :meth:`OperationRunQuerySet.retry` that made runs due now,
 with ``ids`` and ``using``: the operations' publisher sends their steps at once."""

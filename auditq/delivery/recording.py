@@ -7,6 +7,7 @@ Rows that cannot be read are put back and reported. docs/recording.md has the de
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -56,10 +57,13 @@ def _deliver(using: str, take: Callable[[], list[Taken]]) -> int:
     consumers = registry.consumers()
     known = {consumer.name for consumer in consumers}
     unreadable: list[str] = []
+    started = time.perf_counter()
+    handed = dict.fromkeys((consumer.name for consumer in consumers), 0)
     with transaction.atomic(using=using):
         found: list[events.Event] = []
         kept = []
-        for row in take():
+        rows = take()
+        for row in rows:
             try:
                 read = events.loads(row.payload, row.key)
                 missing = {name for event in read for name in event.consumers} - known
@@ -76,11 +80,28 @@ def _deliver(using: str, take: Callable[[], list[Taken]]) -> int:
             wanted = events.wanted_by(found, consumer.name)
             if wanted:
                 consumer.record(wanted, using)
+                handed[consumer.name] = len(wanted)
         if kept:
             _put_back(using, kept)
+    if len(rows) > len(kept):
+        _log_batch(len(rows) - len(kept), len(found), handed, time.perf_counter() - started)
     if unreadable:
         raise events.PayloadError("; ".join(unreadable))
     return len(found)
+
+
+def _log_batch(rows: int, changes: int, handed: dict[str, int], seconds: float) -> None:
+    """One INFO line per delivered batch, so that ``celery worker -l info`` shows what
+    was recorded (each consumer's count is the changes handed to it)."""
+    logger.info(
+        "auditq: recorded %d outbox row%s in %.1f ms: %d change%s (%s)",
+        rows,
+        "" if rows == 1 else "s",
+        seconds * 1000,
+        changes,
+        "" if changes == 1 else "s",
+        ", ".join(f"{name} {count}" for name, count in handed.items()),
+    )
 
 
 def _take(using: str, outbox_ids: Sequence[int]) -> list[Taken]:
