@@ -180,6 +180,7 @@ class CountersConsumer:
         totals: dict[tuple[str, str, str], decimal.Decimal] = defaultdict(decimal.Decimal)
         for event in events:
             for parent, key, field, delta in carried(event):
+                _check_delta(parent, key, field)
                 totals[parent, orjson.dumps(key).decode(), field] += decimal.Decimal(str(delta))
         CounterDelta.objects.using(using).bulk_create(
             CounterDelta(parent=parent, key=key, field=field, delta=delta)
@@ -187,6 +188,21 @@ class CountersConsumer:
             if delta
         )
         transaction.on_commit(lambda: flush_soon(using), using=using)
+
+
+def _check_delta(parent: str, key: Any, field: str) -> None:
+    """Refuse a delta the flush could not apply (it would stop every flush after it): an
+    unknown parent, a column that is not one of its counters, a key of the wrong kind.
+
+    Raises:
+        LookupError, ValueError, ValidationError: the outbox row is set aside.
+    """
+    model = cast(type[Model], apps.get_model(parent))
+    targets = parent_fields(model)
+    if field not in targets:
+        raise ValueError(f"{parent}.{field} is not a counter cache column")
+    target = next(f for f in model._meta.concrete_fields if f.attname == targets[field])
+    target.run_validators(target.to_python(key))  # an integer beyond the column's range
 
 
 _next_flush: dict[str, float] = {}

@@ -96,10 +96,12 @@ def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) ->
 
     rows = Outbox.objects.using(using)
     if fresh:
-        due = rows.filter(relayed_at__isnull=True)
+        due = rows.waiting().filter(relayed_at__isnull=True)
     else:
-        due = rows.filter(created_at__lte=cutoff).filter(
-            Q(relayed_at__isnull=True) | Q(relayed_at__lte=cutoff)
+        due = (
+            rows.waiting()
+            .filter(created_at__lte=cutoff)
+            .filter(Q(relayed_at__isnull=True) | Q(relayed_at__lte=cutoff))
         )
     connection = connections[using]
     found = backend(connection)
@@ -165,9 +167,10 @@ def relay(
 
 
 def backlog(using: str = DEFAULT_DB_ALIAS) -> tuple[int, datetime.datetime | None]:
-    """Return how many outbox rows are undelivered and when the oldest was written."""
+    """Return how many outbox rows wait for a worker and when the oldest was written
+    (rows set aside wait for a person: ``Outbox.objects.set_aside()``)."""
 
-    rows = Outbox.objects.using(using)
+    rows = Outbox.objects.using(using).waiting()
     oldest = rows.order_by("id").values_list("created_at", flat=True).first()
     return rows.count(), oldest
 

@@ -1,8 +1,6 @@
 """PostgreSQL wakes the workers' relay at each commit (LISTEN/NOTIFY), with no polling;
 with ``AUDITQ["NOTIFY"]`` off, commits notify nobody and the relay polls."""
 
-import time
-
 import psycopg
 import pytest
 from django.conf import settings
@@ -10,6 +8,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from auditq.models import Outbox
+from tests.conftest import wait_for
 from tests.integration.test_delivery import settle
 from tests.testapp.models import Document
 
@@ -18,10 +17,22 @@ QUIET = {**settings.AUDITQ, "NOTIFY": False}
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 
+def listening() -> bool:
+    """Whether a relay has run ``LISTEN`` (its connection's last statement): from then on
+    the server queues each commit's notification for it, whether or not it waits yet."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query = 'LISTEN auditq_outbox'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
 def test_a_commit_wakes_the_relay_without_waiting_for_its_poll(broker, workers):
     """PostgreSQL notifies the workers' relay at each commit; elsewhere it polls."""
     workers(AUDITQ_TEST_RELAY_POLL_SECONDS="60")
-    time.sleep(0.5)  # let the relay finish its first round and start waiting
+    # Its first round done, the relay listens: a commit before that would wait a poll.
+    wait_for(listening, 30, "the relay to listen")
     Document.objects.create(title="wake up")
     # Well under the 60 s poll: only the notification can have woken the relay.
     settle(1, timeout=20, workers=workers)
