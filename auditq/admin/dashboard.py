@@ -86,7 +86,7 @@ def view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
     """Queue depth, workers, undelivered changes, lag, throughput and task result links."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
-    # The set-aside rows only for those who may view the outbox (they hold payloads).
+    # Each run panel only for those who may view its model (its list answers others 403).
     may_view = partial(_may_view, request)
     context = {
         **model_admin.admin_site.each_context(request),
@@ -99,9 +99,9 @@ def view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
         "lag": figures.lag(),
         "throughput": chart.throughput(),
         "task_results": _task_result_links(model_admin),
-        "callbacks": figures.failed_callbacks(),
+        "callbacks": figures.failed_callbacks() if may_view(CallbackRun) else None,
         "can_retry_callbacks": request.user.has_perm("auditq.change_callbackrun"),
-        "operations": figures.failed_operations(),
+        "operations": figures.failed_operations() if may_view(OperationRun) else None,
         "can_retry_operations": request.user.has_perm("auditq.change_operationrun"),
         "set_aside": outbox_admin.set_aside() if may_view(Outbox) else None,
     }
