@@ -85,6 +85,8 @@ def test_one_run_is_retried_from_its_page(admin_client, sent):
     again = admin_client.post(reverse(RETRY_ONE, args=[run.pk]), follow=True)
     assert "The run has not failed: nothing to retry." in again.content.decode()
     assert admin_client.post(reverse(RETRY_ONE, args=[run.pk + 100])).status_code == 404
+    for key in ("abc", "1" * 20):  # not a key: as Django's change page, no such run
+        assert admin_client.post(reverse(RETRY_ONE, args=[key])).status_code == 404
 
 
 def test_the_actions_need_the_change_permission(client, django_user_model, sent):

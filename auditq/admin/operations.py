@@ -178,9 +178,11 @@ def retry_view(
     """Retry one failed run from its page (POST, CSRF-checked, change permission needed)."""
     if not model_admin.has_retry_permission(request):
         raise PermissionDenied
-    if not OperationRun.objects.filter(pk=unquote(object_id)).exists():
+    # get_object() answers None for a key that is not one (``abc``), as the change page.
+    run = model_admin.get_object(request, unquote(object_id))
+    if run is None:
         raise Http404("No such operation run.")
-    count = operations.retry(OperationRun.objects.filter(pk=unquote(object_id)))
+    count = operations.retry(OperationRun.objects.filter(pk=run.pk))
     if count:
         messages.success(request, queued(count))
     else:
