@@ -56,6 +56,9 @@ class Plan:
     amount: str | None
     """The child's attname to add up; ``None`` counts."""
     when: Callable[[Any], Any] | None
+    number: Callable[[Any], Any] | None = None
+    """The summed field's ``to_python()``: an instance may hold what Django accepted
+    (``amount="5.00"``, converted only for the SQL), and a sum needs its number."""
 
 
 @registry.derived
@@ -66,14 +69,16 @@ def plans(model: type[Model]) -> tuple[Plan, ...]:
     for counter in registry.counters_for(model):
         fk: Any = model._meta.get_field(counter.fk_name)
         parent = fk.related_model
+        summed: Any = model._meta.get_field(counter.sum) if counter.sum else None
         found.append(
             Plan(
                 parent=parent._meta.label_lower,
                 fk=fk.attname,
                 target=fk.target_field.attname,
                 field=_attname(parent, counter.field),
-                amount=_attname(model, counter.sum) if counter.sum else None,
+                amount=summed.attname if summed else None,
                 when=counter.when,
+                number=summed.to_python if summed else None,
             )
         )
     return tuple(found)
@@ -111,8 +116,13 @@ def contribution(plan: Plan, values: Mapping[str, Any], holder: Callable[[], Mod
     key = values.get(plan.fk)
     if key is None or (plan.when is not None and not plan.when(holder())):
         return None
-    amount = 1 if plan.amount is None else values.get(plan.amount)
-    return None if amount is None else (key, amount)
+    if plan.amount is None:
+        return key, 1
+    amount = values.get(plan.amount)
+    if amount is None:
+        return None
+    # Raises ValidationError for what is no number at all: capture logs it and goes on.
+    return key, amount if plan.number is None else plan.number(amount)
 
 
 def deltas(
