@@ -10,11 +10,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
 from auditq.diffs import DiffRow, diff_rows, title
+from auditq.stream import outbox
 from auditq.stream.encoding import encode
 from auditq.stream.events import REPR_LIMIT, Event, key_text, loads, m2m_keys
 
@@ -124,6 +125,30 @@ class AuditEntry(models.Model):
         return rows
 
 
+class OutboxQuerySet(models.QuerySet):
+    """Set-aside rows, retried by hand."""
+
+    def set_aside(self) -> OutboxQuerySet:
+        """The rows a worker could not record: kept with their error, skipped until retried."""
+        return self.filter(failed_at__isnull=False)
+
+    def waiting(self) -> OutboxQuerySet:
+        """The rows the workers will record (every row not set aside)."""
+        return self.filter(failed_at__isnull=True)
+
+    def retry(self) -> int:
+        """Hand set-aside rows back to the workers, as if just committed; return how many.
+
+        A row that fails again is set aside again, with the new error.
+        """
+        using = self.db
+        count = self.set_aside().update(failed_at=None, error="", relayed_at=None)
+        if count:
+            # Eager mode (tests, scripts) records them at once; workers find them anyway.
+            transaction.on_commit(lambda: outbox.committed(connections[using]), using=using)
+        return count
+
+
 class Outbox(models.Model):
     """One committed transaction's changes, waiting for a worker to record them."""
 
@@ -137,6 +162,19 @@ class Outbox(models.Model):
         help_text="The key the database assigned to a lone create's row, as text; "
         "the payload marks where it goes.",
     )
+    # db_default: the outbox function and the portable INSERT name only the columns above.
+    error = models.TextField(
+        blank=True,
+        db_default="",
+        help_text="Why the last worker that took the row could not record it.",
+    )
+    failed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the row was set aside: skipped by the workers until retried.",
+    )
+
+    objects = OutboxQuerySet.as_manager()
 
     class Meta:
         verbose_name = "outbox row"

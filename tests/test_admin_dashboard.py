@@ -300,3 +300,49 @@ def test_durations_read_like_a_person_would_say_them(seconds, shown):
     assert auditq_duration(datetime.timedelta(seconds=seconds)) == shown
     assert auditq_duration(None) == "-"
     assert auditq_duration(datetime.timedelta(days=3, hours=2)) == "3 days 2 h"
+
+
+def test_run_panels_show_only_to_those_who_may_view_the_runs(client, django_user_model):
+    import uuid
+
+    from auditq.models import CallbackRun, OperationRun
+    from tests.testapp import operations as ops  # noqa: F401  (an operation is defined)
+    from tests.testapp.handlers import always_fails  # noqa: F401  (a handler is registered)
+
+    CallbackRun.objects.create(
+        handler="tests.testapp.handlers.always_fails",
+        event_id=uuid.uuid4(),
+        model="testapp.account",
+        object_pk="1",
+        object_repr="callback object",
+        action="update",
+        event={},
+        status="failed",
+        last_error="ValueError: callback secret detail",
+    )
+    OperationRun.objects.create(
+        name="tests.flaky",
+        step="tests.testapp.operations.x",
+        status="failed",
+        error="RuntimeError: operation secret detail",
+    )
+    url = reverse(DASHBOARD)
+    user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_auditentry"))
+    client.force_login(user)
+
+    page = client.get(url).content.decode()
+    assert client.get(reverse("admin:auditq_callbackrun_changelist")).status_code == 403
+    assert client.get(reverse("admin:auditq_operationrun_changelist")).status_code == 403
+    for hidden in ("auditq-failed-callbacks", "callback secret detail", "callback object"):
+        assert hidden not in page
+    for hidden in ("auditq-failed-operations", "operation secret detail"):
+        assert hidden not in page
+
+    user.user_permissions.add(Permission.objects.get(codename="view_callbackrun"))
+    page = client.get(url).content.decode()
+    assert "callback secret detail" in page
+    assert "operation secret detail" not in page
+
+    user.user_permissions.add(Permission.objects.get(codename="change_operationrun"))
+    assert "operation secret detail" in client.get(url).content.decode()

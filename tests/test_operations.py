@@ -581,3 +581,16 @@ def test_the_periodic_relay_task_publishes_due_steps(undelivered, monkeypatch):
 
     assert tasks.relay_task() == 1
     assert sent == [(operations.RUN, (run.pk, "default"))]
+
+
+def test_a_failed_steps_error_keeps_no_masked_value_in_clear(caplog):
+    run = ops.leaky.start(order=7, api_token="tok-SECRET-1")  # runs here, after commit
+    run.refresh_from_db()
+    secrets = ("tok-SECRET-1", f"cs-{run.pk}-hush")
+
+    assert run.status == "failed"
+    assert run.error == "PermissionError: the gateway refused *** with *** for order 7"
+    [attempt] = StepRun.objects.filter(run=run)
+    stored = [run.error, run.traceback, attempt.error, attempt.traceback, caplog.text]
+    assert "PermissionError: the gateway refused ***" in attempt.traceback
+    assert not [text for text in stored for secret in secrets if secret in text]

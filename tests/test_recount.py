@@ -136,7 +136,7 @@ def test_bad_arguments_are_command_errors(arguments, message):
         call_command("auditq_recount", *arguments)
 
 
-@pytest.mark.parametrize("value", ["0", "many"])
+@pytest.mark.parametrize("value", ["0", "many", "9223372036854775808"])
 def test_a_bad_batch_size_exits_non_zero_without_a_traceback(value):
     result = manage("auditq_recount", "--batch-size", value)
 

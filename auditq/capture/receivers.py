@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -17,6 +18,8 @@ from auditq.capture.snapshot import loaded_values, saved
 from auditq.stream import context, outbox
 from auditq.stream.encoding import encode
 from auditq.stream.events import REPR_LIMIT, Change
+
+logger = logging.getLogger("auditq")
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -68,7 +71,20 @@ def ask_consumers(
     loaded = EMPTY if instance is None else loaded_values(instance)
     wanted = {}
     for consumer in tracking.consumers:
-        data = consumer.capture(tracking.model, instance, action, changes, current, loaded)
+        try:
+            data = consumer.capture(tracking.model, instance, action, changes, current, loaded)
+        except Exception:
+            # Never the user's save: the change goes on for the other consumers, and this
+            # consumer's part of it is lost, loudly (a counter: auditq_recount repairs it).
+            logger.exception(
+                "auditq: the %s consumer could not capture the %s of %s %r; the change is "
+                "recorded without it",
+                consumer.name,
+                action,
+                tracking.label,
+                pk,
+            )
+            continue
         if data is not None:
             wanted[consumer.name] = data
     if not wanted:

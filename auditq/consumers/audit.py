@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections
 from django.db.models import Field, Model
@@ -120,12 +121,14 @@ def _columns(connection: Any) -> list[tuple[str, str]]:
 
 
 def _content_type(label: str, using: str) -> ContentType:
-    app_label, model = label.split(".", 1)
-    manager = ContentType.objects.db_manager(using)
-    try:
-        return manager.get_by_natural_key(app_label, model)
-    except ContentType.DoesNotExist:
-        return manager.get_or_create(app_label=app_label, model=model)[0]
+    """The content type of an installed model (created if migrate has not yet).
+
+    Raises:
+        LookupError: no installed model has that label: the row is set aside rather
+            than given a content type of its own.
+    """
+    model = apps.get_model(label)
+    return ContentType.objects.db_manager(using).get_for_model(model)
 
 
 def _current_repr(content_type: ContentType, pk: Any, using: str) -> str:

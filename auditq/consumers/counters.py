@@ -56,6 +56,9 @@ class Plan:
     amount: str | None
     """The child's attname to add up; ``None`` counts."""
     when: Callable[[Any], Any] | None
+    number: Callable[[Any], Any] | None = None
+    """The summed field's ``to_python()``: an instance may hold what Django accepted
+    (``amount="5.00"``, converted only for the SQL), and a sum needs its number."""
 
 
 @registry.derived
@@ -66,14 +69,16 @@ def plans(model: type[Model]) -> tuple[Plan, ...]:
     for counter in registry.counters_for(model):
         fk: Any = model._meta.get_field(counter.fk_name)
         parent = fk.related_model
+        summed: Any = model._meta.get_field(counter.sum) if counter.sum else None
         found.append(
             Plan(
                 parent=parent._meta.label_lower,
                 fk=fk.attname,
                 target=fk.target_field.attname,
                 field=_attname(parent, counter.field),
-                amount=_attname(model, counter.sum) if counter.sum else None,
+                amount=summed.attname if summed else None,
                 when=counter.when,
+                number=summed.to_python if summed else None,
             )
         )
     return tuple(found)
@@ -111,8 +116,13 @@ def contribution(plan: Plan, values: Mapping[str, Any], holder: Callable[[], Mod
     key = values.get(plan.fk)
     if key is None or (plan.when is not None and not plan.when(holder())):
         return None
-    amount = 1 if plan.amount is None else values.get(plan.amount)
-    return None if amount is None else (key, amount)
+    if plan.amount is None:
+        return key, 1
+    amount = values.get(plan.amount)
+    if amount is None:
+        return None
+    # Raises ValidationError for what is no number at all: capture logs it and goes on.
+    return key, amount if plan.number is None else plan.number(amount)
 
 
 def deltas(
@@ -202,6 +212,7 @@ class CountersConsumer:
         totals: dict[tuple[str, str, str], decimal.Decimal] = defaultdict(decimal.Decimal)
         for event in events:
             for parent, key, field, delta in carried(event):
+                _check_delta(parent, key, field)
                 totals[parent, orjson.dumps(key).decode(), field] += decimal.Decimal(str(delta))
         CounterDelta.objects.using(using).bulk_create(
             CounterDelta(parent=parent, key=key, field=field, delta=delta)
@@ -209,6 +220,21 @@ class CountersConsumer:
             if delta
         )
         transaction.on_commit(lambda: flush_soon(using), using=using)
+
+
+def _check_delta(parent: str, key: Any, field: str) -> None:
+    """Refuse a delta the flush could not apply (it would stop every flush after it): an
+    unknown parent, a column that is not one of its counters, a key of the wrong kind.
+
+    Raises:
+        LookupError, ValueError, ValidationError: the outbox row is set aside.
+    """
+    model = cast(type[Model], apps.get_model(parent))
+    targets = parent_fields(model)
+    if field not in targets:
+        raise ValueError(f"{parent}.{field} is not a counter cache column")
+    target = next(f for f in model._meta.concrete_fields if f.attname == targets[field])
+    target.run_validators(target.to_python(key))  # an integer beyond the column's range
 
 
 _next_flush: dict[str, float] = {}

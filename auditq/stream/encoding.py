@@ -107,11 +107,14 @@ def _is_range(value: Any) -> bool:
 
 def json_bytes(data: Any) -> bytes:
     """``data`` (JSON-safe, as :func:`encode` returns) as compact JSON: orjson, or the
-    standard library for integers beyond 64 bits, where orjson stops."""
+    standard library for integers beyond 64 bits, where orjson stops. A value that is not
+    JSON-safe after all (a consumer's capture data) is encoded on the way, never raised
+    into the commit of the user's save."""
     try:
-        return orjson.dumps(data)
+        return orjson.dumps(data, default=encode)
     except orjson.JSONEncodeError:
-        return json.dumps(data, separators=(",", ":")).encode()
+        # encode() first: keys that are not strings, and NaN, which json writes as is.
+        return json.dumps(encode(data), separators=(",", ":"), default=encode).encode()
 
 
 _LONG_NUMBER = re.compile(rb"\d{19}")
