@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 
+from auditq.consumers.audit import AuditConsumer
 from auditq.models import AuditEntry, CallbackRun, Outbox
 from tests.helpers import trail
 from tests.testapp.models import Document, Effect, Player, Tag, Team, Ticket, Vault
@@ -175,3 +176,18 @@ def test_squash_off_records_every_save(settings):
         document.save()
 
     assert [action for action, _ in entries(Document, document.pk)] == ["create", "update"]
+
+
+def test_a_consumer_that_fails_to_fold_never_fails_the_commit(monkeypatch, caplog):
+    def broken(self, earlier, later, action, changes):
+        raise RuntimeError("cannot fold")
+
+    monkeypatch.setattr(AuditConsumer, "squash", broken)
+    with transaction.atomic():
+        document = Document.objects.create(title="a")
+        document.title = "b"
+        document.save()
+
+    # Recorded apart, as with SQUASH off, and said so in the log.
+    assert [action for action, _ in entries(Document, document.pk)] == ["create", "update"]
+    assert "could not fold two changes of testapp.document" in caplog.text

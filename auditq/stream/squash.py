@@ -10,12 +10,15 @@ follow the folded change. A change after a delete (the key used again) stays apa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from auditq import registry
 from auditq.stream.encoding import MASK, json_bytes
 from auditq.stream.events import Change, key_text, m2m_change, m2m_keys
+
+logger = logging.getLogger("auditq")
 
 
 def squash(changes: Sequence[Change]) -> list[Change]:
@@ -33,7 +36,13 @@ def squash(changes: Sequence[Change]) -> list[Change]:
             last[key] = len(folded)
             folded.append(change)
             continue
-        folded[at] = _fold(earlier, change, consumers)  # type: ignore[index]
+        try:
+            folded[at] = _fold(earlier, change, consumers)  # type: ignore[index]
+        except Exception:
+            # Never the user's commit: the two changes are recorded apart, loudly.
+            logger.exception("auditq: could not fold two changes of %s %r", *key)
+            last[key] = len(folded)
+            folded.append(change)
     return [change for change in folded if change is not None]
 
 
