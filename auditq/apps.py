@@ -13,6 +13,7 @@ class AuditqConfig(AppConfig):
         module, and wire capture: the one place where the layers meet."""
         # Imported here: app loading imports this module before any model exists.
         from auditq import capture, checks, registry
+        from auditq.capture import bulk
         from auditq.consumers import audit, callbacks, counters
         from auditq.delivery import recording
         from auditq.models import operation_runs_due
@@ -33,6 +34,7 @@ class AuditqConfig(AppConfig):
         # Every app's handlers.py, as the admin imports admin.py: a handler module that
         # nothing imported would never run, and nothing would say so.
         autodiscover_modules("handlers")
+        bulk.install()
         for model in registry.tracked_models():
             capture.connect(model)
         counters.protect_parents()

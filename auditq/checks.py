@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core import checks
 
 from auditq import conf, registry
+from auditq.capture import bulk
 from auditq.consumers import counters
 from auditq.delivery import broker
 from auditq.operations import executor
@@ -291,6 +292,34 @@ def check_deploy_eager(**kwargs: Any) -> list[checks.CheckMessage]:
     ]
 
 
+def check_bulk_querysets(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.W004: a tracked model's default queryset overrides a bulk method, which then
+    captures nothing unless it calls ``super()``."""
+    found: list[checks.CheckMessage] = []
+    for model in registry.tracked_models():
+        tracking = registry.tracking(model)
+        if tracking is None or not tracking.bulk or model._meta.proxy:
+            continue
+        manager: Any = model._default_manager
+        queryset = getattr(manager, "_queryset_class", None)
+        for name in ("update", "bulk_create", "bulk_update"):
+            method = getattr(queryset, name, None)
+            if queryset is None or getattr(method, bulk.GUARDED, False):
+                continue
+            found.append(
+                checks.Warning(
+                    f"{model._meta.label}'s default manager uses {queryset.__qualname__}, "
+                    f"whose {name}() is its own: auditq records its rows only if it calls "
+                    "super().",
+                    hint=f"Call super().{name}(...) in {queryset.__qualname__}.{name}(), or "
+                    "decorate the model with @audited(bulk=False) to say you know.",
+                    obj=model,
+                    id="auditq.W004",
+                )
+            )
+    return found
+
+
 def register() -> None:
     """Register every auditq check (called from ``AppConfig.ready``)."""
     for check in (
@@ -302,6 +331,7 @@ def register() -> None:
         check_middleware,
         check_results_app,
         check_sqlite_locking,
+        check_bulk_querysets,
     ):
         checks.register(check, "auditq")
     checks.register(check_operation_steps, "auditq", checks.Tags.database)

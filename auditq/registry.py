@@ -36,6 +36,8 @@ class AuditOptions:
     unmask: tuple[str, ...] = ()
     """Field names recorded in clear although a default or ``MASKED_FIELDS`` pattern
     matches them (a boolean ``is_secret``)."""
+    bulk: bool = True
+    """Whether ``QuerySet.update()``, ``bulk_create()`` and ``bulk_update()`` are captured."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class Tracking:
     """Many-to-many fields recorded as added / removed keys."""
     consumers: tuple[Consumer, ...]
     """The consumers that want this model's changes."""
+    bulk: bool
+    """Whether bulk writes are captured (``@audited(bulk=False)`` turns them off)."""
+    whole_rows: bool
+    """Whether consumers read the whole instance on the request path (counters, handlers
+    with ``when=``): a bulk ``update()`` then reads every column of its rows first."""
 
 
 @dataclass(frozen=True)
@@ -367,6 +374,9 @@ def tracking(model: type[models.Model]) -> Tracking | None:
         attnames=frozenset(attnames),
         m2m=tuple(t for t, many in resolved if many),
         consumers=wanting,
+        bulk=options.bulk,
+        whole_rows=bool(counters_for(model))
+        or any(h.when is not None for h in _handlers.values() if h.model is model),
     )
 
 

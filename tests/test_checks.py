@@ -10,6 +10,7 @@ from django.db import models
 from auditq import audited, registry
 from auditq.checks import (
     check_audited_fields,
+    check_bulk_querysets,
     check_celery,
     check_celery_app,
     check_deploy_eager,
@@ -304,3 +305,27 @@ def test_deploy_checks_run_with_check_deploy_only(relaying_off):
 
     assert not {"auditq.W101", "auditq.W103"} & set(everyday)
     assert {"auditq.W101", "auditq.W103"} <= set(deploy)  # the test project runs eagerly
+
+
+def test_w004_a_default_queryset_with_its_own_update(isolated_registry):
+    class OwnUpdate(models.QuerySet):
+        def update(self, **kwargs):  # never calls super(): auditq would see nothing
+            return 0
+
+    Tally = type(
+        "Tally",
+        (models.Model,),
+        {
+            "__module__": __name__,
+            "name": models.CharField(max_length=10),
+            "objects": OwnUpdate.as_manager(),
+            "Meta": type("Meta", (), {"app_label": "testapp"}),
+        },
+    )
+    audited(Tally)
+    [warning] = check_bulk_querysets()
+    assert (warning.id, warning.obj) == ("auditq.W004", Tally)
+    assert "OwnUpdate" in warning.msg and "update()" in warning.msg
+
+    audited(bulk=False)(Tally)  # said, knowingly
+    assert check_bulk_querysets() == []
