@@ -62,6 +62,20 @@ def test_bulk_create_allowing_conflicts_is_not_recorded():
 # --------------------------------------------------------------------------- bulk_update
 
 
+def test_bulk_update_moves_counters_once():
+    team = Team.objects.create(name="red")
+    Player.objects.bulk_create([Player(name=str(i), team=team) for i in range(4)])
+    players = list(Player.objects.all()[:3])
+    for player in players:
+        player.active = False
+
+    Player.objects.bulk_update(players, ["active"])
+
+    team.refresh_from_db()
+    assert (team.players_count, team.active_count) == (4, 1)
+    assert CallbackRun.objects.count() == 0
+
+
 def test_bulk_update_records_what_changed_on_each_loaded_object():
     Document.objects.bulk_create([Document(title="a"), Document(title="b")])
     first, second = Document.objects.order_by("pk")

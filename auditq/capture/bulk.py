@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from django.db import connections, models, router, transaction
@@ -22,6 +23,9 @@ from auditq.capture.shape import shape_of, tracked_parents
 from auditq.capture.snapshot import LOADED
 
 GUARDED = "__auditq_bulk__"
+_WRITING: ContextVar[bool] = ContextVar("auditq_bulk_writing", default=False)
+"""Set while a wrapped bulk method runs: Django's ``bulk_update()`` calls ``update()``,
+whose rows it has captured itself."""
 
 
 def _captured(model: Any) -> bool:
@@ -75,7 +79,11 @@ def _guard_bulk_update(bulk_update: Callable[..., Any]) -> Callable[..., Any]:
         objs = list(objs)
         names = frozenset(fields)
         with transaction.atomic(using=using, savepoint=False):
-            rows = bulk_update(self, objs, fields, *args, **kwargs)
+            token = _WRITING.set(True)
+            try:
+                rows = bulk_update(self, objs, fields, *args, **kwargs)
+            finally:
+                _WRITING.reset(token)
             for obj in objs:  # each against the values it was loaded with, as save() does
                 on_save(model, obj, False, False, using, names)
         return rows
@@ -88,7 +96,7 @@ def _guard_update(update: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(update)
     def guarded(self: QuerySet, **kwargs: Any) -> Any:
         model = self.model
-        if not _captured(model) or not kwargs:
+        if not kwargs or _WRITING.get() or not _captured(model):
             return update(self, **kwargs)
         try:
             fields = {name: model._meta.get_field(name) for name in kwargs}
