@@ -108,6 +108,13 @@ class Backend:
         ``now`` gets the server's clock."""
         raise NotImplementedError
 
+    def keys_where(
+        self, connection: Any, table: str, column: str, keys: list[int]
+    ) -> tuple[str, list[Any]] | None:
+        """A ``WHERE`` clause matching the integer ``keys`` of ``column`` with one
+        parameter, whatever their number; ``None``: filter with ``IN (...)`` in batches."""
+        return None
+
     def estimate_rows(self, connection: Any, table: str) -> int | None:
         """The server's estimate of the table's rows; ``None`` if it has none."""
         return None

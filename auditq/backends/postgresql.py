@@ -120,6 +120,12 @@ class PostgreSQLBackend(Backend):
                 [rows],
             )
 
+    def keys_where(
+        self, connection: Any, table: str, column: str, keys: list[int]
+    ) -> tuple[str, list[Any]] | None:
+        quote = connection.ops.quote_name
+        return f"{quote(table)}.{quote(column)} = ANY(%s)", [keys]
+
     def estimate_rows(self, connection: Any, table: str) -> int | None:
         with connection.cursor() as cursor:
             cursor.execute(

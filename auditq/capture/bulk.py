@@ -16,9 +16,11 @@ from typing import Any
 
 from django.db import connections, models, router, transaction
 from django.db.models import QuerySet
+from django.db.models.base import ModelState
 
 from auditq import registry
-from auditq.capture.receivers import on_save
+from auditq.backends import backend
+from auditq.capture.receivers import capture_save, on_save
 from auditq.capture.shape import shape_of, tracked_parents
 from auditq.capture.snapshot import LOADED
 
@@ -146,23 +148,41 @@ def _update(
     base = model._base_manager.using(using)
     at = attnames.index(pk)
     count = 0
-    size = _batch_size(connection)
-    for start in range(0, len(rows), size):
+    keys = [row[at] for row in rows]
+    one = None
+    if keys and all(type(key) is int for key in keys):
+        one = backend(connection).keys_where(connection, meta.db_table, meta.pk.column, keys)
+    size = len(rows) if one else _batch_size(connection)
+    for start in range(0, len(rows), size or 1):
         batch = rows[start : start + size]
-        keys = [row[at] for row in batch]
         # Exactly the rows read: one that starts to match meanwhile is not updated unseen.
-        count += update(base.filter(pk__in=keys), **kwargs)
+        these = (
+            base.extra(where=[one[0]], params=one[1])
+            if one
+            else base.filter(pk__in=keys[start : start + size])
+        )
+        count += update(these, **kwargs)
         fresh = {}
         if computed:
-            read = base.filter(pk__in=keys).values_list(pk, *computed)
-            fresh = {found[0]: found[1:] for found in read}
+            fresh = {found[0]: found[1:] for found in these.values_list(pk, *computed)}
         for row in batch:
             old = dict(zip(attnames, row, strict=True))
             new = {**old, **plain, **dict(zip(computed, fresh.get(old[pk], ()), strict=False))}
-            instance = model.from_db(using, attnames, [new[a] for a in attnames])
-            instance.__dict__[LOADED] = old  # what the row held: the diff's old values
-            on_save(model, instance, False, False, using, names)
+            capture_save(model, _instance(model, using, new, old), False, connection, names)
     return count
+
+
+def _instance(model: Any, using: str, values: dict[str, Any], old: dict[str, Any]) -> models.Model:
+    """The row as the update left it, built as ``from_db()`` would but without
+    ``__init__`` (thousands of rows): what consumers see; ``old`` is its snapshot. A field
+    not read is deferred, as with ``only()``."""
+    instance = model.__new__(model)
+    instance._state = ModelState()
+    instance._state.adding = False
+    instance._state.db = using
+    instance.__dict__.update(values)
+    instance.__dict__[LOADED] = old
+    return instance
 
 
 def _locked(queryset: QuerySet, connection: Any) -> QuerySet:

@@ -113,11 +113,23 @@ def on_save(
         # The save's own statement carried its change (a lone save on PostgreSQL).
         saved(sender, instance, created, update_fields)
         return
+    if not raw:
+        capture_save(sender, instance, created, connections[using], update_fields)
+        saved(sender, instance, created, update_fields)
+
+
+def capture_save(
+    sender: type[models.Model],
+    instance: models.Model,
+    created: bool,
+    connection: Any,
+    update_fields: frozenset[str] | None,
+) -> None:
+    """Hold the change a save made (and its tracked ancestors' share) for the commit."""
     tracking = registry.tracking(sender)
     parents = tracked_parents(sender)
-    if raw or (tracking is None and not parents):
+    if tracking is None and not parents:
         return
-    connection = connections[using]
     action = "create" if created else "update"
     if tracking is not None:
         if created:
@@ -139,7 +151,6 @@ def on_save(
         change = ask_consumers(found, instance, key, describe, action, changes)
         if change is not None:
             outbox.add(connection, change)
-    saved(sender, instance, created, update_fields)
 
 
 def on_delete(
