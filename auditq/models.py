@@ -15,32 +15,9 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from auditq.diffs import DiffRow, diff_rows, title
+from auditq.history import AuditEntryQuerySet
 from auditq.stream import outbox
-from auditq.stream.encoding import encode
-from auditq.stream.events import REPR_LIMIT, Event, key_text, loads, m2m_keys
-
-
-class AuditEntryQuerySet(models.QuerySet):
-    """Reading the trail."""
-
-    def for_object(self, obj: models.Model) -> AuditEntryQuerySet:
-        """Return the entries of one object, oldest first.
-
-        Example:
-            >>> AuditEntry.objects.for_object(donation)
-        """
-        key = encode(obj.pk)
-        if key is None or (isinstance(key, list) and None in key):
-            raise ValueError(f"for_object() needs a saved object; {obj!r} has no primary key.")
-        return self.for_model(type(obj)).filter(object_pk=key_text(key))
-
-    def for_model(self, model: type[models.Model] | models.Model) -> AuditEntryQuerySet:
-        """Return the entries of every object of ``model``, oldest first."""
-        if not hasattr(model, "_meta"):
-            raise ValueError(f"for_model() takes a model class, not {model!r}.")
-        # A proxy's changes are its concrete model's: recorded, and found, under that.
-        content_type = ContentType.objects.db_manager(self.db).get_for_model(model)
-        return self.filter(content_type=content_type).order_by("occurred_at", "id")
+from auditq.stream.events import REPR_LIMIT, Event, loads, m2m_keys
 
 
 class AuditEntry(models.Model):
