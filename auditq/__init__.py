@@ -7,7 +7,7 @@ from ``auditq.admin``); this module is safe to import from a ``models.py``.
 from importlib.metadata import PackageNotFoundError, version
 
 from auditq.decorators import after_delete, after_save, audited, counter_cache
-from auditq.errors import HistoryIncomplete
+from auditq.errors import HistoryIncomplete, RevertConflict
 from auditq.operations import Operation, OperationError, retry_policy
 from auditq.registry import Consumer
 from auditq.stream.context import audit_context, disable_auditing
@@ -24,6 +24,7 @@ __all__ = [
     "HistoryIncomplete",
     "Operation",
     "OperationError",
+    "RevertConflict",
     "__version__",
     "after_delete",
     "after_save",

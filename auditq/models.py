@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from auditq.diffs import DiffRow, diff_rows, title
 from auditq.history import AuditEntryQuerySet
+from auditq.revert import revert
 from auditq.stream import outbox
 from auditq.stream.events import REPR_LIMIT, Event, loads, m2m_keys
 
@@ -89,6 +90,18 @@ class AuditEntry(models.Model):
         and related objects' names (one query per related model)."""
 
         return diff_rows(self)
+
+    def revert(self) -> models.Model:
+        """Put back the values this ``update`` replaced (or restore the row this
+        ``delete`` removed) as a new, audited change whose ``context["reverted"]`` is this
+        entry's id; return the object.
+
+        Raises:
+            auditq.RevertConflict: a field changed since, or a value it needs (masked,
+                kept as a repr) was never kept; ``conflict.fields`` names them.
+            ValueError: a create (delete the object instead), or a model that is gone.
+        """
+        return revert(self)
 
     def get_changes_display(self) -> list[tuple[str, Any, Any]]:
         """Return ``(field, old, new)`` rows; many-to-many rows hold removed and added keys."""

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from auditq import HistoryIncomplete
+from auditq import HistoryIncomplete, RevertConflict
 from auditq.models import AuditEntry
 from tests.testapp.models import Account, Document, Everything, Tag
 
@@ -133,3 +133,100 @@ def test_an_unknown_field_is_refused_by_name():
     document = Document.objects.create(title="x")
     with pytest.raises(ValueError, match=r"testapp.Document has no field 'nope'"):
         AuditEntry.objects.field_history(document, "nope")
+
+
+# --------------------------------------------------------------------------- revert
+
+
+def only(obj, action):
+    return AuditEntry.objects.for_object(obj).filter(action=action).latest("id")
+
+
+def test_revert_puts_the_old_values_back_as_a_new_audited_change():
+    document = Document.objects.create(title="right", status="draft")
+    document.title = "wrong"
+    document.status = "live"
+    document.save()
+    mistake = only(document, "update")
+
+    reverted = mistake.revert()
+
+    document.refresh_from_db()
+    assert (
+        (document.title, document.status)
+        == ("right", "draft")
+        == (
+            reverted.title,
+            reverted.status,
+        )
+    )
+    undo = AuditEntry.objects.for_object(document).latest("id")
+    assert undo.context["reverted"] == mistake.pk
+    assert undo.changes == {"title": ["wrong", "right"], "status": ["live", "draft"]}
+
+
+def test_revert_refuses_when_a_field_changed_since_and_names_it():
+    document = Document.objects.create(title="a")
+    document.title = "b"
+    document.save()
+    mistake = only(document, "update")
+    document.title = "c"  # someone else's change since
+    document.save()
+
+    with pytest.raises(RevertConflict, match=r"\(title\)") as conflict:
+        mistake.revert()
+
+    assert conflict.value.fields == ["title"]
+    document.refresh_from_db()
+    assert document.title == "c"
+
+
+def test_revert_of_a_masked_change_is_a_conflict_its_old_value_was_never_kept():
+    account = Account.objects.create(name="ada", pin="1")
+    account.pin = "2"
+    account.save()
+
+    with pytest.raises(RevertConflict, match=r"\(pin\)"):
+        only(account, "update").revert()
+
+
+def test_revert_of_many_to_many_changes_removes_the_added_and_adds_the_removed():
+    one, two = Tag.objects.create(name="one"), Tag.objects.create(name="two")
+    document = Document.objects.create(title="tagged")
+    document.tags.add(one)
+    document.tags.add(two)
+
+    AuditEntry.objects.for_object(document).filter(action="update").latest("id").revert()
+
+    assert set(document.tags.values_list("pk", flat=True)) == {one.pk}
+
+
+def test_revert_of_a_delete_restores_the_row():
+    document = Document.objects.create(title="gone", status="live", data={"k": 1})
+    pk = document.pk
+    document.delete()
+    deleted = AuditEntry.objects.for_model(Document).get(action="delete", object_pk=str(pk))
+
+    restored = deleted.revert()
+
+    assert restored.pk == pk
+    again = Document.objects.get(pk=pk)
+    assert (again.title, again.status, again.data) == ("gone", "live", {"k": 1})
+    assert AuditEntry.objects.for_object(again).latest("id").context["reverted"] == deleted.pk
+
+
+def test_revert_of_a_delete_whose_masked_values_were_never_kept_is_refused():
+    account = Account.objects.create(name="ada", pin="1234")
+    pk = account.pk
+    account.delete()
+    deleted = AuditEntry.objects.for_model(Account).get(action="delete", object_pk=str(pk))
+
+    with pytest.raises(RevertConflict, match="never kept"):
+        deleted.revert()
+    assert not Account.objects.filter(pk=pk).exists()
+
+
+def test_a_create_is_not_reverted():
+    document = Document.objects.create(title="new")
+    with pytest.raises(ValueError, match="is a create"):
+        only(document, "create").revert()
