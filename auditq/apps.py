@@ -13,12 +13,13 @@ class AuditqConfig(AppConfig):
         # Imported here: app loading imports this module before any model exists.
         from auditq import capture, checks, registry
         from auditq.consumers import audit, callbacks, counters
-        from auditq.delivery import recording
+        from auditq.delivery import recording, task_context
         from auditq.models import operation_runs_due
         from auditq.operations import executor, publishing
         from auditq.stream import outbox
 
         checks.register()
+        task_context.connect()
         registry.add_consumer(audit.AuditConsumer())
         registry.add_consumer(callbacks.CallbacksConsumer())
         registry.add_consumer(counters.CountersConsumer())
