@@ -30,7 +30,6 @@ from auditq.admin.paginators import CappedCountPaginator
 from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.models import AuditEntry
 
-
 EFFECTS_SHOWN = 50
 """The entries a change caused that its page lists, at most."""
 
