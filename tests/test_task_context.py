@@ -145,13 +145,21 @@ def test_the_header_goes_into_the_message_headers(ada):
     assert headers[HEADER] == {"actor": ada.pk, "actor_repr": "ada", "request_id": "req-5"}
 
 
-def test_a_header_given_by_the_sender_is_kept(ada):
-    mine = {"request_id": "given"}
-    headers = {HEADER: mine}
+@pytest.mark.parametrize("mine", [{"request_id": "given"}, None])
+def test_a_header_given_by_the_sender_is_kept(ada, mine):
+    headers = {HEADER: mine}  # None: auditq's own messages for its rows (broker.send)
     with audit_context(actor=ada, request_id="req-5"):
         task_context.add_header(sender=RETITLE, headers=headers)
 
     assert headers[HEADER] is mine
+
+
+def test_a_null_header_runs_the_task_with_no_context():
+    chosen = Document.objects.create(title="before")
+
+    traced(tasks.retitle, (chosen.pk, "after"), {HEADER: None})
+
+    assert AuditEntry.objects.for_object(chosen).last().context == {}
 
 
 def test_an_actor_that_cannot_be_read_here_is_left_out_and_logged(caplog):

@@ -5,8 +5,8 @@ it too, in whichever worker picks it up.
 header (JSON, shaped by ``stream/context.py``); ``task_prerun`` enters it in the worker
 with ``via_task``, and ``task_postrun`` leaves it. An eager task (``task_always_eager``,
 ``apply()``) already runs in its sender's context: it only gains ``via_task``. This covers
-every task, auditq's and the project's, ``delay()``, ``apply_async()`` and
-``send_task()`` alike.
+every task sent with ``delay()``, ``apply_async()`` or ``send_task()``, auditq's public
+ones included; the messages auditq sends for its rows carry none (``broker.send``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ another task)."""
 def add_header(sender: Any = None, headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     """``before_task_publish``: put the current context in the message's headers.
 
-    A header given explicitly (``apply_async(headers=...)``) is kept. A publish never fails
+    A header given explicitly (``apply_async(headers=...)``) is kept, ``None`` too (auditq's
+    own messages for its rows: ``broker.send``). A publish never fails
     because of its context: an actor that cannot be read here (a lazy ``request.user`` in
     an async view) is left out, and logged.
     """

@@ -218,3 +218,5 @@ def test_each_step_in_a_worker_records_the_actor_who_started_the_run(
         ("second step", ada.pk, "ada"),
     ]
     assert {e.context["via_operation"] for e in updates} == {f"tests.retitling #{run.pk}"}
+    # The steps' messages are the run's, not their publisher's: the actor comes from the run.
+    assert {e.request_id for e in updates} == {""}

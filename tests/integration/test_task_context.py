@@ -7,10 +7,11 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from auditq import audit_context
-from auditq.models import AuditEntry, Outbox
+from auditq.delivery import recording
+from auditq.models import AuditEntry, CallbackRun, Outbox
 from tests.conftest import QUEUE, wait_for
 from tests.testapp import tasks
-from tests.testapp.models import Document
+from tests.testapp.models import Document, Ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,8 +19,12 @@ RETITLE = "tests.testapp.tasks.retitle"
 
 
 def quiet(broker) -> bool:
-    """Nothing left to do: no message waiting, no change undelivered."""
-    return broker.client().llen(QUEUE) == 0 and not Outbox.objects.exists()
+    """Nothing left to do: no message waiting, no change undelivered, no run pending."""
+    return (
+        broker.client().llen(QUEUE) == 0
+        and not Outbox.objects.exists()
+        and not CallbackRun.objects.filter(status="pending").exists()
+    )
 
 
 def retitled(document: Document, title: str, broker) -> AuditEntry:
@@ -74,6 +79,13 @@ def test_a_task_sent_outside_any_context_records_none(broker, worker):
     assert (entry.actor_id, entry.request_id, entry.context) == (None, "", {})
 
 
+def retitled_like(repr_: str, broker) -> AuditEntry:
+    """Wait for the entry of the object with this repr, then for a quiet system."""
+    found = wait_for(lambda: AuditEntry.objects.filter(object_repr=repr_).first(), 60, repr_)
+    wait_for(lambda: quiet(broker), 30, "the queue to drain")
+    return found
+
+
 def test_the_message_carries_the_context_as_a_json_header(broker, django_user_model):
     user = django_user_model.objects.create(username="ada")
 
@@ -106,3 +118,17 @@ def test_an_async_view_sends_the_request_id_without_the_unread_user(
     [message] = broker.client().lrange(QUEUE, 0, -1)
     assert json.loads(message)["headers"]["auditq_context"] == {"request_id": "a-1"}
     assert f"task {RETITLE} is sent without its actor" in caplog.text
+
+
+def test_relaying_inside_a_context_lends_it_to_no_row(broker, django_user_model, workers):
+    ops = django_user_model.objects.create(username="ops")
+    ticket = Ticket.objects.create(subject="urgent", state="escalated")  # no context
+    with audit_context(actor=ops, request_id="relay-1", reason="relaying"):
+        recording.consume_waiting()  # records the change, sends the handler's run
+
+    [message] = broker.client().lrange(QUEUE, 0, -1)
+    assert json.loads(message)["headers"]["auditq_context"] is None
+    workers()
+    effect = retitled_like(f"escalation of {ticket.subject}", broker)
+    assert (effect.actor_id, effect.request_id) == (None, "")
+    assert set(effect.context) == {"via_callback", "caused_by"}
