@@ -40,9 +40,9 @@ def add_header(sender: Any = None, headers: dict[str, Any] | None = None, **kwar
     """``before_task_publish``: put the current context in the message's headers.
 
     A header given explicitly (``apply_async(headers=...)``) is kept, ``None`` too (auditq's
-    own messages for its rows: ``broker.send``). A publish never fails
-    because of its context: an actor that cannot be read here (a lazy ``request.user`` in
-    an async view) is left out, and logged.
+    own messages for its rows: ``broker.send``). A publish never fails because of its
+    context: an actor that cannot be read here (a lazy ``request.user`` in an async view)
+    is left out, and logged.
     """
     if headers is None or HEADER in headers:
         return
