@@ -52,9 +52,9 @@ def find_actor(username: str) -> Any:
     try:
         found = model._default_manager.filter(**{field: username}).first()
     except DatabaseError as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CommandError(
-            f"--audit-actor / {ENVIRONMENT}: the users cannot be read to find {username!r} "
-            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})."
+            f"--audit-actor / {ENVIRONMENT}: the users cannot be read to find {username!r} ({why})."
         ) from exc
     if found is None:
         raise CommandError(

@@ -3,7 +3,9 @@ and ``context["command"]``, from ``call_command`` and from the command line."""
 
 import pytest
 from django.core.management import call_command, get_commands, load_command_class
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+from django.db.models import QuerySet
 
 from auditq import audit_context
 from auditq.models import AuditEntry
@@ -113,3 +115,29 @@ def test_an_unknown_user_on_the_command_line_is_one_line_without_traceback(docum
     )
     document.refresh_from_db()
     assert document.title == "before"
+
+
+class Quiet(BaseCommand):
+    """A command that opts out, as a project's own server would."""
+
+    auditq_context = False
+
+    def handle(self, *args, **options):
+        Document.objects.create(title="quiet")
+
+
+def test_a_command_that_opts_out_has_no_option_and_no_context():
+    call_command(Quiet())
+
+    assert AuditEntry.objects.get(object_repr="quiet").context == {}
+    with pytest.raises(TypeError, match="Unknown option"):
+        call_command(Quiet(), audit_actor="ada")
+
+
+def test_users_that_cannot_be_read_are_a_command_error(document, monkeypatch):
+    def broken(*args, **kwargs):
+        raise DatabaseError('relation "auth_user" does not exist')
+
+    monkeypatch.setattr(QuerySet, "first", broken)
+    with pytest.raises(CommandError, match=r"the users cannot be read to find 'ada' \(relation"):
+        call_command("retitle", document.pk, "after", audit_actor="ada")
