@@ -29,7 +29,8 @@ help:
 	@echo "  make bench  install the bench extra, then bench/request_path.py (auditq vs django-auditlog,"
 	@echo "              django-simple-history, django-pghistory), bench/worker.py (throughput, lag, memory)"
 	@echo "              bench/counters.py (@counter_cache vs a synchronous F() update)"
-	@echo "              and bench/notify.py (concurrent commits with and without NOTIFY)"
+	@echo "              bench/notify.py (concurrent commits with and without NOTIFY)"
+	@echo "              and bench/dashboard.py (the admin dashboard's load time, target < 100 ms)"
 	@echo "              (PostgreSQL at DATABASE_URL, Redis at REDIS_URL; sizes: BENCH_OPS=$(BENCH_OPS)"
 	@echo "              BENCH_DB=$(BENCH_DB) BENCH_BACKLOG=$(BENCH_BACKLOG) BENCH_SECONDS=$(BENCH_SECONDS)"
 	@echo "              BENCH_RATE=$(BENCH_RATE) BENCH_POOL=$(BENCH_POOL) BENCH_TIMEOUT=$(BENCH_TIMEOUT)"
@@ -58,6 +59,7 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/python bench/counters.py --children $(BENCH_CHILDREN) --ops $(BENCH_OPS) \
 		--timeout $(BENCH_TIMEOUT)
 	$(VENV)/bin/python bench/notify.py
+	$(VENV)/bin/python bench/dashboard.py
 
 demo: venv
 	$(VENV)/bin/python manage.py demo

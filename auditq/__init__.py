@@ -7,6 +7,7 @@ from ``auditq.admin``); this module is safe to import from a ``models.py``.
 from importlib.metadata import PackageNotFoundError, version
 
 from auditq.decorators import after_delete, after_save, audited, counter_cache
+from auditq.errors import HistoryIncomplete, RevertConflict
 from auditq.operations import Operation, OperationError, retry_policy
 from auditq.registry import Consumer
 from auditq.stream.context import audit_context, disable_auditing
@@ -20,8 +21,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "Consumer",
     "Event",
+    "HistoryIncomplete",
     "Operation",
     "OperationError",
+    "RevertConflict",
     "__version__",
     "after_delete",
     "after_save",

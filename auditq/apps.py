@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.db.models import Model
+from django.utils.module_loading import autodiscover_modules
 
 
 class AuditqConfig(AppConfig):
@@ -8,10 +9,11 @@ class AuditqConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register the consumers, sweepers and runners, and wire capture: the one place
-        where the layers meet."""
+        """Register the consumers, sweepers and runners, import every app's ``handlers``
+        module, and wire capture: the one place where the layers meet."""
         # Imported here: app loading imports this module before any model exists.
         from auditq import capture, checks, command_context, registry
+        from auditq.capture import bulk
         from auditq.consumers import audit, callbacks, counters
         from auditq.delivery import recording, task_context
         from auditq.models import operation_runs_due
@@ -31,6 +33,10 @@ class AuditqConfig(AppConfig):
         registry.add_runner(publishing.RUN, executor.run)
         operation_runs_due.connect(publishing.on_runs_due, dispatch_uid="auditq:runs-due")
         outbox.on_commit(recording.committed)
+        # Every app's handlers.py, as the admin imports admin.py: a handler module that
+        # nothing imported would never run, and nothing would say so.
+        autodiscover_modules("handlers")
+        bulk.install()
         for model in registry.tracked_models():
             capture.connect(model)
         counters.protect_parents()

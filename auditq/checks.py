@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 
 from auditq import conf, registry
+from auditq.capture import bulk
 from auditq.consumers import counters
 from auditq.delivery import broker
 from auditq.operations import executor
@@ -216,6 +218,108 @@ def check_operation_steps(
     return found
 
 
+RELAY_TASK = "auditq.tasks.relay"
+PROXY_SETTINGS = ("SECURE_PROXY_SSL_HEADER", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT")
+
+
+def check_deploy_relay(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.W101 (``check --deploy``): relaying is off in the workers and no beat
+    schedule runs the relay task, so nothing would be delivered."""
+    if conf.problems() or conf.get().RELAY_IN_WORKER:
+        return []
+    if apps.is_installed("django_celery_beat"):
+        return []  # its schedules live in the database: this check cannot see them
+    try:
+        schedule = broker.celery_app().conf.beat_schedule or {}
+    except broker.NoCeleryApp:
+        return []  # auditq.E005 says so
+    if any(entry.get("task") == RELAY_TASK for entry in schedule.values()):
+        return []
+    return [
+        checks.Warning(
+            f"AUDITQ['RELAY_IN_WORKER'] is False and no beat schedule runs {RELAY_TASK}: "
+            "committed changes stay in the outbox, and nothing is recorded.",
+            hint=f'Add {{"auditq-relay": {{"task": "{RELAY_TASK}", "schedule": 5.0}}}} to '
+            "CELERY_BEAT_SCHEDULE and run beat (with RELAY_AFTER_SECONDS as low), or turn "
+            "RELAY_IN_WORKER back on. If cron runs manage.py auditq_relay, add "
+            '"auditq.W101" to SILENCED_SYSTEM_CHECKS.',
+            id="auditq.W101",
+        )
+    ]
+
+
+def check_deploy_proxies(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.W102 (``check --deploy``): Django is told a proxy is in front, but auditq
+    trusts none, so every entry made in a request would record the proxy's address."""
+    if conf.problems() or conf.get().TRUSTED_PROXIES:
+        return []
+    if MIDDLEWARE not in (getattr(settings, "MIDDLEWARE", None) or ()):
+        return []
+    behind = [name for name in PROXY_SETTINGS if getattr(settings, name, None)]
+    if not behind:
+        return []
+    return [
+        checks.Warning(
+            f"{', '.join(behind)} say{'s' if len(behind) == 1 else ''} a proxy is in front, "
+            "but AUDITQ['TRUSTED_PROXIES'] is empty: entries made in requests record the "
+            "proxy's address as remote_addr, not the client's.",
+            hint="Set AUDITQ['TRUSTED_PROXIES'] to your proxies' addresses or networks "
+            '(e.g. ["10.0.0.0/8"]) so that their X-Forwarded-For is believed. If your '
+            "server already puts the client's address in REMOTE_ADDR, add "
+            '"auditq.W102" to SILENCED_SYSTEM_CHECKS.',
+            id="auditq.W102",
+        )
+    ]
+
+
+def check_deploy_eager(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.W103 (``check --deploy``): Celery runs tasks eagerly, so the web process
+    does the workers' job at each commit."""
+    try:
+        app = broker.celery_app()
+    except broker.NoCeleryApp:
+        return []
+    if not broker.eager(app):
+        return []
+    return [
+        checks.Warning(
+            "Celery runs tasks eagerly (task_always_eager): auditq records every change "
+            "and runs every handler and operation step in the web process, at its commit, "
+            "instead of in a worker.",
+            hint="Leave CELERY_TASK_ALWAYS_EAGER off in production; it is for tests and scripts.",
+            id="auditq.W103",
+        )
+    ]
+
+
+def check_bulk_querysets(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.W004: a tracked model's default queryset overrides a bulk method, which then
+    captures nothing unless it calls ``super()``."""
+    found: list[checks.CheckMessage] = []
+    for model in registry.tracked_models():
+        tracking = registry.tracking(model)
+        if tracking is None or not tracking.bulk or model._meta.proxy:
+            continue
+        manager: Any = model._default_manager
+        queryset = getattr(manager, "_queryset_class", None)
+        for name in ("update", "bulk_create", "bulk_update"):
+            method = getattr(queryset, name, None)
+            if queryset is None or getattr(method, bulk.GUARDED, False):
+                continue
+            found.append(
+                checks.Warning(
+                    f"{model._meta.label}'s default manager uses {queryset.__qualname__}, "
+                    f"whose {name}() is its own: auditq records its rows only if it calls "
+                    "super().",
+                    hint=f"Call super().{name}(...) in {queryset.__qualname__}.{name}(), or "
+                    "decorate the model with @audited(bulk=False) to say you know.",
+                    obj=model,
+                    id="auditq.W004",
+                )
+            )
+    return found
+
+
 def register() -> None:
     """Register every auditq check (called from ``AppConfig.ready``)."""
     for check in (
@@ -227,6 +331,9 @@ def register() -> None:
         check_middleware,
         check_results_app,
         check_sqlite_locking,
+        check_bulk_querysets,
     ):
         checks.register(check, "auditq")
     checks.register(check_operation_steps, "auditq", checks.Tags.database)
+    for check in (check_deploy_relay, check_deploy_proxies, check_deploy_eager):
+        checks.register(check, "auditq", checks.Tags.security, deploy=True)

@@ -48,6 +48,10 @@ class Settings:
     RELAY_THREADS: int = 2
     """Threads recording fresh rows, per outbox database, in each worker process: one
     listens and sweeps, the others help it through a backlog (each holds a connection)."""
+    SQUASH: bool = True
+    """Several changes of one object in one transaction are recorded as one (create then
+    updates: one create with the final values; create then delete: nothing); ``False``
+    records every save."""
     COUNTER_DELAY_SECONDS: float = 1.0
     """How long counter-cache deltas gather before a worker applies them: a parent gets
     at most one ``UPDATE`` per this many seconds, and its count is right this much later."""
@@ -60,6 +64,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "MASKED_FIELDS": (list, tuple),
     "TRUSTED_PROXIES": (list, tuple),
     "RELAY_AFTER_SECONDS": (int, float),
+    "SQUASH": (bool,),
     "PUBLISH_TIMEOUT": (int, float),
     "RELAY_BATCH_SIZE": (int,),
     "RELAY_POLL_SECONDS": (int, float),

@@ -35,6 +35,7 @@ def audited(
     exclude: Iterable[str] = (),
     mask: Iterable[str] = (),
     unmask: Iterable[str] = (),
+    bulk: bool = True,
 ) -> Callable[[M], M]: ...
 
 
@@ -46,6 +47,7 @@ def audited(
     exclude: Iterable[str] = (),
     mask: Iterable[str] = (),
     unmask: Iterable[str] = (),
+    bulk: bool = True,
 ) -> M | Callable[[M], M]:
     """Record every create, update and delete of the decorated model.
 
@@ -56,6 +58,8 @@ def audited(
             ``password``, ``*token*`` and ``*secret*`` are masked without being listed.
         unmask: record these fields in clear although such a pattern matches them (a
             boolean ``is_secret``).
+        bulk: record ``QuerySet.update()``, ``bulk_create()`` and ``bulk_update()`` too,
+            one change per row (``update()`` reads the rows' old values first).
 
     Raises:
         TypeError: ``fields`` and ``exclude`` were both given, or a list is not a list of
@@ -69,11 +73,14 @@ def audited(
     """
     if fields is not None and exclude:
         raise TypeError("@audited takes fields= or exclude=, not both.")
+    if not isinstance(bulk, bool):
+        raise TypeError(f"@audited(bulk=...) takes True or False, not {bulk!r}.")
     options = registry.AuditOptions(
         fields=_names("fields", fields),
         exclude=_names("exclude", exclude) or (),
         mask=_names("mask", mask) or (),
         unmask=_names("unmask", unmask) or (),
+        bulk=bulk,
     )
 
     def decorate(cls: M) -> M:
@@ -82,8 +89,8 @@ def audited(
         if apps.apps_ready and not apps.is_installed("auditq"):
             # Nothing would ever connect the model: fail now, not silently forever.
             raise ImproperlyConfigured(
-                f"@audited on {cls._meta.label} needs 'auditq' in INSTALLED_APPS "
-                "(and 'django_celery_results')."
+                f"@audited on {cls._meta.label} needs 'auditq' in INSTALLED_APPS: without "
+                "it nothing records the model's changes."
             )
         if cls._meta.abstract:
             raise TypeError(f"@audited cannot decorate the abstract model {cls.__name__}.")

@@ -1,9 +1,9 @@
 """An audit entry as a person reads it: a title, and one row per changed field.
 
 Presentation only, with no admin or HTTP in it, so that the models and any view can use
-it. Rows name fields by their verbose names, show choices by their labels, and give
-foreign keys and many-to-many keys the related object's label, found with one query per
-related model, whatever the number of rows.
+it. Rows name fields by their verbose names, show choices by their labels and booleans
+as Yes / No (as the admin does), and give foreign keys and many-to-many keys the related
+object's label, found with one query per related model, whatever the number of rows.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ class Cell:
     """The label of the value when the field has choices (``"Succeeded"`` for ``"succeeded"``)."""
     related: tuple[Related, ...] = ()
     """The objects a foreign key (one) or a many-to-many side (any number) points to."""
+    boolean: bool | None = None
+    """The value of a ``BooleanField`` without choices, for the admin's Yes / No (``text``
+    keeps the JSON ``true`` / ``false``); ``None`` for other fields."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,8 @@ def _cell(
         found = dict(field.flatchoices).get(value)
         choice = str(found) if found is not None else None
     refs = related(field, [value]) if _is_relation(field) else ()
-    return Cell(text, choice=choice, related=refs)
+    boolean = value if isinstance(value, bool) and isinstance(field, models.BooleanField) else None
+    return Cell(text, choice=choice, related=refs, boolean=None if choice else boolean)
 
 
 def _json(value: Any) -> str:

@@ -10,36 +10,15 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
 from auditq.diffs import DiffRow, diff_rows, title
-from auditq.stream.encoding import encode
-from auditq.stream.events import REPR_LIMIT, Event, key_text, loads, m2m_keys
-
-
-class AuditEntryQuerySet(models.QuerySet):
-    """Reading the trail."""
-
-    def for_object(self, obj: models.Model) -> AuditEntryQuerySet:
-        """Return the entries of one object, oldest first.
-
-        Example:
-            >>> AuditEntry.objects.for_object(donation)
-        """
-        key = encode(obj.pk)
-        if key is None or (isinstance(key, list) and None in key):
-            raise ValueError(f"for_object() needs a saved object; {obj!r} has no primary key.")
-        return self.for_model(type(obj)).filter(object_pk=key_text(key))
-
-    def for_model(self, model: type[models.Model] | models.Model) -> AuditEntryQuerySet:
-        """Return the entries of every object of ``model``, oldest first."""
-        if not hasattr(model, "_meta"):
-            raise ValueError(f"for_model() takes a model class, not {model!r}.")
-        # A proxy's changes are its concrete model's: recorded, and found, under that.
-        content_type = ContentType.objects.db_manager(self.db).get_for_model(model)
-        return self.filter(content_type=content_type).order_by("occurred_at", "id")
+from auditq.history import AuditEntryQuerySet
+from auditq.revert import revert
+from auditq.stream import outbox
+from auditq.stream.events import REPR_LIMIT, Event, loads, m2m_keys
 
 
 class AuditEntry(models.Model):
@@ -112,6 +91,18 @@ class AuditEntry(models.Model):
 
         return diff_rows(self)
 
+    def revert(self) -> models.Model:
+        """Put back the values this ``update`` replaced (or restore the row this
+        ``delete`` removed) as a new, audited change whose ``context["reverted"]`` is this
+        entry's id; return the object.
+
+        Raises:
+            auditq.RevertConflict: a field changed since, or a value it needs (masked,
+                kept as a repr) was never kept; ``conflict.fields`` names them.
+            ValueError: a create (delete the object instead), or a model that is gone.
+        """
+        return revert(self)
+
     def get_changes_display(self) -> list[tuple[str, Any, Any]]:
         """Return ``(field, old, new)`` rows; many-to-many rows hold removed and added keys."""
         rows = []
@@ -122,6 +113,30 @@ class AuditEntry(models.Model):
             else:
                 rows.append((name, change[0], change[1]))
         return rows
+
+
+class OutboxQuerySet(models.QuerySet):
+    """Set-aside rows, retried by hand."""
+
+    def set_aside(self) -> OutboxQuerySet:
+        """The rows a worker could not record: kept with their error, skipped until retried."""
+        return self.filter(failed_at__isnull=False)
+
+    def waiting(self) -> OutboxQuerySet:
+        """The rows the workers will record (every row not set aside)."""
+        return self.filter(failed_at__isnull=True)
+
+    def retry(self) -> int:
+        """Hand set-aside rows back to the workers, as if just committed; return how many.
+
+        A row that fails again is set aside again, with the new error.
+        """
+        using = self.db
+        count = self.set_aside().update(failed_at=None, error="", relayed_at=None)
+        if count:
+            # Eager mode (tests, scripts) records them at once; workers find them anyway.
+            transaction.on_commit(lambda: outbox.committed(connections[using]), using=using)
+        return count
 
 
 class Outbox(models.Model):
@@ -137,6 +152,19 @@ class Outbox(models.Model):
         help_text="The key the database assigned to a lone create's row, as text; "
         "the payload marks where it goes.",
     )
+    # db_default: the outbox function and the portable INSERT name only the columns above.
+    error = models.TextField(
+        blank=True,
+        db_default="",
+        help_text="Why the last worker that took the row could not record it.",
+    )
+    failed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the row was set aside: skipped by the workers until retried.",
+    )
+
+    objects = OutboxQuerySet.as_manager()
 
     class Meta:
         verbose_name = "outbox row"
@@ -227,6 +255,23 @@ class CounterDelta(models.Model):
 
     def __str__(self) -> str:
         return f"{self.parent}.{self.field} {self.key} {self.delta:+}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A Celery worker saying it is alive, every few seconds, from a thread of its own.
+
+    The dashboard and the trail's banner read these rows: a broadcast ping would make
+    each page wait for its whole timeout, since it cannot know how many answers to expect.
+    """
+
+    name = models.CharField(max_length=255, unique=True, help_text="The worker's node name.")
+    seen_at = models.DateTimeField(help_text="Its last heartbeat.")
+
+    class Meta:
+        verbose_name = "worker heartbeat"
+
+    def __str__(self) -> str:
+        return f"{self.name} (seen {self.seen_at:%Y-%m-%d %H:%M:%S})"
 
 
 operation_runs_due = Signal()

@@ -7,82 +7,20 @@ cached per model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from django.core.signals import setting_changed
 from django.db import models
-from django.db.models import Model
 from django.dispatch import receiver
 
 from auditq import conf
-
-if TYPE_CHECKING:
-    from auditq.stream.context import AuditContext
-    from auditq.stream.events import Event
-
-
-class Consumer(Protocol):
-    """One consumer of the change stream (audit entries, callbacks, counters, ...).
-
-    A consumer says which models it tracks, picks on the request path what it wants
-    from each change (in memory, no I/O), and records what it asked for in the worker.
-    Adding a consumer touches no other consumer: capture asks each one in turn and the
-    worker hands each one only the events it asked for.
-    """
-
-    name: str
-    """The consumer's key in ``Change.consumers``: short and stable (it is stored)."""
-
-    def models(self) -> Iterable[type[Model]]:
-        """The models whose changes this consumer wants (they become tracked)."""
-
-    def capture(
-        self,
-        model: type[Model],
-        instance: Model | None,
-        action: str,
-        changes: Mapping[str, Any],
-        context: AuditContext,
-        loaded: Mapping[str, Any],
-    ) -> Any:
-        """Return JSON-safe data to carry with this change, or ``None`` to skip it.
-
-        Runs on the request path for every change of a tracked model: no queries.
-        ``model`` is the model the change is recorded under: the concrete model of a
-        proxy, and, for a multi-table child's save, each tracked ancestor in turn (its
-        row changed too) as well as the child. ``instance`` is the object saved (a child
-        is an instance of its ancestors), ``None`` for many-to-many changes seen from the
-        other side. ``loaded`` is what the database held before the change, by attname
-        (the snapshot taken at load; empty for a create): the old state, in memory.
-        """
-
-    def record(self, events: Sequence[Event], using: str) -> None:
-        """Apply ``events`` inside the worker's transaction that consumes their outbox rows.
-
-        Runs once per delivery of the rows; the transaction commits with the rows'
-        removal, so a redelivered message finds nothing left to do.
-        """
-
-
-class Sweeper(Protocol):
-    """Work a consumer keeps of its own to publish (callback retries, operation steps
-    coming due): the relay calls every sweeper at each round."""
-
-    def __call__(self, using: str, app: Any, connection: Any, /) -> int:
-        """Publish what is due in database ``using`` with the Celery ``app`` (reusing the
-        broker ``connection``, if given); return how many tasks were sent."""
-
-
-class Runner(Protocol):
-    """What runs one ledger row's task in this process, as the worker would: how rows
-    are run when Celery runs tasks eagerly (``task_always_eager``: tests, scripts)."""
-
-    def __call__(self, row_id: int, using: str, /) -> str:
-        """Run the row's work; return its status."""
+from auditq.protocols import Consumer as Consumer  # the seams, re-exported
+from auditq.protocols import Runner as Runner
+from auditq.protocols import Sweeper as Sweeper
 
 
 @dataclass(frozen=True)
@@ -98,6 +36,8 @@ class AuditOptions:
     unmask: tuple[str, ...] = ()
     """Field names recorded in clear although a default or ``MASKED_FIELDS`` pattern
     matches them (a boolean ``is_secret``)."""
+    bulk: bool = True
+    """Whether ``QuerySet.update()``, ``bulk_create()`` and ``bulk_update()`` are captured."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +71,11 @@ class Tracking:
     """Many-to-many fields recorded as added / removed keys."""
     consumers: tuple[Consumer, ...]
     """The consumers that want this model's changes."""
+    bulk: bool
+    """Whether bulk writes are captured (``@audited(bulk=False)`` turns them off)."""
+    whole_rows: bool
+    """Whether consumers read the whole instance on the request path (counters, handlers
+    with ``when=``): a bulk ``update()`` then reads every column of its rows first."""
 
 
 @dataclass(frozen=True)
@@ -429,6 +374,9 @@ def tracking(model: type[models.Model]) -> Tracking | None:
         attnames=frozenset(attnames),
         m2m=tuple(t for t, many in resolved if many),
         consumers=wanting,
+        bulk=options.bulk,
+        whole_rows=bool(counters_for(model))
+        or any(h.when is not None for h in _handlers.values() if h.model is model),
     )
 
 

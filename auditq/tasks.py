@@ -1,6 +1,6 @@
 """auditq's Celery tasks (their names are public: beat schedules name them) and the worker
-hooks that start and stop the relay threads. Arguments are JSON data: row keys and a
-database alias."""
+hooks that start and stop the relay threads and the heartbeat. Arguments are JSON data:
+row keys and a database alias."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def relay_task(using: str = DEFAULT_DB_ALIAS) -> int:
 
 @worker_ready.connect
 def _start_relay(sender: Any = None, **kwargs: Any) -> None:
-    worker.start_in_worker(sender.app)
+    worker.start_in_worker(sender.app, getattr(sender, "hostname", None))
 
 
 @worker_shutdown.connect

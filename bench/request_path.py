@@ -69,6 +69,9 @@ BLOCK = 100  # ops per block; also the ops per transaction of the 100/txn mode
 READ_ROWS = 1000  # rows per read: list(Model.objects.all()[:READ_ROWS])
 READ_ROUNDS = 60  # reads per contender (after the warm-up ones)
 READ_TARGET = 1.03  # auditq's reads, x plain: loading rows must cost what it costs without it
+BULK_ROWS = 1000  # rows per bulk_create() and per QuerySet.update()
+BULK_ROUNDS = 12  # bulk rounds per contender (after one warm-up round)
+BULK_TARGETS = {"bulk_create": 1.5, "update": 2.0}  # auditq, x plain
 OPS = ("create", "update", "delete")
 MODES = ("1/txn", "100/txn")
 DB_NAMES = {"postgres": "PostgreSQL", "sqlite": "SQLite"}
@@ -444,6 +447,46 @@ def measure_reads(
     return cells
 
 
+def measure_bulk(players: Sequence[Contender], owners: Sequence[int]) -> dict[str, dict]:
+    """``bulk_create()`` of BULK_ROWS rows, then ``QuerySet.update()`` of all of them, per
+    contender, in turns (the rows deleted, untimed, after each round)."""
+    cells: dict[str, dict[str, Cell]] = {
+        op: {c.name: Cell() for c in players} for op in BULK_TARGETS
+    }
+    clock = time.perf_counter_ns
+    for k in range(1 + BULK_ROUNDS):
+        shift = k % len(players)
+        for c in [*players[shift:], *players[:shift]]:
+            rows = [c.model(**row_values(i, owners)) for i in range(BULK_ROWS)]
+            start = clock()
+            c.model.objects.bulk_create(rows)
+            created = clock() - start
+            start = clock()
+            updated = c.model.objects.update(title=f"round {k}")
+            wall = clock() - start
+            if updated != BULK_ROWS:
+                raise BenchError(f"{c.name}: update() changed {updated} rows, not {BULK_ROWS}")
+            c.model.objects.all().delete()
+            if k:
+                cells["bulk_create"][c.name].blocks.append(Block(created, 0, ops=1))
+                cells["update"][c.name].blocks.append(Block(wall, 0, ops=1))
+    return {op: {name: cell_json(cell) for name, cell in ops.items()} for op, ops in cells.items()}
+
+
+def report_bulk(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for op, cells in result["bulk"].items():
+        plain = cells["plain"]
+        lines += [
+            "",
+            f"{result['versions']['database']}, {op} of {BULK_ROWS} rows: median over "
+            f"{plain['blocks']} calls, {X}plain, (p10-p90 µs); only auditq and "
+            "django-pghistory record them",
+        ]
+        lines += [f"{name:<22} {fmt_cell(cell, plain)}" for name, cell in cells.items()]
+    return lines
+
+
 def measure_mode(
     mode: str, players: Sequence[Contender], owners: Sequence[int], n: int, warmup: int
 ) -> dict[str, dict[str, Cell]]:
@@ -499,8 +542,12 @@ def run_database(db: str, args: argparse.Namespace) -> dict[str, Any]:
         started = time.monotonic()
         modes[mode] = measure_mode(mode, players, owners, n, args.warmup)
         print(f"   {mode} measured in {time.monotonic() - started:.0f} s", flush=True)
+    started = time.monotonic()
+    bulk = measure_bulk(players, owners)
+    print(f"   bulk measured in {time.monotonic() - started:.0f} s", flush=True)
     skipped = [s.name for s in CONTENDERS if s.postgres_only and db != "postgres"]
     return {
+        "bulk": bulk,
         "db": DB_NAMES[db],
         "versions": versions,
         "skipped": skipped,
@@ -633,6 +680,13 @@ def verdicts(result: dict[str, Any], mode: str) -> list[str]:
     ops = result["modes"][mode]
     max_ratio, min_factor = targets(result["db"], mode)
     lines = []
+    for op, target in BULK_TARGETS.items() if mode == MODES[0] else ():
+        bulk = result["bulk"][op]
+        ratio = bulk["auditq"]["median_us"] / bulk["plain"]["median_us"]
+        mark = "PASS" if ratio <= target else "MISS"
+        lines.append(
+            f"{result['db']:<10} {'':<7} {op:<6} auditq ≤ {target:.2f}{X}: {mark} ({ratio:.2f}{X})"
+        )
     if "read" in ops:
         ratio = ops["read"]["auditq"]["median_us"] / ops["read"]["plain"]["median_us"]
         mark = "PASS" if ratio <= READ_TARGET else "MISS"
@@ -663,6 +717,7 @@ def report(results: list[dict[str, Any]]) -> list[str]:
         for mode in MODES:
             lines += report_mode(result, mode)
         lines += report_reads(result)
+        lines += report_bulk(result)
         lines += report_statements(result)
     lines += ["", "Targets (auditq):"]
     for result in results:

@@ -8,7 +8,9 @@ Environment variables:
 - ``REDIS_URL``: the Celery broker. Without it the broker is Kombu's in-memory
   transport, which only works when the worker runs in the same process
   (``python manage.py demo`` does exactly that).
-- ``DEBUG`` (default ``1``), ``SECRET_KEY`` (an insecure default for local use).
+- ``DEBUG`` (default ``1``; its error page hides every setting and environment
+  variable named like a URL, a broker or Redis, which carry passwords),
+  ``SECRET_KEY`` (an insecure default for local use).
 """
 
 import os
@@ -71,6 +73,8 @@ SECRET_KEY = os.environ.get(
     "SECRET_KEY", "django-insecure-auditq-example-project-do-not-use-in-production"
 )
 DEBUG = os.environ.get("DEBUG", "1").lower() in ("1", "true", "yes", "on")
+# DEBUG's error page lists the settings and the environment: URLs with passwords hidden.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "example_project.errors.HiddenURLsFilter"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 INSTALLED_APPS = [

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "tests.testapp",
     "tests.shapesapp",
+    "tests.discoveredapp",  # its handlers module is found by auditq, imported by nobody
     "example_project.fundraising",  # the README's example flow, tested like the rest
 ]
 

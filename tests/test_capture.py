@@ -281,7 +281,8 @@ class TestTransactions:
         [row] = Outbox.objects.all()
         assert [e.repr for e in row.events] == ["kept", "kept too"]
 
-    def test_one_row_per_transaction(self, undelivered):
+    def test_one_row_per_transaction(self, undelivered, settings):
+        settings.AUDITQ = {**settings.AUDITQ, "SQUASH": False}  # every save, as it came
         with transaction.atomic():
             for number in range(10):
                 Document.objects.create(title=str(number))
@@ -325,13 +326,23 @@ class TestTransactions:
         with transaction.atomic():
             document.save()
 
-        assert [
+        recorded = [
             (e.action, e.changes.get("status"), e.changes.get("title")) for e in trail(document)
-        ] == [
-            ("create", [None, "draft"], [None, "nested"]),
-            ("update", ["draft", "published"], None),
-            ("update", None, ["nested", "after"]),
         ]
+        if connection.vendor == "postgresql":
+            # A lone INSERT commits by itself, before post_save: the receiver's save is a
+            # transaction of its own, as it is without auditq.
+            assert recorded == [
+                ("create", [None, "draft"], [None, "nested"]),
+                ("update", ["draft", "published"], None),
+                ("update", None, ["nested", "after"]),
+            ]
+        else:
+            # The save and its receiver's save commit together: one create (squashed).
+            assert recorded == [
+                ("create", [None, "published"], [None, "nested"]),
+                ("update", None, ["nested", "after"]),
+            ]
 
     def test_a_failed_save_leaves_the_connection_usable(self):
         document = Document.objects.create(title="ok")

@@ -10,8 +10,12 @@ from django.db import models
 from auditq import audited, registry
 from auditq.checks import (
     check_audited_fields,
+    check_bulk_querysets,
     check_celery,
     check_celery_app,
+    check_deploy_eager,
+    check_deploy_proxies,
+    check_deploy_relay,
     check_middleware,
     check_results_app,
     check_settings,
@@ -208,3 +212,120 @@ def test_a_summed_counter_of_numbers_passes(counter_on):
     counter_on(field="points_total", sum="weight", when=lambda child: child.weight > 0)
 
     assert check_counters() == []
+
+
+RELAY_ENTRY = {"task": "auditq.tasks.relay", "schedule": 5.0}
+
+
+@pytest.fixture
+def relaying_off(settings, monkeypatch):
+    settings.AUDITQ = {**settings.AUDITQ, "RELAY_IN_WORKER": False}
+    monkeypatch.setitem(celery_app.conf, "beat_schedule", {})
+
+
+def test_w101_relaying_off_with_no_beat_schedule_for_the_relay(relaying_off, settings):
+    [warning] = check_deploy_relay()
+    assert warning.id == "auditq.W101"
+    assert "RELAY_IN_WORKER'] is False and no beat schedule runs auditq.tasks.relay" in (
+        warning.msg
+    )
+    assert "CELERY_BEAT_SCHEDULE" in warning.hint and "auditq_relay" in warning.hint
+
+    celery_app.conf.beat_schedule = {"auditq-relay": RELAY_ENTRY}
+    assert check_deploy_relay() == []
+    celery_app.conf.beat_schedule = {}
+    settings.AUDITQ = {**settings.AUDITQ, "RELAY_IN_WORKER": True}
+    assert check_deploy_relay() == []  # the workers relay
+
+
+def test_w101_cannot_see_django_celery_beat_schedules_and_says_nothing(relaying_off, monkeypatch):
+    from django.apps import apps
+
+    installed = apps.is_installed
+    monkeypatch.setattr(
+        apps, "is_installed", lambda label: label == "django_celery_beat" or installed(label)
+    )
+
+    assert check_deploy_relay() == []
+
+
+def test_w101_leaves_a_missing_celery_app_and_bad_settings_to_their_own_checks(
+    relaying_off, settings, monkeypatch
+):
+    def no_app(app=None):
+        raise broker.NoCeleryApp("not loaded")
+
+    monkeypatch.setattr(broker, "celery_app", no_app)
+    assert check_deploy_relay() == [] and check_deploy_eager() == []  # auditq.E005
+    settings.AUDITQ = {"RELAY_IN_WORKER": "no"}
+    assert check_deploy_relay() == [] and check_deploy_proxies() == []  # auditq.E002
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("SECURE_PROXY_SSL_HEADER", ("HTTP_X_FORWARDED_PROTO", "https")),
+        ("USE_X_FORWARDED_HOST", True),
+        ("USE_X_FORWARDED_PORT", True),
+    ],
+)
+def test_w102_a_proxy_in_front_but_no_trusted_proxies(settings, setting, value):
+    assert check_deploy_proxies() == []
+    setattr(settings, setting, value)
+
+    [warning] = check_deploy_proxies()
+    assert warning.id == "auditq.W102"
+    assert warning.msg.startswith(f"{setting} says a proxy is in front")
+    assert "TRUSTED_PROXIES" in warning.hint
+
+    settings.AUDITQ = {**settings.AUDITQ, "TRUSTED_PROXIES": ["10.0.0.0/8"]}
+    assert check_deploy_proxies() == []
+
+
+def test_w102_only_concerns_the_middleware_that_reads_the_address(settings):
+    settings.USE_X_FORWARDED_HOST = True
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "auditq" not in m]
+
+    assert check_deploy_proxies() == []
+
+
+def test_w103_tasks_run_eagerly(monkeypatch):
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
+    [warning] = check_deploy_eager()
+    assert warning.id == "auditq.W103"
+    assert "in the web process" in warning.msg
+
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", False)
+    assert check_deploy_eager() == []
+
+
+def test_deploy_checks_run_with_check_deploy_only(relaying_off):
+    everyday = ids(checks.run_checks(tags=["auditq"]))
+    deploy = ids(checks.run_checks(tags=["auditq"], include_deployment_checks=True))
+
+    assert not {"auditq.W101", "auditq.W103"} & set(everyday)
+    assert {"auditq.W101", "auditq.W103"} <= set(deploy)  # the test project runs eagerly
+
+
+def test_w004_a_default_queryset_with_its_own_update(isolated_registry):
+    class OwnUpdate(models.QuerySet):
+        def update(self, **kwargs):  # never calls super(): auditq would see nothing
+            return 0
+
+    Tally = type(
+        "Tally",
+        (models.Model,),
+        {
+            "__module__": __name__,
+            "name": models.CharField(max_length=10),
+            "objects": OwnUpdate.as_manager(),
+            "Meta": type("Meta", (), {"app_label": "testapp"}),
+        },
+    )
+    audited(Tally)
+    [warning] = check_bulk_querysets()
+    assert (warning.id, warning.obj) == ("auditq.W004", Tally)
+    assert "OwnUpdate" in warning.msg and "update()" in warning.msg
+
+    audited(bulk=False)(Tally)  # said, knowingly
+    assert check_bulk_querysets() == []

@@ -1,7 +1,10 @@
 """``auditq_relay``: clear errors on bad input, and the broker's absence reported, not raised."""
 
+import datetime
+
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from auditq.delivery import broker
 from auditq.models import Outbox
@@ -23,6 +26,36 @@ def test_relay_publishes_rows_older_than_asked(undelivered, monkeypatch, capsys)
     call_command("auditq_relay", "--older-than", "0")
     assert sent == [[Outbox.objects.get().pk]]
     assert capsys.readouterr().out.splitlines()[-1] == "Published 1 of 1 undelivered outbox rows."
+
+
+def test_relay_says_why_it_left_young_rows_and_names_older_than(undelivered, monkeypatch, capsys):
+    monkeypatch.setattr(broker, "publish", lambda *args, **kwargs: pytest.fail("published"))
+    Document.objects.create(title="x")  # a row of a moment ago: not due for 60 s
+
+    call_command("auditq_relay")
+
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Published 0 of 1 undelivered outbox rows; 1 is younger than 60 s "
+        "(RELAY_AFTER_SECONDS): running workers record new rows by themselves. "
+        "--older-than 0 publishes every row now."
+    )
+    call_command("auditq_relay", "--older-than", "3600")
+    assert "younger than 3600 s (--older-than)" in capsys.readouterr().out
+
+
+def test_relay_says_why_it_left_rows_published_a_moment_ago(undelivered, monkeypatch, capsys):
+    monkeypatch.setattr(broker, "publish", lambda *args, **kwargs: pytest.fail("published"))
+    Document.objects.create(title="x")
+    long_ago = timezone.now() - datetime.timedelta(hours=1)
+    Outbox.objects.update(created_at=long_ago, relayed_at=timezone.now())  # a relay sent it
+
+    call_command("auditq_relay")
+
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Published 0 of 1 undelivered outbox rows; 1 was published less than 60 s "
+        "(RELAY_AFTER_SECONDS) ago and waits for a worker. "
+        "--older-than 0 publishes every row now."
+    )
 
 
 @pytest.mark.parametrize(

@@ -293,3 +293,23 @@ def test_a_counter_makes_its_model_tracked():
     assert Player in registry.tracked_models()
     tracking = registry.tracking(Player)
     assert {"team_id", "points", "active"} <= tracking.attnames
+
+
+def test_a_sum_takes_the_fields_value_whatever_the_instance_holds():
+    """Django accepts ``amount="5.00"`` and converts it only for the SQL: the instance
+    keeps the string, and the sum must use the field's number."""
+    donor = Donor.objects.create(name="Ada", email="ada@example.org")
+    fundraiser = Fundraiser.objects.create(name="Roof")
+    donation = Donation.objects.create(amount="5.00", donor=donor, fundraiser=fundraiser)
+
+    donation.status = "succeeded"
+    donation.save()
+    Player.objects.create(name="a", team=Team.objects.create(name="red"), points="2.5")
+
+    fundraiser.refresh_from_db()
+    assert (fundraiser.donations_count, fundraiser.raised_total) == (1, Decimal("5.00"))
+    assert Team.objects.get().points_total == Decimal("2.50")
+    donation.status = "refunded"
+    donation.save()
+    fundraiser.refresh_from_db()
+    assert fundraiser.raised_total == Decimal("0.00")

@@ -56,6 +56,14 @@ def test_fields_by_verbose_name_and_choices_by_label():
     assert (gone.label, gone.new.choice) == ("gone", None)  # a field the model no longer has
 
 
+def test_booleans_read_yes_and_no_json_values_stay_json():
+    (flag,) = diff_rows(an_entry(Everything(pk=1), {"flag": [False, True]}))
+    (data,) = diff_rows(an_entry(Document(pk=1), {"data": [False, True]}))
+
+    assert (flag.old.boolean, flag.new.boolean) == (False, True)  # the admin's No / Yes
+    assert (data.old.boolean, data.new.boolean) == (None, None)  # a JSON field's true
+
+
 def test_related_objects_are_named_with_one_query_per_model(django_assert_num_queries):
     report, minutes = Document.objects.create(title="Report"), Document.objects.create(title="Min")
     red, blue = Tag.objects.create(name="red"), Tag.objects.create(name="blue")

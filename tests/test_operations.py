@@ -322,9 +322,26 @@ def test_a_step_that_outlived_its_lease_commits_nothing(undelivered, monkeypatch
     assert effects(run) == []
 
 
-def test_a_step_reads_a_missing_value_with_a_clear_error():
+def test_step_get_of_a_missing_value_is_none_or_the_default_like_dict_get():
+    seen = {}
+
     def reads(step):
-        step.get("nothing")
+        seen["get"] = step.get("jump")
+        seen["default"] = step.get("jump", "main")
+        seen["given"] = step.get("order", 0)
+        seen["in"] = ("jump" in step, "order" in step)
+
+    reads.__qualname__ = "reads_optional_for_test"
+    run = Operation("tests.reads_optional", main=[reads], retries=0).start(order=1)
+
+    run.refresh_from_db()
+    assert (run.status, run.error) == (OperationRun.Status.SUCCEEDED, "")
+    assert seen == {"get": None, "default": "main", "given": 1, "in": (False, True)}
+
+
+def test_step_item_of_a_missing_value_fails_with_a_clear_error():
+    def reads(step):
+        step["nothing"]
 
     reads.__qualname__ = "reads_for_test"
     run = Operation("tests.reads", main=[reads], retries=0).start(order=1)
@@ -564,3 +581,16 @@ def test_the_periodic_relay_task_publishes_due_steps(undelivered, monkeypatch):
 
     assert tasks.relay_task() == 1
     assert sent == [(operations.RUN, (run.pk, "default"))]
+
+
+def test_a_failed_steps_error_keeps_no_masked_value_in_clear(caplog):
+    run = ops.leaky.start(order=7, api_token="tok-SECRET-1")  # runs here, after commit
+    run.refresh_from_db()
+    secrets = ("tok-SECRET-1", f"cs-{run.pk}-hush")
+
+    assert run.status == "failed"
+    assert run.error == "PermissionError: the gateway refused *** with *** for order 7"
+    [attempt] = StepRun.objects.filter(run=run)
+    stored = [run.error, run.traceback, attempt.error, attempt.traceback, caplog.text]
+    assert "PermissionError: the gateway refused ***" in attempt.traceback
+    assert not [text for text in stored for secret in secrets if secret in text]

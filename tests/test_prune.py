@@ -183,6 +183,11 @@ def test_the_periodic_task_prunes_runs_too():
         (["--older-than", "99999999"], "argument --older-than: 99999999 days is too far back"),
         (["--older-than", "9", "--batch-size", "0"], "argument --batch-size: must be 1 or more"),
         (["--older-than", "9", "--batch-size", "x"], "argument --batch-size: 'x' is not a whole"),
+        (
+            ["--older-than", "9", "--batch-size", "9223372036854775808"],
+            "argument --batch-size: must be at most 10,000, not 9223372036854775808",
+        ),
+        (["--runs", "--older-than", "9", "--batch-size", "10001"], "must be at most 10,000"),
         (["--older-than", "9", "--database", "nope"], "unknown database alias 'nope'"),
         ([], "the following arguments are required: --older-than"),
     ],

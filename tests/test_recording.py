@@ -1,13 +1,16 @@
 """The worker side: outbox rows to consumers, exactly once, and a seam for new consumers."""
 
+import logging
+import re
 from collections.abc import Iterator
 
 import pytest
+from django.db import transaction
 
 from auditq import capture, disable_auditing, registry
-from auditq.delivery import recording
+from auditq.delivery import broker, recording
 from auditq.models import AuditEntry, Outbox
-from tests.testapp.models import Document, Plain
+from tests.testapp.models import Document, Plain, Player, Team, Ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,6 +28,9 @@ class Spy:
 
     def capture(self, model, instance, action, changes, context, loaded):
         return {"title": instance.title} if instance is not None else None
+
+    def squash(self, earlier, later, action, changes):
+        return later
 
     def record(self, events, using):
         self.received.extend(events)
@@ -102,3 +108,24 @@ def test_a_row_for_a_consumer_this_worker_lacks_stays(spy, undelivered):
     with pytest.raises(ValueError, match="consumers this worker does not have: \\['spy'\\]"):
         recording.consume([row.pk])
     assert Outbox.objects.filter(pk=row.pk).exists()
+
+
+def test_each_delivered_batch_is_one_info_line(undelivered, caplog, monkeypatch):
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)  # callback runs' tasks
+    with transaction.atomic():
+        Document.objects.create(title="a")
+        Document.objects.create(title="b")
+        Ticket.objects.create(subject="done", state="closed")
+        Player.objects.create(name="p", team=Team.objects.create(name="t"))
+    Document.objects.create(title="c")
+
+    with caplog.at_level(logging.INFO, logger="auditq"):
+        recording.consume_waiting()  # both rows, one transaction
+        recording.consume_waiting()  # nothing left: no line
+
+    [line] = [r.getMessage() for r in caplog.records if r.name == "auditq"]
+    assert re.fullmatch(
+        r"auditq: recorded 2 outbox rows in \d+\.\d ms: 5 changes "
+        r"\(audit 3, callbacks 1, counters 1\)",
+        line,
+    ), line

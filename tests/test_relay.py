@@ -149,7 +149,10 @@ def test_start_and_stop_in_worker_run_one_thread(sent, settings):
 
     settings.AUDITQ = {**settings.AUDITQ, "RELAY_IN_WORKER": False}
     worker.start_in_worker(celery_app)
-    assert "auditq-relay" not in [t.name for t in threading.enumerate()]
+    try:
+        assert "auditq-relay" not in [t.name for t in threading.enumerate()]
+    finally:
+        worker.stop_in_worker()  # the heartbeat runs all the same
 
 
 def test_helper_threads_share_a_backlog(sent, settings, monkeypatch):

@@ -10,6 +10,7 @@ from auditq.admin.callbacks import CallbackRunAdmin
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.entries import AuditEntryAdmin
 from auditq.admin.operations import OperationRunAdmin
+from auditq.admin.outbox import OutboxAdmin
 from auditq.admin.paginators import CappedCountPaginator
 from auditq.admin.trail import AuditTrailMixin, trail_url
 
@@ -19,6 +20,7 @@ __all__ = [
     "CallbackRunAdmin",
     "CappedCountPaginator",
     "OperationRunAdmin",
+    "OutboxAdmin",
     "YearsFromIndex",
     "trail_url",
 ]

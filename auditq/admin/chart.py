@@ -85,9 +85,14 @@ class Chart:
         return _say(self.bucket)
 
     @property
+    def window_said(self) -> str:
+        """The window, said: ``"10 minutes"``, ``"24 hours"``."""
+        return _say(self.window)
+
+    @property
     def title(self) -> str:
         """``"Entries per 10 seconds, last 10 minutes"``."""
-        return f"Entries per {self.per}, last {_say(self.window)}"
+        return f"Entries per {self.per}, last {self.window_said}"
 
 
 def throughput(now: datetime.datetime | None = None) -> Chart:

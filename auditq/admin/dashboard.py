@@ -6,7 +6,9 @@ from functools import partial
 
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
+from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
@@ -16,8 +18,9 @@ from auditq import operations
 from auditq.admin import callbacks as callbacks_admin
 from auditq.admin import chart, figures
 from auditq.admin import operations as operations_admin
+from auditq.admin import outbox as outbox_admin
 from auditq.consumers import callbacks
-from auditq.models import CallbackRun, OperationRun
+from auditq.models import CallbackRun, OperationRun, Outbox
 
 
 def dashboard_url(request: HttpRequest) -> str:
@@ -83,6 +86,8 @@ def view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
     """Queue depth, workers, undelivered changes, lag, throughput and task result links."""
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
+    # Each run panel only for those who may view its model (its list answers others 403).
+    may_view = partial(_may_view, request)
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Audit trail dashboard",
@@ -94,12 +99,22 @@ def view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
         "lag": figures.lag(),
         "throughput": chart.throughput(),
         "task_results": _task_result_links(model_admin),
-        "callbacks": figures.failed_callbacks(),
+        "callbacks": figures.failed_callbacks() if may_view(CallbackRun) else None,
         "can_retry_callbacks": request.user.has_perm("auditq.change_callbackrun"),
-        "operations": figures.failed_operations(),
+        "operations": figures.failed_operations() if may_view(OperationRun) else None,
         "can_retry_operations": request.user.has_perm("auditq.change_operationrun"),
+        "set_aside": outbox_admin.set_aside() if may_view(Outbox) else None,
     }
     return TemplateResponse(request, "admin/auditq/dashboard.html", context)
+
+
+def _may_view(request: HttpRequest, model: type[Model]) -> bool:
+    """Whether the user may see ``model``'s rows, as its admin decides (view or change)."""
+    opts = model._meta
+    return any(
+        request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+        for action in ("view", "change")
+    )
 
 
 def _task_result_links(model_admin: ModelAdmin) -> list[tuple[str, str]]:

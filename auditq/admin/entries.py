@@ -22,7 +22,7 @@ from django.urls import NoReverseMatch, URLPattern, reverse
 from django.utils.html import format_html
 
 from auditq import diffs
-from auditq.admin import dashboard
+from auditq.admin import dashboard, figures
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter
 from auditq.admin.formatting import when
@@ -66,6 +66,14 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         "context_display",
         "event_id",
     )
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Entries appear only once a worker records them: say so when changes wait and
+        # no worker is alive, or the list looks complete while it is not.
+        context = {"auditq_unrecorded": figures.unrecorded(), **(extra_context or {})}
+        return super().changelist_view(request, context)
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         changelist = super().get_changelist_instance(request)

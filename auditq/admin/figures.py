@@ -1,9 +1,10 @@
 """The dashboard's figures: broker queue depth, workers online, undelivered changes, lag.
 
-Every figure is read on demand with bounded work: broker round trips with short timeouts
-(the worker ping is cached for a few seconds), the outbox (small by design), and the most
-recent entries through the ``occurred_at`` index. Nothing here may fail the page: a broker
-that is down is shown as unreachable.
+Every figure is read on demand with bounded work: one broker round trip with short
+timeouts (the queue depth), the workers' heartbeat rows (no broadcast ping: it would wait
+for its whole timeout), the outbox (small by design), and the most recent entries through
+the ``occurred_at`` index. Nothing here may fail the page: a broker that is down is shown
+as unreachable.
 """
 
 from __future__ import annotations
@@ -15,24 +16,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import current_app
-from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 
 from auditq import conf, operations, registry
 from auditq.consumers import counters
+from auditq.delivery import heartbeat
 from auditq.delivery.relay import backlog as outbox_backlog
+from auditq.delivery.relay import oldest as outbox_oldest
 from auditq.models import AuditEntry, CallbackRun, OperationRun
 
 logger = logging.getLogger("auditq")
 
 BROKER_TIMEOUT = 1.0
 """Seconds the dashboard waits for the broker before calling it unreachable."""
-PING_TIMEOUT = 0.5
-"""Seconds the dashboard waits for workers to answer a ping."""
-WORKERS_CACHE_SECONDS = 10
-"""How long a ping's answer is reused: pages reload often, workers come and go rarely."""
-WORKERS_CACHE_KEY = "auditq:dashboard:workers"
 BACKLOG_WARN_AFTER = datetime.timedelta(seconds=10)
 """An undelivered change older than this is late: workers record one in well under a second."""
 
@@ -51,19 +48,29 @@ class QueueDepth:
 
 @dataclass(frozen=True)
 class Workers:
-    """Celery workers that answered a ping."""
+    """Celery workers whose heartbeat is recent (see :mod:`auditq.delivery.heartbeat`)."""
 
     names: tuple[str, ...]
-    """Their host names."""
-    status: str
-    """``"ok"`` (at least one answered), ``"none"`` or ``"unreachable"`` (the broker)."""
-    checked_at: datetime.datetime
-    """When they were pinged (the answer is cached for ``WORKERS_CACHE_SECONDS``)."""
+    """Their node names."""
+    last_seen: datetime.datetime | None
+    """Their most recent heartbeat; ``None`` when none is recent."""
+    within: datetime.timedelta = heartbeat.ALIVE_WITHIN
+    """How recent a heartbeat must be."""
+
+    @property
+    def within_seconds(self) -> int:
+        """``within`` in whole seconds, for the page."""
+        return int(self.within.total_seconds())
+
+    @property
+    def status(self) -> str:
+        """``"ok"`` (at least one worker is alive) or ``"none"``."""
+        return "ok" if self.names else "none"
 
     @property
     def level(self) -> str:
-        """``"ok"`` or ``"alert"``: nobody records the changes while no worker answers."""
-        return "ok" if self.status == "ok" else "alert"
+        """``"ok"`` or ``"alert"``: nobody records the changes while no worker is alive."""
+        return "ok" if self.names else "alert"
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,9 @@ class PendingCounters:
     """Deltas waiting for a flush."""
     oldest_age: datetime.timedelta | None
     """Age of the oldest; ``None`` when none waits."""
+    undelivered: int = 0
+    """Outbox rows not recorded yet, read just before the deltas: they may hold more
+    deltas, which only a worker can tell (so "up to date" is said only when none waits)."""
 
     @property
     def level(self) -> str:
@@ -149,24 +159,20 @@ def queue_depth(app: Any = None) -> QueueDepth:
         return QueueDepth(name, None, "unreachable")
 
 
-def workers(app: Any = None) -> Workers:
-    """Ping the workers, or reuse an answer younger than ``WORKERS_CACHE_SECONDS``."""
-    cached = cache.get(WORKERS_CACHE_KEY)
-    if isinstance(cached, Workers):
-        return cached
-    app = app or current_app
-    try:
-        with app.connection_for_write(
-            connect_timeout=BROKER_TIMEOUT, transport_options=_broker_options(app)
-        ) as connection:
-            replies = app.control.ping(timeout=PING_TIMEOUT, connection=connection) or []
-        names = tuple(sorted(name for reply in replies for name in reply))
-        found = Workers(names, "ok" if names else "none", timezone.now())
-    except Exception as exc:
-        logger.warning("auditq: dashboard could not ping the workers: %s", exc)
-        found = Workers((), "unreachable", timezone.now())
-    cache.set(WORKERS_CACHE_KEY, found, WORKERS_CACHE_SECONDS)
-    return found
+def workers(now: datetime.datetime | None = None) -> Workers:
+    """The workers whose heartbeat is younger than ``heartbeat.ALIVE_WITHIN``."""
+    alive = heartbeat.alive(now)
+    return Workers(tuple(name for name, _ in alive), max((at for _, at in alive), default=None))
+
+
+def unrecorded(now: datetime.datetime | None = None) -> datetime.timedelta | None:
+    """The age of the oldest undelivered change when no worker is alive to record it, for
+    the trail's banner; else ``None``. One index probe of the outbox when it is empty (the
+    usual case), and the heartbeat rows only when it is not: no count."""
+    oldest = outbox_oldest()
+    if oldest is None or heartbeat.alive(now):
+        return None
+    return max((now or timezone.now()) - oldest, datetime.timedelta(0))
 
 
 def backlog(now: datetime.datetime | None = None) -> Backlog:
@@ -182,9 +188,11 @@ def pending_counters(now: datetime.datetime | None = None) -> PendingCounters:
     declared = len(registry.counters())
     if not declared:
         return PendingCounters(0, 0, None)
+    # The outbox first: a change it no longer holds has its deltas among those read next.
+    undelivered, _ = outbox_backlog()
     deltas, oldest = counters.pending(DEFAULT_DB_ALIAS)
     age = None if oldest is None else (now or timezone.now()) - oldest
-    return PendingCounters(declared, deltas, age)
+    return PendingCounters(declared, deltas, age, undelivered)
 
 
 def lag(sample: int = 100) -> Lag:

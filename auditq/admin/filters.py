@@ -16,12 +16,20 @@ from auditq import registry
 from auditq.models import AuditEntry
 
 
-def _filtered(queryset: models.QuerySet, **lookup: Any) -> models.QuerySet:
-    """``queryset.filter(**lookup)``; a malformed value becomes the admin's "bad lookup"."""
+def _key(field: Any, value: str) -> Any:
+    """``value`` as a key of ``field``; a malformed one (``²``: ``isdigit()`` but not
+    ``int()``) or one beyond the column (a 20-digit number: SQLite's OverflowError when
+    the query runs) becomes the admin's "bad lookup", as Django's own filters answer.
+
+    Raises:
+        IncorrectLookupParameters: the changelist redirects to ``?e=1``.
+    """
     try:
-        return queryset.filter(**lookup)
-    except (ValueError, ValidationError) as exc:
+        key = field.to_python(value)
+        field.run_validators(key)  # integer fields: the database column's range
+    except (ValueError, TypeError, ValidationError) as exc:
         raise IncorrectLookupParameters(exc) from exc
+    return key
 
 
 class ModelFilter(admin.SimpleListFilter):
@@ -36,15 +44,19 @@ class ModelFilter(admin.SimpleListFilter):
         )
         choices = {str(ct.pk): str(ct) for ct in types.values()}
         value = self.value()
-        if value and value not in choices and value.isdigit():
+        if value and value not in choices:
             # A model no longer audited still has entries: keep the current choice visible.
-            with contextlib.suppress(ContentType.DoesNotExist):
-                choices[value] = str(ContentType.objects.get_for_id(int(value)))
+            # (A bad value is refused by queryset(), which runs next.)
+            with contextlib.suppress(IncorrectLookupParameters, ContentType.DoesNotExist):
+                key = _key(ContentType._meta.pk, value)
+                choices[value] = str(ContentType.objects.get_for_id(key))
         return sorted(choices.items(), key=lambda choice: choice[1])
 
     def queryset(self, request: HttpRequest, queryset: models.QuerySet) -> models.QuerySet:
         value = self.value()
-        return _filtered(queryset, content_type_id=value) if value else queryset
+        if not value:
+            return queryset
+        return queryset.filter(content_type_id=_key(ContentType._meta.pk, value))
 
 
 class ActorFilter(admin.SimpleListFilter):
@@ -75,7 +87,10 @@ class ActorFilter(admin.SimpleListFilter):
         value = self.value()
         if value == self.NONE:
             return queryset.filter(actor__isnull=True)
-        return _filtered(queryset, actor_id=value) if value else queryset
+        if not value:
+            return queryset
+        target = AuditEntry._meta.get_field("actor").target_field
+        return queryset.filter(actor_id=_key(target, value))
 
 
 class ObjectFilter(admin.SimpleListFilter):

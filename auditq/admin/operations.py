@@ -25,6 +25,7 @@ from auditq import operations
 from auditq.admin.formatting import when
 from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.models import OperationRun
+from auditq.stream import sealing
 
 RETRY_PERMISSION = "auditq.change_operationrun"
 
@@ -65,8 +66,9 @@ class OperationRunAdmin(ReadOnlyAdmin):
     )
     list_display_links = ("id", "created_display")
     list_filter = ("status", OperationFilter, "created_at")
-    search_fields = ("name", "key", "params")
-    search_help_text = "Part of the operation's name, its key, or its start() arguments."
+    # Not the start() arguments: a search would tell whether a masked one holds a guess.
+    search_fields = ("name", "key")
+    search_help_text = "Part of the operation's name, or its key."
     ordering = ("-created_at", "-id")
     show_facets = admin.ShowFacets.NEVER
     actions = ("retry_selected", "cancel_selected")
@@ -165,11 +167,17 @@ class OperationRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="start() arguments")
     def params_display(self, run: OperationRun) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(run.params, indent=2, sort_keys=True))
+        return _json_masked(run.params)
 
     @admin.display(description="values set by the steps")
     def values_display(self, run: OperationRun) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(run.values, indent=2, sort_keys=True))
+        return _json_masked(run.values)
+
+
+def _json_masked(data: Any) -> str:
+    """JSON data for the page, values under names like masked fields written ``***``."""
+    text = json.dumps(sealing.mask_named(data), indent=2, sort_keys=True)
+    return format_html("<pre>{}</pre>", text)
 
 
 def retry_view(
@@ -178,9 +186,11 @@ def retry_view(
     """Retry one failed run from its page (POST, CSRF-checked, change permission needed)."""
     if not model_admin.has_retry_permission(request):
         raise PermissionDenied
-    if not OperationRun.objects.filter(pk=unquote(object_id)).exists():
+    # get_object() answers None for a key that is not one (``abc``), as the change page.
+    run = model_admin.get_object(request, unquote(object_id))
+    if run is None:
         raise Http404("No such operation run.")
-    count = operations.retry(OperationRun.objects.filter(pk=unquote(object_id)))
+    count = operations.retry(OperationRun.objects.filter(pk=run.pk))
     if count:
         messages.success(request, queued(count))
     else:

@@ -12,14 +12,15 @@ from typing import Any
 
 from auditq.backends.base import OUTBOX_TABLE, Backend, Taken
 from auditq.backends.postgresql import PostgreSQLBackend
+from auditq.backends.sqlite import SQLiteBackend
 
 __all__ = ["OUTBOX_TABLE", "Backend", "Taken", "backend"]
 
 _PORTABLE = Backend()
-_BY_VENDOR: dict[str, Backend] = {"postgresql": PostgreSQLBackend()}
+_BY_VENDOR: dict[str, Backend] = {"postgresql": PostgreSQLBackend(), "sqlite": SQLiteBackend()}
 
 
 def backend(connection: Any) -> Backend:
-    """The backend of a Django database connection (the portable one for SQLite and any
-    database auditq has no special path for)."""
+    """The backend of a Django database connection (the portable one for any database
+    auditq has no special path for)."""
     return _BY_VENDOR.get(connection.vendor, _PORTABLE)

@@ -59,13 +59,15 @@ class Backend:
 
     def take_outbox(self, connection: Any, ids: list[int]) -> list[Taken]:
         """Delete the rows ``ids`` and return them in key order, in the open transaction
-        (one lock order for every worker: no deadlocks)."""
+        (one lock order for every worker: no deadlocks). Set-aside rows stay."""
         table = connection.ops.quote_name(OUTBOX_TABLE)
         ids = sorted(ids)
         marks = ", ".join(["%s"] * len(ids))
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id, payload, key FROM {table} WHERE id IN ({marks}) ORDER BY id", ids
+                f"SELECT id, payload, key FROM {table} WHERE id IN ({marks}) "
+                "AND failed_at IS NULL ORDER BY id",
+                ids,
             )
             rows = [Taken(*row) for row in cursor.fetchall()]
             if rows:
@@ -76,11 +78,13 @@ class Backend:
         return rows
 
     def take_fresh_outbox(self, connection: Any, limit: int) -> list[Taken]:
-        """Delete and return up to ``limit`` never-published rows, skipping locked ones."""
+        """Delete and return up to ``limit`` never-published rows, skipping locked and
+        set-aside ones."""
         raise NotImplementedError
 
     def claim_outbox(self, connection: Any, limit: int, *, fresh: bool, cutoff: Any) -> list[int]:
-        """Stamp up to ``limit`` due rows as published now; return their keys."""
+        """Stamp up to ``limit`` due rows (never set-aside ones) as published now; return
+        their keys."""
         raise NotImplementedError
 
     def with_outbox_put(
@@ -103,6 +107,13 @@ class Backend:
         ``(name, SQL type)``; rows whose ``unique`` column exists are skipped; column
         ``now`` gets the server's clock."""
         raise NotImplementedError
+
+    def keys_where(
+        self, connection: Any, table: str, column: str, keys: list[int]
+    ) -> tuple[str, list[Any]] | None:
+        """A ``WHERE`` clause matching the integer ``keys`` of ``column`` with one
+        parameter, whatever their number; ``None``: filter with ``IN (...)`` in batches."""
+        return None
 
     def estimate_rows(self, connection: Any, table: str) -> int | None:
         """The server's estimate of the table's rows; ``None`` if it has none."""

@@ -56,7 +56,8 @@ class PostgreSQLBackend(Backend):
         # One statement locks, reads and deletes (waiting for rows another worker holds).
         return self._returned(
             connection,
-            f"DELETE FROM {OUTBOX_TABLE} WHERE id = ANY(%s) RETURNING id, payload, key",
+            f"DELETE FROM {OUTBOX_TABLE} WHERE id = ANY(%s) AND failed_at IS NULL "
+            "RETURNING id, payload, key",
             [sorted(ids)],
         )
 
@@ -64,7 +65,8 @@ class PostgreSQLBackend(Backend):
         return self._returned(
             connection,
             f"DELETE FROM {OUTBOX_TABLE} WHERE id IN (SELECT id FROM {OUTBOX_TABLE} "
-            "WHERE relayed_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+            "WHERE relayed_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT %s "
+            "FOR UPDATE SKIP LOCKED) "
             "RETURNING id, payload, key",
             [limit],
         )
@@ -78,7 +80,8 @@ class PostgreSQLBackend(Backend):
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {OUTBOX_TABLE} SET relayed_at = %s WHERE id IN (SELECT id FROM "
-                f"{OUTBOX_TABLE} WHERE {where} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"{OUTBOX_TABLE} WHERE ({where}) AND failed_at IS NULL ORDER BY id LIMIT %s "
+                "FOR UPDATE SKIP LOCKED) "
                 "RETURNING id",
                 [timezone.now(), *params, limit],
             )
@@ -116,6 +119,12 @@ class PostgreSQLBackend(Backend):
                 f"AS r({typed}) ON CONFLICT ({quote(unique)}) DO NOTHING",
                 [rows],
             )
+
+    def keys_where(
+        self, connection: Any, table: str, column: str, keys: list[int]
+    ) -> tuple[str, list[Any]] | None:
+        quote = connection.ops.quote_name
+        return f"{quote(table)}.{quote(column)} = ANY(%s)", [keys]
 
     def estimate_rows(self, connection: Any, table: str) -> int | None:
         with connection.cursor() as cursor:

@@ -9,6 +9,7 @@ changes, in memory, held for the commit (see docs/delivery.md).
 | ``receivers`` | Django's signals -> changes asked of each consumer |
 | ``m2m`` | many-to-many changes |
 | ``guards`` | the ``save_base()`` / ``delete()`` wrappers: the outbox row in the same transaction |
+| ``bulk`` | ``QuerySet.update()``, ``bulk_create()``, ``bulk_update()``: one change per row |
 """
 
 from __future__ import annotations

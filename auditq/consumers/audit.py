@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections
 from django.db.models import Field, Model
@@ -44,6 +45,11 @@ class AuditConsumer:
         """Record the change unless auditing is disabled where it was made, or it is an
         update that changed no recorded field."""
         return 1 if context.enabled and (changes or action != "update") else None
+
+    def squash(self, earlier: Any, later: Any, action: str, changes: Mapping[str, Any]) -> Any:
+        """Record the folded change if either was recorded and something is left to say."""
+        wanted = earlier is not None or later is not None
+        return 1 if wanted and (changes or action != "update") else None
 
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write one entry per event; entries already written are left as they are."""
@@ -115,12 +121,14 @@ def _columns(connection: Any) -> list[tuple[str, str]]:
 
 
 def _content_type(label: str, using: str) -> ContentType:
-    app_label, model = label.split(".", 1)
-    manager = ContentType.objects.db_manager(using)
-    try:
-        return manager.get_by_natural_key(app_label, model)
-    except ContentType.DoesNotExist:
-        return manager.get_or_create(app_label=app_label, model=model)[0]
+    """The content type of an installed model (created if migrate has not yet).
+
+    Raises:
+        LookupError: no installed model has that label: the row is set aside rather
+            than given a content type of its own.
+    """
+    model = apps.get_model(label)
+    return ContentType.objects.db_manager(using).get_for_model(model)
 
 
 def _current_repr(content_type: ContentType, pk: Any, using: str) -> str:

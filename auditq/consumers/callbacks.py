@@ -91,6 +91,24 @@ class CallbacksConsumer:
             data["sealed"] = sealing.seal(_clear_values(instance, loaded, action, masked))
         return data
 
+    def squash(self, earlier: Any, later: Any, action: str, changes: Mapping[str, Any]) -> Any:
+        """The handlers the last change asked for (``when`` held on the final state); the
+        masked fields' clear values folded as the changes are: first old, last new."""
+        if later is None:
+            return None
+        first = sealing.unseal(earlier["sealed"]) if earlier and "sealed" in earlier else {}
+        last = sealing.unseal(later["sealed"]) if "sealed" in later else {}
+        clear = {}
+        for name in changes:
+            if name in first or name in last:
+                old = None if action == "create" else (first.get(name) or last[name])[0]
+                new = None if action == "delete" else (last.get(name) or first[name])[1]
+                clear[name] = [old, new]
+        data = {key: value for key, value in later.items() if key != "sealed"}
+        if clear:
+            data["sealed"] = sealing.seal(clear)
+        return data
+
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write one pending run per (handler, event), once; publish them after commit."""
 

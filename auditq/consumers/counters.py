@@ -56,6 +56,9 @@ class Plan:
     amount: str | None
     """The child's attname to add up; ``None`` counts."""
     when: Callable[[Any], Any] | None
+    number: Callable[[Any], Any] | None = None
+    """The summed field's ``to_python()``: an instance may hold what Django accepted
+    (``amount="5.00"``, converted only for the SQL), and a sum needs its number."""
 
 
 @registry.derived
@@ -66,14 +69,16 @@ def plans(model: type[Model]) -> tuple[Plan, ...]:
     for counter in registry.counters_for(model):
         fk: Any = model._meta.get_field(counter.fk_name)
         parent = fk.related_model
+        summed: Any = model._meta.get_field(counter.sum) if counter.sum else None
         found.append(
             Plan(
                 parent=parent._meta.label_lower,
                 fk=fk.attname,
                 target=fk.target_field.attname,
                 field=_attname(parent, counter.field),
-                amount=_attname(model, counter.sum) if counter.sum else None,
+                amount=summed.attname if summed else None,
                 when=counter.when,
+                number=summed.to_python if summed else None,
             )
         )
     return tuple(found)
@@ -111,8 +116,13 @@ def contribution(plan: Plan, values: Mapping[str, Any], holder: Callable[[], Mod
     key = values.get(plan.fk)
     if key is None or (plan.when is not None and not plan.when(holder())):
         return None
-    amount = 1 if plan.amount is None else values.get(plan.amount)
-    return None if amount is None else (key, amount)
+    if plan.amount is None:
+        return key, 1
+    amount = values.get(plan.amount)
+    if amount is None:
+        return None
+    # Raises ValidationError for what is no number at all: capture logs it and goes on.
+    return key, amount if plan.number is None else plan.number(amount)
 
 
 def deltas(
@@ -146,6 +156,14 @@ def deltas(
     ]
 
 
+def _hashable(key: Any) -> Any:
+    return tuple(key) if isinstance(key, list) else key  # composite keys are lists
+
+
+def _plain(key: Any) -> Any:
+    return list(key) if isinstance(key, tuple) else key
+
+
 def carried(event: Event) -> list[list[Any]]:
     """The ``[parent, key, column, delta]`` deltas an event carries for the counters."""
     return list(event.consumers.get(CountersConsumer.name, ()))
@@ -174,12 +192,27 @@ class CountersConsumer:
             return None
         return deltas(instance, action, model, loaded) or None
 
+    def squash(self, earlier: Any, later: Any, action: str, changes: Mapping[str, Any]) -> Any:
+        """Both changes' deltas, added up: a counter moves by what the transaction did."""
+        totals: dict[tuple[str, Any, str], decimal.Decimal] = {}
+        exact = True
+        for parent, key, field, delta in [*(earlier or ()), *(later or ())]:
+            slot = (parent, _hashable(key), field)
+            totals[slot] = totals.get(slot, decimal.Decimal(0)) + decimal.Decimal(str(delta))
+            exact = exact and isinstance(delta, int)
+        return [
+            [parent, _plain(key), field, int(total) if exact else encode(total)]
+            for (parent, key, field), total in totals.items()
+            if total
+        ] or None
+
     def record(self, events: Sequence[Event], using: str) -> None:
         """Write the events' deltas, added up per parent and column; flush them soon."""
 
         totals: dict[tuple[str, str, str], decimal.Decimal] = defaultdict(decimal.Decimal)
         for event in events:
             for parent, key, field, delta in carried(event):
+                _check_delta(parent, key, field)
                 totals[parent, orjson.dumps(key).decode(), field] += decimal.Decimal(str(delta))
         CounterDelta.objects.using(using).bulk_create(
             CounterDelta(parent=parent, key=key, field=field, delta=delta)
@@ -187,6 +220,21 @@ class CountersConsumer:
             if delta
         )
         transaction.on_commit(lambda: flush_soon(using), using=using)
+
+
+def _check_delta(parent: str, key: Any, field: str) -> None:
+    """Refuse a delta the flush could not apply (it would stop every flush after it): an
+    unknown parent, a column that is not one of its counters, a key of the wrong kind.
+
+    Raises:
+        LookupError, ValueError, ValidationError: the outbox row is set aside.
+    """
+    model = cast(type[Model], apps.get_model(parent))
+    targets = parent_fields(model)
+    if field not in targets:
+        raise ValueError(f"{parent}.{field} is not a counter cache column")
+    target = next(f for f in model._meta.concrete_fields if f.attname == targets[field])
+    target.run_validators(target.to_python(key))  # an integer beyond the column's range
 
 
 _next_flush: dict[str, float] = {}

@@ -96,10 +96,12 @@ def _claim(using: str, limit: int, *, fresh: bool, cutoff: datetime.datetime) ->
 
     rows = Outbox.objects.using(using)
     if fresh:
-        due = rows.filter(relayed_at__isnull=True)
+        due = rows.waiting().filter(relayed_at__isnull=True)
     else:
-        due = rows.filter(created_at__lte=cutoff).filter(
-            Q(relayed_at__isnull=True) | Q(relayed_at__lte=cutoff)
+        due = (
+            rows.waiting()
+            .filter(created_at__lte=cutoff)
+            .filter(Q(relayed_at__isnull=True) | Q(relayed_at__lte=cutoff))
         )
     connection = connections[using]
     found = backend(connection)
@@ -154,8 +156,7 @@ def relay(
         broker.BrokerUnavailable: the broker could not be reached; the rows stay due.
     """
     settings = conf.get()
-    age = settings.RELAY_AFTER_SECONDS if older_than is None else older_than
-    cutoff = timezone.now() - datetime.timedelta(seconds=age)
+    cutoff = _cutoff(older_than)
     app = broker.celery_app(app)
     published = 0
     while ids := _claim(using, settings.RELAY_BATCH_SIZE, fresh=fresh, cutoff=cutoff):
@@ -164,12 +165,34 @@ def relay(
     return published
 
 
-def backlog(using: str = DEFAULT_DB_ALIAS) -> tuple[int, datetime.datetime | None]:
-    """Return how many outbox rows are undelivered and when the oldest was written."""
+def _cutoff(older_than: float | None) -> datetime.datetime:
+    age = conf.get().RELAY_AFTER_SECONDS if older_than is None else older_than
+    return timezone.now() - datetime.timedelta(seconds=age)
 
-    rows = Outbox.objects.using(using)
-    oldest = rows.order_by("id").values_list("created_at", flat=True).first()
-    return rows.count(), oldest
+
+def not_due(older_than: float | None = None, using: str = DEFAULT_DB_ALIAS) -> tuple[int, int]:
+    """Count the undelivered rows :func:`relay` with ``older_than`` leaves alone, so that
+    ``auditq_relay`` can say why: ``(young, recent)``, the rows written less than that
+    long ago, and the older ones a relay published less than that long ago."""
+    cutoff = _cutoff(older_than)
+    rows = Outbox.objects.using(using).waiting()
+    young = rows.filter(created_at__gt=cutoff).count()
+    recent = rows.filter(created_at__lte=cutoff, relayed_at__gt=cutoff).count()
+    return young, recent
+
+
+def backlog(using: str = DEFAULT_DB_ALIAS) -> tuple[int, datetime.datetime | None]:
+    """Return how many outbox rows wait for a worker and when the oldest was written
+    (rows set aside wait for a person: ``Outbox.objects.set_aside()``)."""
+
+    return Outbox.objects.using(using).waiting().count(), oldest(using)
+
+
+def oldest(using: str = DEFAULT_DB_ALIAS) -> datetime.datetime | None:
+    """When the oldest outbox row waiting for a worker was written (one index probe, no
+    count)."""
+    rows = Outbox.objects.using(using).waiting()
+    return rows.order_by("id").values_list("created_at", flat=True).first()
 
 
 def outbox_databases() -> list[str]:

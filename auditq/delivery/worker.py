@@ -1,5 +1,5 @@
 """The relay thread of each worker process: records fresh rows at once (woken by
-``NOTIFY`` on PostgreSQL), and publishes and sweeps what is due."""
+``NOTIFY`` on PostgreSQL), and publishes and sweeps what is due; and its heartbeat."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
 
 from auditq import conf
 from auditq.backends import backend
-from auditq.delivery import broker, recording, relay
+from auditq.delivery import broker, heartbeat, recording, relay
 from auditq.stream import events
 
 logger = logging.getLogger("auditq")
@@ -167,10 +167,15 @@ def _discard(sender: Any) -> None:
 
 
 _relays: list[Relay] = []
+_heartbeats: list[heartbeat.Heartbeat] = []
 
 
-def start_in_worker(app: Any) -> None:
-    """Start this process's relay threads, one per outbox database (``worker_ready``)."""
+def start_in_worker(app: Any, name: str | None = None) -> None:
+    """Start this process's heartbeat (as ``name``, the worker's node name) and its relay
+    threads, one per outbox database (``worker_ready``)."""
+    if not _heartbeats:
+        _heartbeats.append(heartbeat.Heartbeat(name))
+        _heartbeats[0].start()
     if not _relays and conf.get().RELAY_IN_WORKER:
         threads = conf.get().RELAY_THREADS
         _relays.extend(Relay(app, alias, threads) for alias in relay.outbox_databases())
@@ -179,6 +184,8 @@ def start_in_worker(app: Any) -> None:
 
 
 def stop_in_worker() -> None:
-    """Stop this process's relay threads (``worker_shutdown``)."""
+    """Stop this process's relay threads and heartbeat (``worker_shutdown``)."""
     while _relays:
         _relays.pop().stop()
+    while _heartbeats:
+        _heartbeats.pop().stop()

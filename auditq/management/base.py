@@ -21,14 +21,22 @@ class AuditqCommand(BaseCommand):
         return parser
 
 
+MAX_BATCH_SIZE = 10_000
+"""The largest ``--batch-size``: a batch is one short transaction and one ``IN (...)``
+list (SQLite takes at most 32,766 parameters); beyond 64 bits the ``LIMIT`` itself
+fails (``OverflowError`` on SQLite, ``bigint out of range`` on PostgreSQL)."""
+
+
 def batch_size(text: str) -> int:
-    """``--batch-size``: a whole number, 1 or more."""
+    """``--batch-size``: a whole number from 1 to :data:`MAX_BATCH_SIZE`."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_SIZE:,}, not {value}")
     return value
 
 

@@ -34,8 +34,6 @@ StepFunction = Callable[["Step"], Any]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_MISSING: Any = object()
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -265,8 +263,9 @@ class Operation:
 class Step:
     """What a step function receives: the run's data, and where to go next.
 
-    ``get`` sees the arguments given to ``start()`` and every value set by earlier steps
-    (a value set with the same name wins); ``set`` keeps a value for the steps after this
+    ``get`` (``None`` when missing) and ``step[key]`` (``KeyError`` when missing) see the
+    arguments given to ``start()`` and every value set by earlier steps (a value set with
+    the same name wins); ``set`` keeps a value for the steps after this
     one: it is saved when this step succeeds, with this step's own writes.
     """
 
@@ -283,22 +282,34 @@ class Step:
         self.next: tuple[str, int] | None = None
         """Where ``jump_to`` points; ``None``: the next step of this branch."""
 
-    def get(self, key: str, default: Any = _MISSING) -> Any:
-        """A value set by an earlier step, else the ``start()`` argument of that name.
+    def get(self, key: str, default: Any = None) -> Any:
+        """A value set by an earlier step, else the ``start()`` argument of that name,
+        else ``default``: like ``dict.get``, it never raises, so an optional argument
+        needs no ``default``. ``step[key]`` is the strict form.
+        """
+        if key in self.values:
+            return self.values[key]
+        return self._params.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        """Like :meth:`get`, for a value the step cannot do without.
 
         Raises:
-            KeyError: neither has it, and no ``default`` was given.
+            KeyError: neither an earlier step nor ``start()`` gave ``key`` (the message
+                names those that did).
         """
         if key in self.values:
             return self.values[key]
         if key in self._params:
             return self._params[key]
-        if default is not _MISSING:
-            return default
         known = ", ".join(sorted({*self.values, *self._params})) or "none"
         raise KeyError(
             f"{key!r} is neither a start() argument nor a value set by a step (known: {known})."
         )
+
+    def __contains__(self, key: object) -> bool:
+        """Whether an earlier step or ``start()`` gave ``key``."""
+        return key in self.values or key in self._params
 
     def set(self, key: str, value: Any) -> None:
         """Keep ``value`` (JSON data) under ``key`` for later steps and for the admin.

@@ -20,6 +20,7 @@ from auditq.models import OperationRun, StepRun
 from auditq.operations.catalog import OperationError, get
 from auditq.operations.definition import Operation, Step, StepFunction
 from auditq.operations.publishing import publish_after_commit
+from auditq.stream import sealing
 from auditq.stream.context import KnownActor, audit_context
 
 logger = logging.getLogger("auditq")
@@ -59,7 +60,11 @@ def run(run_id: int, using: str) -> str:
         logger.warning("auditq: %s outlived its lease; its writes were rolled back.", attempt.run)
         return "lease lost"
     except Exception as exc:
-        return _failed(attempt, exc, traceback.format_exc(), using)
+        # The masked values the step could quote (its arguments and values, by name) are
+        # scrubbed from what is stored and logged, as a callback's are.
+        masked = sealing.masked_values([attempt.run.params, attempt.run.values, step.values])
+        error = sealing.scrub(f"{type(exc).__name__}: {exc}", masked)
+        return _failed(attempt, exc, error, sealing.scrub(traceback.format_exc(), masked), using)
 
 
 def _begin(run_id: int, using: str) -> _Attempt | str:
@@ -155,10 +160,10 @@ def _succeeded(attempt: _Attempt, step: Step, using: str) -> str:
     return found.status
 
 
-def _failed(attempt: _Attempt, exc: Exception, trace: str, using: str) -> str:
-    """The step raised (its writes are rolled back): retry it later, or fail the run."""
+def _failed(attempt: _Attempt, exc: Exception, error: str, trace: str, using: str) -> str:
+    """The step raised (its writes are rolled back): retry it later, or fail the run.
+    ``error`` and ``trace`` come scrubbed."""
 
-    error = f"{type(exc).__name__}: {exc}"
     with transaction.atomic(using=using):
         try:
             found = _relock(attempt, using)

@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 import orjson
+from django.db import models
 from django.db.models.fields.files import FieldFile
 from django.utils.duration import duration_iso_string
 from django.utils.functional import Promise
@@ -107,11 +108,14 @@ def _is_range(value: Any) -> bool:
 
 def json_bytes(data: Any) -> bytes:
     """``data`` (JSON-safe, as :func:`encode` returns) as compact JSON: orjson, or the
-    standard library for integers beyond 64 bits, where orjson stops."""
+    standard library for integers beyond 64 bits, where orjson stops. A value that is not
+    JSON-safe after all (a consumer's capture data) is encoded on the way, never raised
+    into the commit of the user's save."""
     try:
-        return orjson.dumps(data)
+        return orjson.dumps(data, default=encode)
     except orjson.JSONEncodeError:
-        return json.dumps(data, separators=(",", ":")).encode()
+        # encode() first: keys that are not strings, and NaN, which json writes as is.
+        return json.dumps(encode(data), separators=(",", ":"), default=encode).encode()
 
 
 _LONG_NUMBER = re.compile(rb"\d{19}")
@@ -160,3 +164,38 @@ def encode(value: Any) -> Any:
         return handler(value)
     except Exception:
         return unencodable(value)
+
+
+class Unknown(ValueError):
+    """A value the trail does not hold: it was stored as an unencodable repr."""
+
+
+def decode(field: Any, value: Any) -> Any:
+    """The inverse of :func:`encode` for a value of the model field ``field``, as the
+    trail keeps it: the Python value the field holds (a ``Decimal``, a ``datetime``, a
+    foreign key's raw key, a file's name, JSON as it is).
+
+    Raises:
+        Unknown: the value was stored as ``{"repr": ..., "unencodable": true}``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, dict) and value.get("unencodable") is True:
+        raise Unknown(f"{field.name}: only its repr was kept ({value.get('repr')!r}).")
+    if isinstance(field, models.JSONField):
+        return value
+    if isinstance(field, models.FileField):
+        return value  # the stored name
+    base = getattr(field, "base_field", None)  # PostgreSQL's ArrayField
+    if base is not None and isinstance(value, list):
+        return [decode(base, item) for item in value]
+    range_type = getattr(field, "range_type", None)  # PostgreSQL's range fields
+    if range_type is not None and isinstance(value, dict):
+        if value.get("empty"):
+            return range_type(empty=True)
+        inner = base() if isinstance(base, type) else base  # a class on range fields
+        lower, upper = (decode(inner, value.get(end)) for end in ("lower", "upper"))
+        return range_type(lower, upper, value.get("bounds", "[)"))
+    if field.is_relation:
+        field = field.target_field
+    return field.to_python(value)

@@ -64,6 +64,15 @@ class PayloadError(ValueError):
     """An outbox payload this version of auditq cannot read."""
 
 
+class OtherVersion(PayloadError):
+    """A payload of another version: a worker of that version may read it (a deploy in
+    progress), so it is put back rather than set aside."""
+
+
+ACTIONS = frozenset({"create", "update", "delete"})
+_known_models: set[str] = set()
+
+
 class Change(NamedTuple):
     """One captured change, in memory on the request path.
 
@@ -170,7 +179,9 @@ def loads(payload: str, key: str = "") -> list[Event]:
     :data:`PK_SLOT`.
 
     Raises:
-        PayloadError: the text is not a payload of this version.
+        OtherVersion: the payload is of another version.
+        PayloadError: the text is not JSON, or not a payload of this version's shape
+            (a missing key, a wrong type, a model this project does not have).
     """
     try:
         data = json_loads(payload)
@@ -178,17 +189,30 @@ def loads(payload: str, key: str = "") -> list[Event]:
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"the outbox payload is not JSON: {exc}") from exc
     if version != VERSION:
-        raise PayloadError(
+        raise OtherVersion(
             f"the outbox payload has version {version!r}; this auditq reads version {VERSION}. "
             "Deploy the same auditq version to web processes and workers."
         )
+    try:
+        return _events(data, key)
+    except PayloadError:
+        raise
+    # Whatever a malformed payload makes the reading raise, the row is refused as such.
+    except (LookupError, TypeError, ValueError, ArithmeticError, OSError) as exc:
+        raise PayloadError(f"the outbox payload is malformed: {type(exc).__name__}: {exc}") from exc
+
+
+def _events(data: dict[str, Any], key: str) -> list[Event]:
     batch = int(data["batch"], 16)
     contexts = data["contexts"]
     events = []
     for number, (model, pk, repr_, action, changes, at, context, consumers) in enumerate(
         data["events"]
     ):
+        _check_shape(model, repr_, action, changes, consumers)
         ctx = contexts[context]
+        if type(ctx["extra"]) is not dict:
+            raise PayloadError("the outbox payload has a context whose extra is not an object")
         if pk == PK_SLOT and key:
             pk, repr_, changes = _assigned(model, key, repr_, changes)
         events.append(
@@ -209,6 +233,23 @@ def loads(payload: str, key: str = "") -> list[Event]:
             )
         )
     return events
+
+
+def _check_shape(model: Any, repr_: Any, action: Any, changes: Any, consumers: Any) -> None:
+    """Refuse an event no consumer could record: a model this project lacks (a new
+    ``ContentType`` must not appear for it), or fields of the wrong kind."""
+    if type(model) is not str or model not in _known_models:
+        try:
+            apps.get_model(model)
+        except (LookupError, TypeError, ValueError, AttributeError):
+            raise PayloadError(f"the outbox payload names an unknown model {model!r}") from None
+        _known_models.add(model)
+    if action not in ACTIONS:
+        raise PayloadError(f"the outbox payload has an unknown action {action!r}")
+    if not (repr_ is None or type(repr_) is str):
+        raise PayloadError(f"the outbox payload has a repr of type {type(repr_).__name__}")
+    if type(changes) is not dict or type(consumers) is not dict:
+        raise PayloadError("the outbox payload has changes or consumers that are not objects")
 
 
 def _assigned(

@@ -16,6 +16,7 @@ from auditq import conf
 from auditq.backends import backend
 from auditq.stream import events
 from auditq.stream.events import Change
+from auditq.stream.squash import squash
 
 logger = logging.getLogger("auditq")
 
@@ -100,7 +101,7 @@ def add(connection: Any, change: Change) -> Pending:
         # Only reached when a change is made outside any atomic block: Django wraps
         # deletes and many-to-many changes and auditq wraps saves, so this is manual
         # transaction management; the row joins whatever transaction is open.
-        _write(connection, [pending], commit=False)
+        _write(connection, [change], commit=False)
         committed(connection)
     return pending
 
@@ -110,12 +111,14 @@ def _install(connection: Any, found: State) -> None:
 
     def commit_with_outbox() -> None:
         if not connection.in_atomic_block and connection.run_on_commit:
-            pendings = [f for _, f, _ in connection.run_on_commit if type(f) is Pending]
-            if pendings:
+            changes = [f.change for _, f, _ in connection.run_on_commit if type(f) is Pending]
+            if len(changes) > 1 and conf.get().SQUASH:
+                changes = squash(changes)  # one change per object
+            if changes:
                 try:
                     # On PostgreSQL the COMMIT goes with the row; Django's own commit
                     # then finds nothing left to commit.
-                    _write(connection, pendings, commit=True)
+                    _write(connection, changes, commit=True)
                 except DatabaseError:
                     raise
                 except Exception as exc:
@@ -160,9 +163,9 @@ def _with_put(
     )
 
 
-def _write(connection: Any, pendings: Sequence[Pending], *, commit: bool) -> None:
-    """Write one outbox row holding ``pendings`` (and, where the backend can, commit with it)."""
-    payload = events.dumps([p.change for p in pendings])
+def _write(connection: Any, changes: Sequence[Change], *, commit: bool) -> None:
+    """Write one outbox row holding ``changes`` (and, where the backend can, commit with it)."""
+    payload = events.dumps(changes)
     backend(connection).write_outbox(connection, payload, commit=commit, notify=conf.get().NOTIFY)
 
 

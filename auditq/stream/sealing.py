@@ -10,12 +10,14 @@ import base64
 import functools
 import json
 from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
+from auditq import conf
 from auditq.stream.encoding import MASK, encode, json_bytes
 
 SALT = "auditq.stream.sealing"
@@ -93,3 +95,48 @@ def scrub(text: str, values: Iterable[Any]) -> str:
         if len(value) >= SCRUB_MIN_LENGTH:
             text = text.replace(value, MASK)
     return text
+
+
+def masked_name(name: str) -> bool:
+    """Whether ``name`` matches a masking pattern (the defaults and ``MASKED_FIELDS``),
+    as a field name would: how values that are not fields are judged (an operation's
+    ``start()`` arguments and the values its steps set)."""
+    lowered = name.lower()
+    patterns = conf.DEFAULT_MASKED_FIELDS + conf.get().MASKED_FIELDS
+    return any(fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
+
+
+def masked_values(data: Any) -> list[Any]:
+    """The values in JSON ``data`` held under a masked name, at any depth (a dict under
+    such a name gives all its values): what :func:`scrub` must remove from an error."""
+    found: list[Any] = []
+
+    def walk(value: Any, masked: bool) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, masked or masked_name(str(key)))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item, masked)
+        elif masked:
+            found.append(value)
+
+    walk(data, False)
+    return found
+
+
+def mask_named(data: Any) -> Any:
+    """JSON ``data`` with every value under a masked name written as the mask, for
+    display.
+
+    Example:
+        >>> mask_named({"api_token": "tok-1", "order": 7})
+        {'api_token': '***', 'order': 7}
+    """
+    if isinstance(data, Mapping):
+        return {
+            key: MASK if masked_name(str(key)) else mask_named(item) for key, item in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [mask_named(item) for item in data]
+    return data

@@ -13,6 +13,8 @@ from django.views.decorators.http import require_POST
 from .models import Email, EmailEvent
 
 MAX_BATCH = 1000
+MAX_ID = 2**63 - 1
+"""The largest key a ``BigAutoField`` holds: a larger one would fail the query."""
 
 
 class BadBatch(ValueError):
@@ -23,8 +25,10 @@ def parse(body: bytes) -> list[tuple[int, str]]:
     """``[{"email_id": 1, "event": "open"}, ...]`` -> ``[(1, "open"), ...]``, validated."""
     try:
         items: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadBatch(f"the body is not JSON: {exc}") from None
+    # ValueError: not JSON, or a number of more than 4,300 digits; RecursionError: nested
+    # too deep for the parser.
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadBatch(f"the body is not JSON we can read: {exc}") from None
     if not isinstance(items, list) or not items:
         raise BadBatch("expected a non-empty JSON list of events")
     if len(items) > MAX_BATCH:
@@ -37,7 +41,9 @@ def parse(body: bytes) -> list[tuple[int, str]]:
         email_id, kind = item["email_id"], item["event"]
         if not isinstance(email_id, int) or isinstance(email_id, bool):
             raise BadBatch(f"event {number}: email_id must be an integer, not {email_id!r}")
-        if kind not in kinds:
+        if not 0 < email_id <= MAX_ID:
+            raise BadBatch(f"event {number}: email_id must be from 1 to {MAX_ID}")
+        if not isinstance(kind, str) or kind not in kinds:
             raise BadBatch(f"event {number}: unknown event {kind!r} (expected open or click)")
         parsed.append((email_id, kind))
     return parsed

@@ -57,3 +57,21 @@ def page(browser, request) -> Iterator:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=ARTIFACTS / f"{request.node.name}-last.png", full_page=True)
     context.close()
+
+
+@pytest.fixture
+def admin_user():
+    from django.contrib.auth.models import User
+
+    return User.objects.create_superuser("admin", "admin@example.com", "admin")
+
+
+@pytest.fixture
+def signed_in(page, live_server, admin_user):
+    """The page, signed in to the admin of ``live_server`` as the superuser admin/admin."""
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "admin")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+    return page

@@ -88,12 +88,18 @@ def test_the_webhook_counts_opens_and_clicks_in_a_worker(client, email):
 @pytest.mark.parametrize(
     ("body", "error"),
     [
-        ("{not json", "the body is not JSON"),
+        ("{not json", "the body is not JSON we can read"),
         ("[]", "expected a non-empty JSON list of events"),
         ('{"email_id": 1}', "expected a non-empty JSON list of events"),
         ('[{"email_id": "1", "event": "open"}]', "email_id must be an integer"),
         ('[{"email_id": 1, "event": "bounce"}]', "unknown event 'bounce'"),
         ('[{"email_id": 1, "event": "open", "x": 1}]', "event 0: expected"),
+        ("[" * 100_000 + "]" * 100_000, "the body is not JSON we can read"),  # too deep
+        ("[" + "9" * 5000 + "]", "the body is not JSON we can read"),  # 5,000 digits
+        ('[{"email_id": 1, "event": []}]', "unknown event []"),  # unhashable
+        ('[{"email_id": 1, "event": {}}]', "unknown event {}"),
+        (f'[{{"email_id": {2**70}, "event": "open"}}]', "email_id must be from 1 to"),
+        ('[{"email_id": 0, "event": "open"}]', "email_id must be from 1 to"),
     ],
 )
 def test_bad_batches_get_a_400_with_a_clear_body(client, email, body, error):
@@ -117,3 +123,30 @@ def test_an_unknown_email_refuses_the_whole_batch(client, email):
 
 def test_the_webhook_takes_posts_only(client):
     assert client.get(WEBHOOK).status_code == 405
+
+
+def test_the_debug_page_hides_the_broker_and_redis_passwords(settings, rf):
+    from example_project import settings as example
+
+    password = "hunter" + "2"  # spelled apart: the page quotes source lines around frames
+    url = f"redis://:{password}@redis.internal:6379/0"
+    settings.DEBUG = True
+    settings.DEFAULT_EXCEPTION_REPORTER_FILTER = example.DEFAULT_EXCEPTION_REPORTER_FILTER
+    settings.CELERY_BROKER_URL = settings.REDIS_URL = url
+
+    page = error_page(rf.post(WEBHOOK, REDIS_URL=url, DATABASE_URL=f"postgres://u:{password}@db/x"))
+
+    assert "CELERY_BROKER_URL" in page and "REDIS_URL" in page and "DATABASE_URL" in page
+    assert password not in page
+
+
+def error_page(request) -> str:
+    """Django's debug page for an error raised while serving ``request``."""
+    import sys
+
+    from django.views.debug import technical_500_response
+
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        return technical_500_response(request, *sys.exc_info()).content.decode()

@@ -34,11 +34,10 @@ def server_side_binding() -> Iterator[None]:
 
 def test_a_transaction_commits_with_its_outbox_row(server_side_binding):
     with CaptureQueriesContext(connection) as queries, transaction.atomic():
-        document = Document.objects.create(title="bound")
-        document.title = "rebound"
-        document.save()
+        first = Document.objects.create(title="bound")
+        second = Document.objects.create(title="bound too")
 
-    assert [e.action for e in trail(document)] == ["create", "update"]
+    assert [e.action for e in trail(first)] == [e.action for e in trail(second)] == ["create"]
     logged = [q["sql"] for q in queries.captured_queries]
     assert all(isinstance(sql, str) for sql in logged), logged
     assert not any("; COMMIT" in sql for sql in logged), logged

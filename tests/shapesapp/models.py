@@ -215,3 +215,14 @@ class Counted(models.Model):
 
     def __str__(self):
         return self.name
+
+
+@audited(bulk=False)
+class Ledger(models.Model):
+    """Bulk writes left out of the trail on purpose."""
+
+    name = models.CharField(max_length=50)
+    amount = models.IntegerField(default=0)
+
+    def __str__(self):
+        return self.name

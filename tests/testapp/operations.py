@@ -71,6 +71,18 @@ def second(step):
 flaky = Operation("tests.flaky", main=[first, fail_until_allowed, second], retries=0)
 
 
+def leak(step):
+    """Quotes its masked argument and value in its error, as a careless step would."""
+    step.set("client_secret", f"cs-{step.run_id}-hush")
+    raise PermissionError(
+        f"the gateway refused {step.get('api_token')} with {step.get('client_secret')} "
+        f"for order {step.get('order')}"
+    )
+
+
+leaky = Operation("tests.leaky", main=[leak], retries=0)
+
+
 @retry_policy(retries=2, backoff=0.05)
 def retried(step):
     effect(step, "retried-try")

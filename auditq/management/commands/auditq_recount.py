@@ -68,8 +68,14 @@ class Command(AuditqCommand):
                 f"{counter.parent} {counter.key}: {counter.field} is {_number(counter.stored)}, "
                 f"should be {_number(counter.true)}"
             )
-        verb = "would correct" if dry_run else "corrected"
-        self.stdout.write(f"{len(wrong)} wrong counter(s) found, {verb}.")
+        self.stdout.write(_summary(len(wrong), dry_run))
+
+
+def _summary(wrong: int, dry_run: bool) -> str:
+    if not wrong:
+        return "Every counter checked is right: nothing to correct."
+    found = f"{wrong} wrong counter{'s' if wrong != 1 else ''} found"
+    return f"{found}; --dry-run: none corrected." if dry_run else f"{found} and corrected."
 
 
 def _number(value: Any) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from auditq import conf
 from auditq.delivery import broker, relay
 from auditq.management.base import AuditqCommand
 
@@ -46,6 +47,7 @@ class Command(AuditqCommand):
         if database not in connections:
             raise CommandError(f"Unknown database alias {database!r}.")
         waiting, _ = relay.backlog(database)
+        young, recent = relay.not_due(older_than, database) if waiting else (0, 0)
         try:
             published = relay.relay(older_than=older_than, using=database)
             # Callback runs and operation steps that are due (retries, stalled runs).
@@ -64,4 +66,33 @@ class Command(AuditqCommand):
             ) from exc
         if swept:
             self.stdout.write(f"Published {swept} due callback runs and operation steps.")
-        self.stdout.write(f"Published {published} of {waiting} undelivered outbox rows.")
+        reasons = _why_not(published, waiting, young, recent, older_than)
+        self.stdout.write(f"Published {published} of {waiting} undelivered outbox rows{reasons}.")
+
+
+def _why_not(
+    published: int, waiting: int, young: int, recent: int, older_than: float | None
+) -> str:
+    """Why rows were left in the outbox: too young, or published again a moment ago."""
+    if published >= waiting or not (young or recent):
+        return ""
+    if older_than is None:
+        age = f"{_number(conf.get().RELAY_AFTER_SECONDS)} s (RELAY_AFTER_SECONDS)"
+    else:
+        age = f"{_number(older_than)} s (--older-than)"
+    reasons = []
+    if young:
+        reasons.append(
+            f"{young} {'is' if young == 1 else 'are'} younger than {age}: running workers "
+            "record new rows by themselves"
+        )
+    if recent:
+        reasons.append(
+            f"{recent} {'was' if recent == 1 else 'were'} published less than {age} ago "
+            f"and {'waits' if recent == 1 else 'wait'} for a worker"
+        )
+    return f"; {'; '.join(reasons)}. --older-than 0 publishes every row now"
+
+
+def _number(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)

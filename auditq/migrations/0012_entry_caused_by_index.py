@@ -28,6 +28,6 @@ def drop_index(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("auditq", "0009_outbox_put_notify")]
+    dependencies = [("auditq", "0011_outbox_set_aside")]
 
     operations = [migrations.RunPython(create_index, drop_index, elidable=False)]

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('auditq', '0010_entry_caused_by_index'),
+        ('auditq', '0012_entry_caused_by_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
