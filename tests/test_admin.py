@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from auditq.admin.filters import ActorFilter, ModelFilter
 from auditq.admin.paginators import CappedCountPaginator
+from auditq.models import AuditEntry
 from tests.helpers import entry
 from tests.testapp.models import Account, Chosen, Document, Everything, Status, Tag
 
@@ -297,11 +298,11 @@ def test_entries_are_read_only_even_for_superusers(client, superuser):
     bulk = client.post(
         reverse(CHANGELIST), {"action": "delete_selected", "_selected_action": [existing.pk]}
     )
-    # No action at all is offered, so the POST is no action: the list is shown again.
-    assert bulk.status_code == 200
-    assert [e.pk for e in bulk.context["cl"].result_list] == [existing.pk]
-    assert bulk.context["action_form"] is None
-    assert 'name="action"' not in bulk.content.decode()
+    # The one action offered puts changes back as new ones; none deletes an entry.
+    listing = client.get(reverse(CHANGELIST))
+    choices = [name for name, _ in listing.context["action_form"].fields["action"].choices]
+    assert choices == ["", "revert_entries"]
+    assert (bulk.status_code, bulk["Location"]) == (302, reverse(CHANGELIST))
     existing.refresh_from_db()
     assert existing.object_repr == "doc"
     html = client.get(reverse(CHANGELIST)).content.decode()
@@ -422,3 +423,65 @@ def test_date_hierarchy_years_come_from_the_index_not_a_scan(client, superuser):
     assert "occurred_at__year=2021" in page
     assert "occurred_at__year=2020" not in page  # a year without entries is not offered
     assert not [q for q in queries if "DISTINCT" in q["sql"].upper()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revert_asks_then_puts_the_change_back(client, superuser):
+    client.force_login(superuser)
+    document = Document.objects.create(title="right")
+    document.title = "wrong"
+    document.save()
+    mistake = AuditEntry.objects.for_object(document).get(action="update")
+    chosen = {"action": "revert_entries", "_selected_action": [mistake.pk]}
+
+    asked = client.post(reverse(CHANGELIST), chosen)
+
+    assert asked.status_code == 200
+    assert "Revert these changes?" in asked.content.decode()
+    document.refresh_from_db()
+    assert document.title == "wrong"  # nothing yet
+
+    done = client.post(reverse(CHANGELIST), {**chosen, "post": "yes"}, follow=True)
+
+    document.refresh_from_db()
+    assert document.title == "right"
+    assert "1 change reverted." in done.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revert_says_why_it_left_a_change_as_it_is(client, superuser):
+    client.force_login(superuser)
+    document = Document.objects.create(title="a")
+    document.title = "b"
+    document.save()
+    mistake = AuditEntry.objects.for_object(document).get(action="update")
+    document.title = "c"
+    document.save()
+
+    done = client.post(
+        reverse(CHANGELIST),
+        {"action": "revert_entries", "_selected_action": [mistake.pk], "post": "yes"},
+        follow=True,
+    )
+
+    assert "(title): changed since the entry" in done.content.decode()
+    document.refresh_from_db()
+    assert document.title == "c"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revert_needs_the_change_permission_of_the_object(client, staff):
+    staff("view_auditentry")  # may read the trail, may not change documents
+    document = Document.objects.create(title="a")
+    document.title = "b"
+    document.save()
+    mistake = AuditEntry.objects.for_object(document).get(action="update")
+
+    response = client.post(
+        reverse(CHANGELIST),
+        {"action": "revert_entries", "_selected_action": [mistake.pk], "post": "yes"},
+    )
+
+    assert response.status_code == 403
+    document.refresh_from_db()
+    assert document.title == "b"

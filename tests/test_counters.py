@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from auditq import counter_cache, disable_auditing, registry
 from auditq.consumers import counters
 from auditq.delivery import broker, recording
-from auditq.models import CounterDelta, Outbox
+from auditq.models import AuditEntry, CounterDelta, Outbox
 from example_project.fundraising.models import Donation, Donor, Fundraiser
 from tests.testapp.models import Captain, Player, Team
 
@@ -313,3 +313,15 @@ def test_a_sum_takes_the_fields_value_whatever_the_instance_holds():
     donation.save()
     fundraiser.refresh_from_db()
     assert fundraiser.raised_total == Decimal("0.00")
+
+
+def test_a_flush_is_bookkeeping_not_a_change_of_the_audited_parent():
+    donor = Donor.objects.create(name="Ada", email="ada@example.net")
+    fundraiser = Fundraiser.objects.create(name="Roof")
+    Donation.objects.create(donor=donor, fundraiser=fundraiser, amount=Decimal("5"))
+    Donation.objects.create(donor=donor, fundraiser=fundraiser, amount=Decimal("7"))
+
+    fundraiser.refresh_from_db()
+    assert fundraiser.donations_count == 2  # flushed
+    # Its trail holds what people did to it, not each flush of its counters.
+    assert [e.action for e in AuditEntry.objects.for_object(fundraiser)] == ["create"]

@@ -22,7 +22,7 @@ from django.urls import NoReverseMatch, URLPattern, reverse
 from django.utils.html import format_html
 
 from auditq import diffs
-from auditq.admin import dashboard, figures
+from auditq.admin import dashboard, figures, reverts
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter
 from auditq.admin.formatting import when
@@ -53,6 +53,8 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
+    actions = (reverts.revert_entries,)
+    has_revert_permission = reverts.has_revert_permission
     fields = (
         "when_display",
         "recorded_display",

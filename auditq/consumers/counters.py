@@ -302,19 +302,22 @@ def _apply(using: str, parent: str, key: str, totals: Mapping[str, decimal.Decim
     """One ``UPDATE`` of one parent row for every column it has deltas for."""
     model = apps.get_model(parent)
     targets = parent_fields(cast(type[Model], model))
-    changes: dict[str, Any] = {}
+    changes: list[tuple[Any, None, Any]] = []
     target = None
     for attname, total in totals.items():
         column = model._meta.get_field(attname)
-        changes[column.name] = Coalesce(F(column.name), Value(0), output_field=column) + Value(
-            _typed(column, total), output_field=column
+        add = Value(_typed(column, total), output_field=column)
+        changes.append(
+            (column, None, Coalesce(F(column.name), Value(0), output_field=column) + add)
         )
         target = targets.get(attname, target)
     if not changes or target is None:
         return 0
     target_field = next(f for f in model._meta.concrete_fields if f.attname == target)
     value = target_field.to_python(orjson.loads(key))
-    model._base_manager.using(using).filter(**{target: value}).update(**changes)
+    # _update(), as Model.save() uses it, not update(): a counter is auditq's bookkeeping,
+    # and its flush is no change for the trail, handlers or other counters to capture.
+    model._base_manager.using(using).filter(**{target: value})._update(changes)
     return 1
 
 

@@ -7,20 +7,12 @@ import pytest
 from django.db import transaction
 from django.db.models import F
 
-from auditq.models import AuditEntry, CounterDelta, Outbox
-from tests.conftest import QUEUE, wait_for
+from auditq.models import AuditEntry
+from tests.conftest import wait_for
+from tests.integration.test_counters import quiet  # no outbox row, message or delta left
 from tests.testapp.models import Document, Player, Team
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def quiet(broker) -> bool:
-    """Nothing left: no outbox row, no message queued, no counter delta waiting."""
-    return (
-        not Outbox.objects.exists()
-        and broker.client().llen(QUEUE) == 0
-        and not CounterDelta.objects.exists()
-    )
 
 
 def test_bulk_writes_are_recorded_once_per_row_by_a_worker(broker, worker):
