@@ -12,15 +12,17 @@ class AuditqConfig(AppConfig):
         """Register the consumers, sweepers and runners, import every app's ``handlers``
         module, and wire capture: the one place where the layers meet."""
         # Imported here: app loading imports this module before any model exists.
-        from auditq import capture, checks, registry
+        from auditq import capture, checks, command_context, registry
         from auditq.capture import bulk
         from auditq.consumers import audit, callbacks, counters
-        from auditq.delivery import recording
+        from auditq.delivery import recording, task_context
         from auditq.models import operation_runs_due
         from auditq.operations import executor, publishing
         from auditq.stream import outbox
 
         checks.register()
+        task_context.connect()
+        command_context.install()
         registry.add_consumer(audit.AuditConsumer())
         registry.add_consumer(callbacks.CallbacksConsumer())
         registry.add_consumer(counters.CountersConsumer())

@@ -350,6 +350,17 @@ class OperationRun(models.Model):
     leased_until = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
+    # Who started it, kept as AuditEntry keeps its actor: no constraint, no cascade.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        help_text="The actor of the audit context start() was called in; its steps' too.",
+    )
+    actor_repr = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -124,8 +124,17 @@ def broker(redis_server: RedisServer) -> Iterator[RedisServer]:
     saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
     celery_app.conf.task_always_eager = False
     celery_app.conf.broker_url = redis_server.url
+    _forget_connections()
     yield redis_server
     celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
+    _forget_connections()
+
+
+def _forget_connections() -> None:
+    """The app keeps the producer pool of the first broker it published to (eager tasks
+    open one too): a project's own ``delay()`` must publish to the broker now set."""
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
 
 
 class Worker:

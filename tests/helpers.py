@@ -1,5 +1,6 @@
 """Small helpers the tests share: reading and writing the trail, running commands."""
 
+import os
 import subprocess
 import sys
 import uuid
@@ -54,14 +55,21 @@ def tables_holding(text: str) -> list[str]:
     return found
 
 
-def manage(*arguments: str) -> subprocess.CompletedProcess:
-    """Run ``manage.py`` with the test settings in a process of its own, as a user would."""
+def manage(*arguments: str, test_database: bool = False, **env: str) -> subprocess.CompletedProcess:
+    """Run ``manage.py`` with the test settings in a process of its own, as a user would;
+    ``test_database``: on this run's test database (committed data only); ``env``: more
+    environment variables."""
     from tests.conftest import ROOT
 
+    environment = {"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT), "PATH": ""}
+    if test_database:
+        environment["AUDITQ_TEST_WORKER_DB"] = str(connection.settings_dict["NAME"])
+        if "DATABASE_URL" in os.environ:
+            environment["DATABASE_URL"] = os.environ["DATABASE_URL"]
     return subprocess.run(
         [sys.executable, "manage.py", *arguments],
         cwd=ROOT,
-        env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT), "PATH": ""},
+        env={**environment, **env},
         capture_output=True,
         text=True,
         timeout=60,

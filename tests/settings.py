@@ -95,6 +95,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = os.environ.get("AUDITQ_TEST_EAGER", "1") == "1"
+# The test project's own tasks go where the tests' workers listen (tests.conftest.QUEUE).
+CELERY_TASK_ROUTES = {"tests.testapp.tasks.*": {"queue": "auditq-tests"}}
 
 AUDITQ = {
     "QUEUE": os.environ.get("AUDITQ_TEST_QUEUE", "auditq-tests"),

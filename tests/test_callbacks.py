@@ -152,7 +152,11 @@ def test_the_handler_runs_in_the_changes_context(django_user_model):
     assert effect.seen == {"actor": user.pk, "request_id": "req-42"}
     [entry] = AuditEntry.objects.filter(object_repr=f"escalation of {ticket.subject}")
     assert (entry.actor_id, entry.actor_repr, entry.request_id) == (user.pk, "ada", "req-42")
-    assert entry.context == {"reason": "triage", "via_callback": name(handlers.escalate)}
+    assert entry.context == {
+        "reason": "triage",
+        "via_callback": name(handlers.escalate),
+        "caused_by": str(effect.event_id),
+    }
 
 
 def test_a_model_that_is_not_audited_has_its_masked_values_unmasked_for_handlers_too():

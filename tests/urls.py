@@ -8,5 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("documents/<int:pk>/title/", views.rename_document),
     path("documents/<int:pk>/title-async/", views.rename_document_async),
+    path("documents/<int:pk>/title-in-a-task/", views.retitle_in_a_task),
+    path("documents/<int:pk>/title-in-a-task-async/", views.retitle_in_a_task_async),
     path("webhooks/email-events/", email_events),
 ]

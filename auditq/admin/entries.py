@@ -9,6 +9,7 @@ and a search that the indexes serve.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,6 +29,9 @@ from auditq.admin.formatting import when
 from auditq.admin.paginators import CappedCountPaginator
 from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.models import AuditEntry
+
+EFFECTS_SHOWN = 50
+"""The entries a change caused that its page lists, at most."""
 
 
 @admin.register(AuditEntry)
@@ -169,7 +173,36 @@ class AuditEntryAdmin(ReadOnlyAdmin):
             context["subtitle"] = f"{obj.object_repr} · {when(obj.occurred_at)}"
             context["auditq_diff"] = diffs.diff_rows(obj, link=self._change_url)
             context["auditq_object_trail_url"] = self._object_trail_url(obj)
+            context["auditq_cause"] = self._cause(obj)
+            context["auditq_effects"] = self._effects(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _entry_link(self, entry: AuditEntry) -> tuple[str, str]:
+        url = reverse(f"{self.admin_site.name}:auditq_auditentry_change", args=[quote(entry.pk)])
+        return url, f"{diffs.title(entry)} · {when(entry.occurred_at)}"
+
+    def _cause(self, entry: AuditEntry) -> tuple[str | None, str] | None:
+        """``(url, text)`` of the change whose handler made this one; no URL when that
+        change has no entry (its model is not audited, or it was pruned)."""
+        caused_by = entry.context.get("caused_by") if isinstance(entry.context, dict) else None
+        if not caused_by:
+            return None
+        try:
+            key = uuid.UUID(str(caused_by))
+        except ValueError:
+            return None, str(caused_by)
+        rows = AuditEntry.objects.using(entry._state.db).select_related("content_type")
+        found = rows.filter(event_id=key).first()
+        if found is None:
+            return None, f"change {key} (not in the trail: not audited, or pruned)"
+        return self._entry_link(found)
+
+    def _effects(self, entry: AuditEntry) -> list[tuple[str, str]]:
+        """``(url, text)`` of the entries made by handlers of this change, oldest first
+        (at most ``EFFECTS_SHOWN``; a partial index serves it on PostgreSQL)."""
+        rows = AuditEntry.objects.using(entry._state.db).select_related("content_type")
+        caused = rows.filter(context__caused_by=str(entry.event_id)).order_by("occurred_at", "id")
+        return [self._entry_link(found) for found in caused[:EFFECTS_SHOWN]]
 
     def _object_trail_url(self, entry: AuditEntry) -> str:
         changelist = reverse(f"{self.admin_site.name}:auditq_auditentry_changelist")

@@ -61,6 +61,7 @@ class OperationRunAdmin(ReadOnlyAdmin):
         "status",
         "step_display",
         "attempts",
+        "started_by_display",
         "error_display",
     )
     list_display_links = ("id", "created_display")
@@ -75,6 +76,7 @@ class OperationRunAdmin(ReadOnlyAdmin):
         "name",
         "key",
         "status",
+        "started_by_display",
         "step_display",
         "attempts",
         "created_display",
@@ -144,6 +146,12 @@ class OperationRunAdmin(ReadOnlyAdmin):
     @admin.display(description="next attempt")
     def next_display(self, run: OperationRun) -> str:
         return when(run.next_attempt_at) if run.status == OperationRun.Status.PENDING else "-"
+
+    @admin.display(description="started by")
+    def started_by_display(self, run: OperationRun) -> str:
+        if run.actor_id is None:
+            return run.actor_repr or "-"
+        return f"{run.actor_repr} (#{run.actor_id})"
 
     @admin.display(description="step")
     def step_display(self, run: OperationRun) -> str:

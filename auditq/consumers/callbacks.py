@@ -231,7 +231,7 @@ def _masked_values(
 
 def _context_of(event: Event, handler: registry.Handler) -> Any:
     """The change's own context, so that what the handler changes is attributed to the
-    same actor and request."""
+    same actor and request, and names the handler and the change that caused it."""
     actor: Any = event.actor_id
     if actor is not None:
         user = get_user_model()._base_manager.filter(pk=actor).first()
@@ -240,7 +240,7 @@ def _context_of(event: Event, handler: registry.Handler) -> Any:
         actor=actor,
         remote_addr=event.remote_addr,
         request_id=event.request_id,
-        **{**event.context, "via_callback": handler.name},
+        **{**event.context, "via_callback": handler.name, "caused_by": str(event.id)},
     )
 
 

@@ -11,6 +11,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.dispatch import receiver
 
 from auditq import conf
+from auditq.stream.context import HEADER
 
 logger = logging.getLogger("auditq")
 
@@ -117,31 +118,26 @@ def send(
 ) -> None:
     """Publish one auditq task message, always as JSON whatever ``task_serializer`` says.
 
+    The message carries no audit context: the work of a row (a change, a handler run, an
+    operation step) runs in the row's own context, the change's or the run's starter's,
+    never in that of whoever relays it (a command, a task, a request's commit).
+
     Raises:
         BrokerUnavailable: the broker refused, failed or timed out.
     """
+    options = {
+        "queue": queue,
+        "countdown": countdown,
+        "serializer": "json",
+        "retry": False,
+        "headers": {HEADER: None},  # kept as given: see task_context.add_header
+    }
     try:
         if connection is None:
             with broker_connection(app) as fresh:
-                app.send_task(
-                    task,
-                    args,
-                    connection=fresh,
-                    queue=queue,
-                    countdown=countdown,
-                    serializer="json",
-                    retry=False,
-                )
+                app.send_task(task, args, connection=fresh, **options)
         else:
-            app.send_task(
-                task,
-                args,
-                connection=connection,
-                queue=queue,
-                countdown=countdown,
-                serializer="json",
-                retry=False,
-            )
+            app.send_task(task, args, connection=connection, **options)
     except ImportError:
         raise  # a broken install (say, the transport's dependencies), not an outage
     except Exception as exc:

@@ -15,6 +15,7 @@ from auditq import registry
 from auditq.operations import catalog
 from auditq.operations.catalog import OperationError
 from auditq.operations.publishing import publish_after_commit
+from auditq.stream.context import current, resolve_actor
 
 if TYPE_CHECKING:
     from auditq.models import OperationRun
@@ -187,6 +188,9 @@ class Operation:
     def start(self, *, key: str | None = None, **params: Any) -> OperationRun:
         """Create a run and publish its first step once the transaction commits.
 
+        The run keeps the current audit context's actor: every step's changes are
+        recorded as made by that user, whichever worker runs it, and when.
+
         Args:
             key: a deduplication key: a second ``start()`` with the same key returns the
                 first run (whatever its status) instead of starting another.
@@ -206,8 +210,11 @@ class Operation:
         for name, value in params.items():
             check_json(value, f"{self.name}.start() argument {name!r}")
         using = router.db_for_write(OperationRun)
+        actor_id, actor_repr = resolve_actor(current().actor)
         run = OperationRun(
             name=self.name,
+            actor_id=actor_id,
+            actor_repr=actor_repr,
             key=key or "",
             params=_as_json(params),
             branch="main",

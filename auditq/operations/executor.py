@@ -9,6 +9,7 @@ import socket
 import traceback
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Count
@@ -20,7 +21,7 @@ from auditq.operations.catalog import OperationError, get
 from auditq.operations.definition import Operation, Step, StepFunction
 from auditq.operations.publishing import publish_after_commit
 from auditq.stream import sealing
-from auditq.stream.context import audit_context
+from auditq.stream.context import KnownActor, audit_context
 
 logger = logging.getLogger("auditq")
 
@@ -45,9 +46,14 @@ def run(run_id: int, using: str) -> str:
         return attempt
     step = Step(attempt.run, attempt.operation)
     try:
-        # What the step changes in audited models is attributed to the run.
-        run_name = f"{attempt.run.name} #{attempt.run.pk}"
-        with transaction.atomic(using=using), audit_context(via_operation=run_name):
+        # What the step changes in audited models is attributed to the run, and to the
+        # user who started it (known by key and name: no query).
+        found = attempt.run
+        run_name = f"{found.name} #{found.pk}"
+        who: dict[str, Any] = {}
+        if found.actor_id is not None:
+            who["actor"] = KnownActor(found.actor_id, found.actor_repr)
+        with transaction.atomic(using=using), audit_context(**who, via_operation=run_name):
             attempt.func(step)
             return _succeeded(attempt, step, using)
     except _LeaseLost:

@@ -11,7 +11,7 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,6 +22,8 @@ from django.utils.functional import LazyObject
 from auditq.stream.encoding import encode
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+HEADER = "auditq_context"
+"""The Celery message header that carries a context into a task (see :func:`to_header`)."""
 _UNSET: Any = object()
 
 
@@ -41,8 +43,21 @@ class AuditContext:
     """False inside ``disable_auditing()``: no audit entries are recorded."""
 
 
+@dataclass(frozen=True)
+class KnownActor:
+    """A user known by key and name, so that a worker need not load it to record it."""
+
+    pk: Any
+    """The user's primary key, JSON-safe."""
+    text: str
+    """``str(user)`` when the context was sent."""
+    is_authenticated = True
+
+
 def resolve_actor(actor: Any) -> tuple[Any, str]:
     """Return the actor's JSON-safe key and its text, ``(None, "")`` for nobody."""
+    if isinstance(actor, KnownActor):
+        return actor.pk, actor.text
     if actor is None or not getattr(actor, "is_authenticated", True):
         return None, ""
     if isinstance(actor, models.Model) or hasattr(actor, "_meta"):
@@ -149,3 +164,48 @@ def disable_auditing() -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
+
+
+def to_header(context: AuditContext | None = None) -> dict[str, Any] | None:
+    """The context as JSON for a task message: actor (key and name), request id, extra keys.
+
+    ``None`` when none of them is set. The address stays behind: the task's changes are
+    not made from it. Nor does ``disable_auditing()`` travel: it is a block's decision.
+    Resolving a lazy ``request.user`` here may query the database.
+    """
+    context = current() if context is None else context
+    header: dict[str, Any] = {}
+    actor, text = resolve_actor(context.actor)
+    if actor is not None:
+        header["actor"], header["actor_repr"] = actor, text
+    if context.request_id is not None:
+        header["request_id"] = context.request_id
+    if context.extra:
+        header["extra"] = dict(context.extra)
+    return header or None
+
+
+def from_header(header: Any, **extra: Any) -> AbstractContextManager[AuditContext]:
+    """The ``audit_context()`` a header written by :func:`to_header` describes, plus
+    ``extra``; the actor is a :class:`KnownActor` (no query to load the user).
+
+    Raises:
+        ValueError: the header does not have that shape (the message says what is wrong).
+    """
+    if not isinstance(header, Mapping):
+        raise ValueError(f"{HEADER} must be a JSON object, not {type(header).__name__}.")
+    carried = header.get("extra", {})
+    if not isinstance(carried, Mapping) or not all(isinstance(k, str) for k in carried):
+        raise ValueError(f"{HEADER}['extra'] must be a JSON object.")
+    given: dict[str, Any] = {}
+    actor = header.get("actor")
+    if actor is not None:
+        if isinstance(actor, bool) or not isinstance(actor, int | str):
+            raise ValueError(f"{HEADER}['actor'] must be a user's key, not {actor!r}.")
+        given["actor"] = KnownActor(actor, str(header.get("actor_repr") or actor)[:255])
+    if header.get("request_id") is not None:
+        given["request_id"] = _check_request_id(header["request_id"])
+    # The three arguments of audit_context() are never extra keys (to_header cannot write
+    # them there): a header that has them is not auditq's.
+    keys = {k: v for k, v in carried.items() if k not in ("actor", "remote_addr", "request_id")}
+    return audit_context(**given, **{**keys, **extra})

@@ -14,7 +14,7 @@ from tests.celery_app import app as celery_app
 from tests.conftest import QUEUE, wait_for
 from tests.helpers import tables_holding
 from tests.testapp.handlers import ticket_closed
-from tests.testapp.models import Account, Effect, Ticket, Vault
+from tests.testapp.models import Account, Chosen, Effect, Ticket, Vault
 
 
 def name(func) -> str:
@@ -126,3 +126,17 @@ def test_a_worker_hands_masked_values_in_clear_that_travelled_only_sealed(broker
     assert (run.status, run.sealed) == ("succeeded", "")
     assert AuditEntry.objects.get(event_id=effect.event_id).changes["secret"] == [None, "***"]
     assert tables_holding(secret) == []
+
+
+def test_a_handlers_change_in_a_worker_names_the_change_that_caused_it(broker, worker):
+    chosen = Chosen.objects.create(name="cascade in a worker")
+
+    effect = wait_for(
+        lambda: AuditEntry.objects.filter(object_repr="account of cascade in a worker").first(),
+        60,
+        "the handler's entry",
+    )
+    wait_for(lambda: quiet(broker), 30, "the queue to drain")
+    cause = AuditEntry.objects.for_object(chosen).get()
+    assert effect.context["caused_by"] == str(cause.event_id)
+    assert list(AuditEntry.objects.filter(context__caused_by=str(cause.event_id))) == [effect]

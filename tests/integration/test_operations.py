@@ -8,13 +8,14 @@ from django.db import connections
 from django.urls import reverse
 from django.utils import timezone
 
+from auditq import audit_context
 from auditq.delivery.broker import send
-from auditq.models import OperationRun, StepRun
+from auditq.models import AuditEntry, OperationRun, StepRun
 from auditq.operations import RUN
 from tests.celery_app import app as celery_app
 from tests.conftest import QUEUE, wait_for
 from tests.testapp import operations as ops
-from tests.testapp.models import Account, Effect
+from tests.testapp.models import Account, Document, Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -197,3 +198,25 @@ def test_the_admin_retries_a_failed_run(broker, worker, admin_client):
     assert "1 run queued for retry" in response.content.decode()
     run = settled(run, "succeeded", broker)
     assert completed(run) == ["op:first", "op:flaky-try", "op:flaky", "op:second"]
+
+
+def test_each_step_in_a_worker_records_the_actor_who_started_the_run(
+    broker, worker, django_user_model
+):
+    ada = django_user_model.objects.create(username="ada")
+    document = Document.objects.create(title="before")
+    with audit_context(actor=ada, request_id="req-op"):
+        run = ops.retitling.start(document_id=document.pk)
+
+    run = settled(run, "succeeded", broker)
+    updates = AuditEntry.objects.for_object(document).filter(action="update")
+    wait_for(lambda: updates.count() == 2, 30, "both steps' entries")
+    wait_for(lambda: quiet(broker), 30, "the queue to drain")
+    assert (run.actor_id, run.actor_repr) == (ada.pk, "ada")
+    assert [(e.changes["title"][1], e.actor_id, e.actor_repr) for e in updates] == [
+        ("first step", ada.pk, "ada"),
+        ("second step", ada.pk, "ada"),
+    ]
+    assert {e.context["via_operation"] for e in updates} == {f"tests.retitling #{run.pk}"}
+    # The steps' messages are the run's, not their publisher's: the actor comes from the run.
+    assert {e.request_id for e in updates} == {""}

@@ -4,7 +4,7 @@ import os
 
 from auditq import after_delete, after_save
 from auditq.models import CallbackRun
-from tests.testapp.models import Account, Effect, Ticket, Vault
+from tests.testapp.models import Account, Chosen, Effect, Ticket, Vault
 
 
 def effect(handler: str, object_pk, event, **seen) -> None:
@@ -63,3 +63,9 @@ def vault_leaks(vault, event):
 @after_delete(Vault, retries=0)
 def vault_deleted(event):
     effect("vault deleted", event.pk, event, changes=dict(event.changes))
+
+
+@after_save(Chosen, when=lambda chosen: chosen.name.startswith("cascade"))
+def cascade(chosen, event):
+    """An audited model's handler that makes an audited change: cause and effect."""
+    Account.objects.create(name=f"account of {chosen.name}")

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from auditq import Operation, retry_policy
-from tests.testapp.models import Effect
+from tests.testapp.models import Document, Effect
 
 
 def effect(step, name: str, **seen) -> None:
@@ -120,3 +120,19 @@ def slow(step):
 
 slow_going = Operation("tests.slow", main=[first, slow, second], lease=2.0, retries=2, backoff=0.1)
 slow_first = Operation("tests.slow_first", main=[slow, second], lease=60.0)
+
+
+def title_first(step):
+    """An audited change in a step."""
+    document = Document.objects.get(pk=step.get("document_id"))
+    document.title = "first step"
+    document.save()
+
+
+def title_second(step):
+    document = Document.objects.get(pk=step.get("document_id"))
+    document.title = "second step"
+    document.save()
+
+
+retitling = Operation("tests.retitling", main=[title_first, title_second])

@@ -19,3 +19,20 @@ async def rename_document_async(request, pk):
     document.title = request.POST["title"]
     await sync_to_async(document.save)()
     return HttpResponse("ok")
+
+
+@csrf_exempt
+def retitle_in_a_task(request, pk):
+    """Sends a task that makes the change; the response says the task's id."""
+    from tests.testapp.tasks import retitle
+
+    result = retitle.delay(pk, request.POST["title"])
+    return HttpResponse(result.id)
+
+
+@csrf_exempt
+async def retitle_in_a_task_async(request, pk):
+    from tests.testapp.tasks import retitle
+
+    result = retitle.delay(pk, request.POST["title"])
+    return HttpResponse(result.id)
