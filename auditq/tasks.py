@@ -42,7 +42,7 @@ def deliver(outbox_ids: list[int], using: str = DEFAULT_DB_ALIAS) -> int:
     Late acknowledgement: a worker that dies mid-task leaves the message to be redelivered,
     and the outbox rows to the relay; both are harmless once the rows are consumed.
     """
-    return recording.consume(outbox_ids, using)
+    return recording.record_rows(outbox_ids, using)
 
 
 @shared_task(name="auditq.tasks.run_callback", **LEDGER_TASK)

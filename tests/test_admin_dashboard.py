@@ -150,7 +150,7 @@ def test_counters_are_not_called_up_to_date_while_changes_wait_in_the_outbox(
     assert "up to date" not in html
     assert "none recorded yet, but the 1 undelivered change may hold some" in html
 
-    recording.consume_waiting()  # a worker records it: the delta now waits for its flush
+    recording.record_waiting()  # a worker records it: the delta now waits for its flush
     html = client.get(reverse(DASHBOARD)).content.decode()
     assert "waiting for a flush" in html and "undelivered change" not in html
 

@@ -135,7 +135,7 @@ def test_a_vanished_row_is_skipped_and_that_is_recorded(undelivered):
     ticket = Ticket.objects.create(subject="gone", state="closed")
     Ticket.objects.filter(pk=ticket.pk).delete()  # no signal: the handler's run is pending
 
-    recording.consume_waiting()
+    recording.record_waiting()
     run = CallbackRun.objects.get(handler=name(handlers.ticket_closed))
     assert callbacks.run(run.pk, "default") == "skipped"
     run.refresh_from_db()
@@ -210,7 +210,7 @@ def test_masked_values_are_stored_only_sealed_and_forgotten_once_the_run_succeed
     Vault.objects.create(label="attic", secret=SECRET)
     assert SECRET not in Outbox.objects.get().payload
 
-    recording.consume_waiting()
+    recording.record_waiting()
     run = CallbackRun.objects.get()
     assert unseal(run.sealed)["secret"] == [None, SECRET]
     assert set(tables_holding("attic")) == {"auditq_auditentry", "auditq_callbackrun"}
@@ -242,7 +242,7 @@ def test_a_run_sealed_with_another_key_fails_saying_so_and_works_once_it_is_a_fa
 ):
     with override_settings(SECRET_KEY="the old key"):
         Vault.objects.create(label="safe", secret=SECRET)
-    recording.consume_waiting()
+    recording.record_waiting()
     run = CallbackRun.objects.get()
 
     assert callbacks.run(run.pk, "default") == "failed"  # retries=0: at once
@@ -266,7 +266,7 @@ def test_a_run_sealed_with_another_key_fails_saying_so_and_works_once_it_is_a_fa
 def test_a_skipped_run_forgets_its_sealed_values_too(undelivered):
     vault = Vault.objects.create(label="gone", secret=SECRET)
     Vault.objects.filter(pk=vault.pk).delete()  # before the save's run
-    recording.consume_waiting()
+    recording.record_waiting()
     run = CallbackRun.objects.get(handler=name(handlers.vault_saved))
     assert run.sealed
 
@@ -291,7 +291,7 @@ def test_retry_makes_a_failed_run_due_again():
 
 def test_an_unknown_handler_fails_its_run_with_a_clear_note(undelivered):
     Ticket.objects.create(subject="x", state="closed", token="tok")
-    recording.consume_waiting()
+    recording.record_waiting()
     run = CallbackRun.objects.get(handler=name(handlers.ticket_closed))
     run.handler = "gone.module.handler"
     run.save()

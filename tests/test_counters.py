@@ -170,7 +170,7 @@ def test_many_changes_of_one_parent_become_one_update(undelivered):
 
     table = connection.ops.quote_name(Team._meta.db_table)
     with CaptureQueriesContext(connection) as queries:
-        recording.consume(ids)
+        recording.record_rows(ids)
         assert counters.flush("default") == 1
     updates = [q["sql"] for q in queries if q["sql"].startswith(f"UPDATE {table}")]
     assert len(updates) == 1
@@ -183,11 +183,11 @@ def test_a_worker_flush_waits_for_a_parents_oldest_delta_to_age(undelivered, mon
     monkeypatch.setattr(counters, "flush_soon", lambda using: None)
     old, young = Team.objects.create(name="old"), Team.objects.create(name="young")
     Player.objects.create(name="a", team=old)
-    recording.consume(list(Outbox.objects.values_list("id", flat=True)))
+    recording.record_rows(list(Outbox.objects.values_list("id", flat=True)))
     CounterDelta.objects.update(created_at="2000-01-01T00:00:00Z")
     Player.objects.create(name="b", team=old)  # joins the old parent's next UPDATE
     Player.objects.create(name="c", team=young)
-    recording.consume(list(Outbox.objects.values_list("id", flat=True)))
+    recording.record_rows(list(Outbox.objects.values_list("id", flat=True)))
 
     assert counters.flush_due("default") == 1  # the old parent, with both its deltas
     assert counters.flush_due("default") == 0  # the young one is not due yet
@@ -203,8 +203,8 @@ def test_a_redelivered_row_is_counted_once(undelivered):
     Player.objects.create(name="a", team=team)
     ids = list(Outbox.objects.values_list("id", flat=True))
 
-    recording.consume(ids)
-    recording.consume(ids)  # the broker delivered the message twice
+    recording.record_rows(ids)
+    recording.record_rows(ids)  # the broker delivered the message twice
     counters.flush("default")
     counters.flush("default")
 
@@ -255,7 +255,7 @@ def test_deltas_wait_for_a_flush_and_the_sweep_applies_forgotten_ones(undelivere
     team = Team.objects.create(name="red")
     Player.objects.create(name="a", team=team)
     monkeypatch.setattr(counters, "flush_soon", lambda using: None)  # the message is lost
-    recording.consume(list(Outbox.objects.values_list("id", flat=True)))
+    recording.record_rows(list(Outbox.objects.values_list("id", flat=True)))
     assert CounterDelta.objects.count() == 2
     assert counters.sweep("default") == 0  # not overdue yet
     assert counts(team)[0] == 0

@@ -47,7 +47,7 @@ def test_steps_run_later_outside_any_context_still_record_the_starting_actor(
     assert executor.run(run.pk, "default") == "pending"  # here: no context at all
     assert executor.run(run.pk, "default") == "succeeded"
 
-    recording.consume_waiting()
+    recording.record_waiting()
     assert {(e.actor_id, e.actor_repr) for e in steps_entries(document)} == {(ada.pk, "ada")}
 
 

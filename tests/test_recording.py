@@ -72,18 +72,18 @@ def test_a_row_is_consumed_once(undelivered):
     Document.objects.create(title="once")
     [row] = Outbox.objects.all()
 
-    assert recording.consume([row.pk]) == 1
-    assert recording.consume([row.pk]) == 0
+    assert recording.record_rows([row.pk]) == 1
+    assert recording.record_rows([row.pk]) == 0
     assert AuditEntry.objects.count() == 1
 
 
 def test_a_row_replayed_from_a_copy_changes_nothing(undelivered):
     Document.objects.create(title="replayed")
     payload = Outbox.objects.get().payload
-    recording.consume_waiting()
+    recording.record_waiting()
     copy = Outbox.objects.create(payload=payload)
 
-    assert recording.consume([copy.pk]) == 1
+    assert recording.record_rows([copy.pk]) == 1
     assert AuditEntry.objects.count() == 1
     assert not Outbox.objects.exists()
 
@@ -94,7 +94,7 @@ def test_an_unreadable_row_stays_and_fails_loudly_while_the_others_are_delivered
     bad = Outbox.objects.create(payload='{"v": 99}')
 
     with pytest.raises(ValueError, match=f"outbox row {bad.pk}: .*version 99"):
-        recording.consume([good.pk, bad.pk])
+        recording.record_rows([good.pk, bad.pk])
 
     assert list(Outbox.objects.values_list("pk", flat=True)) == [bad.pk]
     assert AuditEntry.objects.count() == 1
@@ -106,7 +106,7 @@ def test_a_row_for_a_consumer_this_worker_lacks_stays(spy, undelivered):
     [row] = Outbox.objects.all()
 
     with pytest.raises(ValueError, match="consumers this worker does not have: \\['spy'\\]"):
-        recording.consume([row.pk])
+        recording.record_rows([row.pk])
     assert Outbox.objects.filter(pk=row.pk).exists()
 
 
@@ -120,8 +120,8 @@ def test_each_delivered_batch_is_one_info_line(undelivered, caplog, monkeypatch)
     Document.objects.create(title="c")
 
     with caplog.at_level(logging.INFO, logger="auditq"):
-        recording.consume_waiting()  # both rows, one transaction
-        recording.consume_waiting()  # nothing left: no line
+        recording.record_waiting()  # both rows, one transaction
+        recording.record_waiting()  # nothing left: no line
 
     [line] = [r.getMessage() for r in caplog.records if r.name == "auditq"]
     assert re.fullmatch(

@@ -82,13 +82,13 @@ def test_right_counters_are_left_alone(red, capsys):
 def test_deltas_not_yet_applied_are_neither_lost_nor_counted_twice(red, undelivered):
     Player.objects.create(name="in the outbox", team=red, points=Decimal("4"))
     Player.objects.create(name="recorded, not flushed", team=red, points=Decimal("8"))
-    recording.consume([Outbox.objects.order_by("id").last().pk])
+    recording.record_rows([Outbox.objects.order_by("id").last().pk])
     assert Outbox.objects.count() == 1 and CounterDelta.objects.exists()
 
     wrong = recount.recount(recount.counters_for_labels(["testapp.Team"]), "default")
     assert wrong == []  # stored + pending already add up to the truth
 
-    recording.consume(list(Outbox.objects.values_list("id", flat=True)))
+    recording.record_rows(list(Outbox.objects.values_list("id", flat=True)))
 
     counters.flush("default")
     assert counts(red) == (4, 3, Decimal("14.50"))
@@ -99,7 +99,7 @@ def test_a_repair_while_a_delta_waits_stays_exact(red, undelivered):
     Player.objects.create(name="late", team=red)  # in the outbox during the recount
 
     call_command("auditq_recount", "testapp.Team", "--field", "players_count")
-    recording.consume(list(Outbox.objects.values_list("id", flat=True)))
+    recording.record_rows(list(Outbox.objects.values_list("id", flat=True)))
 
     counters.flush("default")
     assert counts(red)[0] == 3

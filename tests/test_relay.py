@@ -80,7 +80,7 @@ def test_backlog_counts_rows_and_dates_the_oldest(undelivered):
 def test_the_relay_thread_records_new_rows_itself_until_stopped(sent):
     from auditq.models import AuditEntry
 
-    thread = worker.Relay(celery_app, threads=2)
+    thread = worker.RelayThread(celery_app, threads=2)
     thread.start()
     try:
         Document.objects.create(title="a")
@@ -103,11 +103,11 @@ def test_a_fast_poll_still_looks_for_due_work_at_most_every_due_seconds(
     settings.AUDITQ = {**settings.AUDITQ, "NOTIFY": False, "RELAY_POLL_SECONDS": 0.01}
     swept, rounds = [], []
     monkeypatch.setattr(relay, "sweep", lambda *args: swept.append(time.monotonic()))
-    record_fresh = worker.Relay._record_fresh
+    record_fresh = worker.RelayThread._record_fresh
     monkeypatch.setattr(
-        worker.Relay, "_record_fresh", lambda self: rounds.append(1) or record_fresh(self)
+        worker.RelayThread, "_record_fresh", lambda self: rounds.append(1) or record_fresh(self)
     )
-    thread = worker.Relay(celery_app)
+    thread = worker.RelayThread(celery_app)
     thread.start()
     try:
         wait_for(lambda: len(swept) >= 4, 10, "four sweeps")
@@ -127,11 +127,11 @@ def test_a_row_the_relay_cannot_read_waits_for_the_stale_sweep(sent):
     bad = Outbox.objects.create(payload='{"v": 99}')
 
     with pytest.raises(events.PayloadError, match=f"outbox row {bad.pk}"):
-        recording.consume_fresh()
+        recording.record_fresh()
     # Marked published: not retried at every round, published again once stale.
     assert list(Outbox.objects.values_list("pk", flat=True)) == [bad.pk]
     assert Outbox.objects.get().relayed_at is not None
-    assert recording.consume_fresh() == 0
+    assert recording.record_fresh() == 0
     assert relay.relay(older_than=0) == 1
     assert sent == [[bad.pk]]
 
@@ -163,25 +163,25 @@ def test_helper_threads_share_a_backlog(sent, settings, monkeypatch):
         Document.objects.create(title=str(number))
     rounds: list[tuple[str, int]] = []  # (thread, events it recorded) for each round
     helped = threading.Event()  # a helper thread has recorded rows
-    consume_fresh = recording.consume_fresh
+    record_fresh = recording.record_fresh
 
     def recorded_by(name: str) -> int:
         return sum(recorded for thread, recorded in rounds if thread == name)
 
-    def consume_fresh_and_note_the_thread(*args, **kwargs) -> int:
+    def record_fresh_and_note_the_thread(*args, **kwargs) -> int:
         name = threading.current_thread().name
         if name == "auditq-relay" and [thread for thread, _ in rounds].count(name) == 1:
             # Its first batch was full, so it has woken the helpers: it lets one of them
             # take a batch before going on, whichever thread the database favours.
             helped.wait(10)
-        recorded = consume_fresh(*args, **kwargs)
+        recorded = record_fresh(*args, **kwargs)
         rounds.append((name, recorded))
         if recorded and name == "auditq-relay-helper":
             helped.set()
         return recorded
 
-    monkeypatch.setattr(recording, "consume_fresh", consume_fresh_and_note_the_thread)
-    thread = worker.Relay(celery_app, threads=3)
+    monkeypatch.setattr(recording, "record_fresh", record_fresh_and_note_the_thread)
+    thread = worker.RelayThread(celery_app, threads=3)
     thread.start()
     try:
         wait_for(lambda: AuditEntry.objects.count() == 60, 20, "the backlog")

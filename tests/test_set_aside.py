@@ -69,7 +69,7 @@ def test_a_malformed_row_in_a_burst_is_set_aside_and_the_burst_recorded(undelive
     after = burst(5)
     types = ContentType.objects.count()
 
-    assert recording.consume_fresh(limit=500) == 10
+    assert recording.record_fresh(limit=500) == 10
 
     assert AuditEntry.objects.count() == 10
     assert {e.object_pk for e in AuditEntry.objects.all()} == {str(d.pk) for d in before + after}
@@ -79,9 +79,9 @@ def test_a_malformed_row_in_a_burst_is_set_aside_and_the_burst_recorded(undelive
     assert error in kept.error
     assert ContentType.objects.count() == types  # no ContentType for an unknown label
     # Skipped by every path until retried by hand.
-    assert recording.consume_fresh() == 0
-    assert recording.consume([bad.pk]) == 0
-    assert recording.consume_waiting() == 0
+    assert recording.record_fresh() == 0
+    assert recording.record_rows([bad.pk]) == 0
+    assert recording.record_waiting() == 0
     assert relay.relay(older_than=0, fresh=False) == 0
     assert relay.backlog() == (0, None)
     assert Outbox.objects.get().failed_at is not None
@@ -103,7 +103,7 @@ def test_a_counter_delta_the_flush_could_not_apply_sets_its_row_aside(undelivere
     Outbox.objects.create(payload=payload(event=event))
     burst(2)
 
-    assert recording.consume_waiting() == 4
+    assert recording.record_waiting() == 4
 
     [kept] = Outbox.objects.all()
     assert error in kept.error
@@ -148,7 +148,7 @@ def test_a_consumer_failing_on_one_event_sets_aside_only_its_row(picky, undelive
     bad = Outbox.objects.order_by("-id").first()
     burst(3)
 
-    assert recording.consume_waiting() == 6
+    assert recording.record_waiting() == 6
 
     assert sorted(picky.recorded) == sorted(f"doc {n}" for n in (0, 1, 2) * 2)
     # The poison row's own entry went with it: kept whole, recorded whole on retry.
@@ -161,7 +161,7 @@ def test_a_consumer_failing_on_one_event_sets_aside_only_its_row(picky, undelive
 
     picky.fail = False
     assert Outbox.objects.all().retry() == 1
-    assert recording.consume_waiting() == 1
+    assert recording.record_waiting() == 1
     assert not Outbox.objects.exists()
     assert AuditEntry.objects.filter(object_pk=str(poison.pk)).count() == 1
 
@@ -174,7 +174,7 @@ def test_a_database_outage_sets_nothing_aside(picky, undelivered, monkeypatch):
 
     monkeypatch.setattr(picky, "record", down)
     with pytest.raises(OperationalError):
-        recording.consume_waiting()
+        recording.record_waiting()
 
     assert Outbox.objects.count() == 2
     assert not Outbox.objects.set_aside().exists()
@@ -183,7 +183,7 @@ def test_a_database_outage_sets_nothing_aside(picky, undelivered, monkeypatch):
 @pytest.fixture
 def poisoned(picky, undelivered) -> Outbox:
     Document.objects.create(title="poison")
-    recording.consume_waiting()
+    recording.record_waiting()
     return Outbox.objects.get()
 
 
@@ -209,7 +209,7 @@ def test_set_aside_rows_are_listed_and_retried_from_the_admin(poisoned, picky, a
 
     assert "1 set-aside row handed back to the workers" in response.content.decode()
     assert Outbox.objects.get().failed_at is None
-    assert recording.consume_fresh() == 1
+    assert recording.record_fresh() == 1
     assert not Outbox.objects.exists()
     assert picky.recorded == ["poison"]
 
@@ -266,7 +266,7 @@ def test_recount_skips_a_row_no_worker_can_read(undelivered):
     Outbox.objects.create(payload=MALFORMED["a missing key"][0])
     team = Team.objects.create(name="red")
     Player.objects.create(name="a", team=team)
-    recording.consume_waiting()
+    recording.record_waiting()
 
     call_command("auditq_recount", "testapp.Team")
 

@@ -137,7 +137,7 @@ def test_a_str_that_follows_an_unloaded_relation_costs_no_query_the_worker_takes
     assert [sql for sql in sent if "shapesapp_writer" in sql] == []
     assert [sql.split()[0] for sql in sent if "shapesapp_book" in sql] == ["UPDATE"]
     assert Outbox.objects.last().events[0].repr is None
-    recording.consume_waiting()
+    recording.record_waiting()
     assert trail(book)[-1].object_repr == "Persuasion by Ann"
 
 
@@ -275,7 +275,7 @@ def test_a_parents_many_to_many_used_through_an_audited_child_is_on_both_trails(
         shop.tags.clear()
 
     assert len(statements(queries, "SELECT", "shapesapp_place_tags")) == 1
-    recording.consume_waiting()
+    recording.record_waiting()
     for model in (Place, Shop):
         assert [e.changes["tags"] for e in entries(model, shop.pk) if "tags" in e.changes] == [
             {"added": sorted([red.pk, blue.pk]), "removed": []},

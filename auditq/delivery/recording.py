@@ -33,7 +33,7 @@ class _ConsumerFailed(Exception):
     """A consumer raised while recording a batch: the batch is taken again, row by row."""
 
 
-def consume(outbox_ids: Sequence[int], using: str = DEFAULT_DB_ALIAS) -> int:
+def record_rows(outbox_ids: Sequence[int], using: str = DEFAULT_DB_ALIAS) -> int:
     """Deliver the rows ``outbox_ids`` to their consumers and delete them; return how many
     events they held (0 when another delivery got there first).
 
@@ -43,10 +43,10 @@ def consume(outbox_ids: Sequence[int], using: str = DEFAULT_DB_ALIAS) -> int:
         events.PayloadError: some rows are of another version, and were put back; the
             others were delivered.
     """
-    return _deliver(using, lambda: _take(using, outbox_ids))
+    return _record_batch(using, lambda: _take(using, outbox_ids))
 
 
-def consume_fresh(using: str = DEFAULT_DB_ALIAS, limit: int = 500) -> int:
+def record_fresh(using: str = DEFAULT_DB_ALIAS, limit: int = 500) -> int:
     """Deliver up to ``limit`` rows that nobody has published, oldest first; return how
     many events they held.
 
@@ -61,24 +61,24 @@ def consume_fresh(using: str = DEFAULT_DB_ALIAS, limit: int = 500) -> int:
     connection = connections[using]
     found = backend(connection)
     if found.supports_locking_statements:
-        return _deliver(using, lambda: found.take_fresh_outbox(connection, limit))
+        return _record_batch(using, lambda: found.take_fresh_outbox(connection, limit))
     # Elsewhere, look before taking: on SQLite a transaction takes the write lock.
     fresh = Outbox.objects.using(using).waiting().filter(relayed_at__isnull=True).order_by("id")
     ids = list(fresh.values_list("id", flat=True)[:limit])
-    return consume(ids, using) if ids else 0
+    return record_rows(ids, using) if ids else 0
 
 
-def _deliver(using: str, take: Callable[[], list[Taken]]) -> int:
+def _record_batch(using: str, take: Callable[[], list[Taken]]) -> int:
     try:
-        return _deliver_once(using, take, one_by_one=False)
+        return _record_once(using, take, one_by_one=False)
     except _ConsumerFailed:
         # Rolled back: take the rows again and record each in a savepoint of its own, so
         # that only the row a consumer fails on is set aside. (No savepoint otherwise:
         # two more round trips for every batch.)
-        return _deliver_once(using, take, one_by_one=True)
+        return _record_once(using, take, one_by_one=True)
 
 
-def _deliver_once(using: str, take: Callable[[], list[Taken]], *, one_by_one: bool) -> int:
+def _record_once(using: str, take: Callable[[], list[Taken]], *, one_by_one: bool) -> int:
     consumers = registry.consumers()
     known = {consumer.name for consumer in consumers}
     unreadable: list[str] = []
@@ -109,7 +109,7 @@ def _deliver_once(using: str, take: Callable[[], list[Taken]], *, one_by_one: bo
             for row, found in read:
                 try:
                     with transaction.atomic(using=using):
-                        counts = _record(consumers, found, using)
+                        counts = _to_consumers(consumers, found, using)
                 except TRANSIENT:
                     raise
                 except Exception as exc:
@@ -121,7 +121,7 @@ def _deliver_once(using: str, take: Callable[[], list[Taken]], *, one_by_one: bo
         else:
             everything = [event for _, found in read for event in found]
             try:
-                handed.update(_record(consumers, everything, using))
+                handed.update(_to_consumers(consumers, everything, using))
             except TRANSIENT:
                 raise
             except Exception as exc:
@@ -145,7 +145,7 @@ def _deliver_once(using: str, take: Callable[[], list[Taken]], *, one_by_one: bo
     return recorded
 
 
-def _record(
+def _to_consumers(
     consumers: list[registry.Consumer], found: list[events.Event], using: str
 ) -> dict[str, int]:
     """Hand each consumer the events it asked for, in the open transaction; return how
@@ -212,11 +212,11 @@ def _put_back(using: str, rows: list[tuple[Taken, str]], *, failed: bool) -> Non
     )
 
 
-def consume_waiting(using: str = DEFAULT_DB_ALIAS) -> int:
+def record_waiting(using: str = DEFAULT_DB_ALIAS) -> int:
     """Deliver every row in the outbox now, in this process (eager mode, tests)."""
     waiting = Outbox.objects.using(using).waiting().order_by("id")
     ids = list(waiting.values_list("id", flat=True))
-    return consume(ids, using) if ids else 0
+    return record_rows(ids, using) if ids else 0
 
 
 def committed(using: str) -> None:
@@ -226,4 +226,4 @@ def committed(using: str) -> None:
     ``task_always_eager`` (tests, scripts) the rows are recorded in this process.
     """
     if broker.eager(broker.celery_app()):
-        consume_waiting(using)
+        record_waiting(using)

@@ -23,7 +23,7 @@ DUE_SECONDS = 0.2
 however short ``RELAY_POLL_SECONDS``: that work is timed in seconds."""
 
 
-class Relay:
+class RelayThread:
     """The relay thread of one worker process (see the module docstring)."""
 
     def __init__(self, app: Any, using: str = DEFAULT_DB_ALIAS, threads: int = 1) -> None:
@@ -60,7 +60,7 @@ class Relay:
         """Record fresh rows until none is left, RELAY_BATCH_SIZE rows a transaction."""
         size = conf.get().RELAY_BATCH_SIZE
         while not self._stop.is_set():
-            recorded = recording.consume_fresh(self.using, size)
+            recorded = recording.record_fresh(self.using, size)
             if not recorded:
                 return
             if recorded >= size:
@@ -166,7 +166,7 @@ def _discard(sender: Any) -> None:
             logger.debug("auditq relay: error while closing a broker connection", exc_info=True)
 
 
-_relays: list[Relay] = []
+_relays: list[RelayThread] = []
 _heartbeats: list[heartbeat.Heartbeat] = []
 
 
@@ -178,7 +178,7 @@ def start_in_worker(app: Any, name: str | None = None) -> None:
         _heartbeats[0].start()
     if not _relays and conf.get().RELAY_IN_WORKER:
         threads = conf.get().RELAY_THREADS
-        _relays.extend(Relay(app, alias, threads) for alias in relay.outbox_databases())
+        _relays.extend(RelayThread(app, alias, threads) for alias in relay.outbox_databases())
         for thread in _relays:
             thread.start()
 

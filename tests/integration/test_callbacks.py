@@ -56,7 +56,7 @@ def test_a_false_when_sends_nothing_to_the_broker(broker, worker):
 
 def test_a_run_delivered_twice_at_once_has_one_effect(broker, workers):
     Ticket.objects.create(subject="twice", state="closed")
-    recording.consume_waiting()  # here: the run is written and its message published
+    recording.record_waiting()  # here: the run is written and its message published
     run = CallbackRun.objects.get()
     send(RUN, (run.pk, "default"), app=celery_app, queue=QUEUE)  # and once more
     assert broker.client().llen(QUEUE) == 2
@@ -110,7 +110,7 @@ def test_a_worker_hands_masked_values_in_clear_that_travelled_only_sealed(broker
     secret = "open-sesame-4711"
     Vault.objects.create(label="strongroom", secret=secret)
     assert secret not in Outbox.objects.get().payload
-    recording.consume_waiting()  # here: the run is written and its message published
+    recording.record_waiting()  # here: the run is written and its message published
     run = CallbackRun.objects.get()
     [message] = broker.client().lrange(QUEUE, 0, -1)
     body = base64.b64decode(json.loads(message)["body"])

@@ -124,7 +124,7 @@ def test_relaying_inside_a_context_lends_it_to_no_row(broker, django_user_model,
     ops = django_user_model.objects.create(username="ops")
     ticket = Ticket.objects.create(subject="urgent", state="escalated")  # no context
     with audit_context(actor=ops, request_id="relay-1", reason="relaying"):
-        recording.consume_waiting()  # records the change, sends the handler's run
+        recording.record_waiting()  # records the change, sends the handler's run
 
     [message] = broker.client().lrange(QUEUE, 0, -1)
     assert json.loads(message)["headers"]["auditq_context"] is None
