@@ -8,8 +8,8 @@ settings, cached until Django's ``setting_changed`` signal clears it.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from dataclasses import dataclass, fields
-from functools import cache
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -131,9 +131,30 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
     return []
 
 
-@cache
+_cache: dict[str, Settings] = {}
+_lock = threading.Lock()
+_generation = [0]
+
+
 def get() -> Settings:
-    """Return the typed settings; raise ImproperlyConfigured if ``AUDITQ`` is invalid."""
+    """Return the typed settings; raise ImproperlyConfigured if ``AUDITQ`` is invalid.
+
+    Read once and kept until Django's settings change. A thread (the relay's) that read
+    them just before a change never keeps its stale copy: the change bumps a generation.
+    """
+    found = _cache.get("settings")
+    if found is not None:
+        return found
+    with _lock:
+        generation = _generation[0]
+    found = _read()
+    with _lock:
+        if generation == _generation[0]:
+            _cache["settings"] = found
+    return found
+
+
+def _read() -> Settings:
     found = problems()
     if found:
         raise ImproperlyConfigured("; ".join(message for message, _ in found))
@@ -150,4 +171,6 @@ def get() -> Settings:
 @receiver(setting_changed)
 def _clear(setting: str, **kwargs: Any) -> None:
     if setting == "AUDITQ":
-        get.cache_clear()
+        with _lock:
+            _generation[0] += 1
+            _cache.clear()

@@ -91,3 +91,28 @@ def test_the_readme_lists_every_setting_with_its_default():
     for name, value in listed.items():
         shown = tuple(value) if isinstance(value, list) else value
         assert shown == defaults[name], name
+
+
+def test_a_thread_that_read_the_settings_before_a_change_keeps_no_stale_copy(settings, monkeypatch):
+    import threading
+
+    reading, release = threading.Event(), threading.Event()
+    read = conf._read
+
+    def slow_read():
+        found = read()  # the settings as they were
+        reading.set()
+        release.wait(5)
+        return found
+
+    settings.AUDITQ = {**settings.AUDITQ, "QUEUE": "before"}
+    monkeypatch.setattr(conf, "_read", slow_read)
+    relay = threading.Thread(target=conf.get)  # as the relay thread calls it
+    relay.start()
+    reading.wait(5)
+    monkeypatch.setattr(conf, "_read", read)
+    settings.AUDITQ = {**settings.AUDITQ, "QUEUE": "after"}  # changed meanwhile
+    release.set()
+    relay.join(5)
+
+    assert conf.get().QUEUE == "after"
