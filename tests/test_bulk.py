@@ -154,6 +154,15 @@ def test_update_through_a_filtering_default_manager_records_only_its_rows():
     assert set(Label.everything.values_list("name", flat=True)) == {"renamed", "hidden"}
 
 
+def test_update_refuses_what_django_refuses():
+    Document.objects.bulk_create([Document(title="a"), Document(title="b")])
+
+    with pytest.raises(TypeError, match="Cannot update a query once a slice has been taken"):
+        Document.objects.order_by("pk")[:1].update(title="c")
+
+    assert sorted(Document.objects.values_list("title", flat=True)) == ["a", "b"]
+
+
 def test_a_rolled_back_bulk_change_records_nothing():
     Document.objects.bulk_create([Document(title="a")])
     with pytest.raises(RuntimeError), transaction.atomic():

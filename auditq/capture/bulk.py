@@ -98,7 +98,10 @@ def _guard_update(update: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(update)
     def guarded(self: QuerySet, **kwargs: Any) -> Any:
         model = self.model
-        if not kwargs or _WRITING.get() or not _captured(model):
+        query = self.query
+        if not kwargs or _WRITING.get() or query.is_sliced or query.combinator:
+            return update(self, **kwargs)  # nothing to capture, or Django refuses it
+        if not _captured(model):
             return update(self, **kwargs)
         try:
             fields = {name: model._meta.get_field(name) for name in kwargs}
