@@ -12,7 +12,6 @@ import decimal
 import enum
 import json
 import math
-import re
 import uuid
 from typing import Any
 
@@ -116,20 +115,6 @@ def json_bytes(data: Any) -> bytes:
     except orjson.JSONEncodeError:
         # encode() first: keys that are not strings, and NaN, which json writes as is.
         return json.dumps(encode(data), separators=(",", ":"), default=encode).encode()
-
-
-_LONG_NUMBER = re.compile(rb"\d{19}")
-"""Nineteen digits in a row: maybe an integer beyond 64 bits, which orjson reads as a
-float (the standard library keeps it exact)."""
-
-
-def json_loads(text: str | bytes) -> Any:
-    """The inverse of :func:`json_bytes`: orjson, or the standard library when the text may
-    hold an integer beyond 64 bits (an integer stays an integer)."""
-    data = text.encode() if isinstance(text, str) else text
-    if _LONG_NUMBER.search(data):
-        return json.loads(data)
-    return orjson.loads(data)
 
 
 def unencodable(value: Any) -> dict[str, Any]:

@@ -18,9 +18,12 @@ import orjson
 from django.apps import apps
 
 from auditq.stream.context import AuditContext, resolve_actor
-from auditq.stream.encoding import encode, json_bytes, json_loads
+from auditq.stream.encoding import encode
 
 VERSION = 3
+WIDE = "wide"
+"""Payload key set when the payload holds an integer beyond 64 bits (read it with the
+standard library; orjson would make it a float)."""
 """Bumped whenever the payload changes shape; a worker refuses other versions."""
 
 REPR_LIMIT = 200
@@ -165,7 +168,13 @@ def dumps(changes: Sequence[Change]) -> str:
             )
         )
     payload = {"v": VERSION, "batch": os.urandom(16).hex(), "contexts": contexts, "events": rows}
-    return json_bytes(payload).decode()
+    try:
+        return orjson.dumps(payload).decode()
+    except orjson.JSONEncodeError:
+        # An integer beyond 64 bits: orjson writes none and would read it as a float.
+        # The flag sends the reader to the standard library, for this payload only.
+        payload[WIDE] = True
+        return json.dumps(payload, separators=(",", ":"))
 
 
 def _event_id(batch: int, index: int) -> uuid.UUID:
@@ -184,9 +193,11 @@ def loads(payload: str, key: str = "") -> list[Event]:
             (a missing key, a wrong type, a model this project does not have).
     """
     try:
-        data = json_loads(payload)
+        data = orjson.loads(payload)
+        if isinstance(data, dict) and data.get(WIDE):
+            data = json.loads(payload)
         version = data.get("v") if isinstance(data, dict) else None
-    except orjson.JSONDecodeError as exc:
+    except (orjson.JSONDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"the outbox payload is not JSON: {exc}") from exc
     if version != VERSION:
         raise OtherVersion(
