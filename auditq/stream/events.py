@@ -18,7 +18,7 @@ import orjson
 from django.apps import apps
 
 from auditq.stream.context import AuditContext, resolve_actor
-from auditq.stream.encoding import encode
+from auditq.stream.encoding import encode, json_bytes
 
 VERSION = 3
 WIDE = "wide"
@@ -169,12 +169,13 @@ def dumps(changes: Sequence[Change]) -> str:
         )
     payload = {"v": VERSION, "batch": os.urandom(16).hex(), "contexts": contexts, "events": rows}
     try:
-        return orjson.dumps(payload).decode()
+        # default=encode: a consumer's data that is not JSON-safe is encoded, not raised.
+        return orjson.dumps(payload, default=encode).decode()
     except orjson.JSONEncodeError:
         # An integer beyond 64 bits: orjson writes none and would read it as a float.
         # The flag sends the reader to the standard library, for this payload only.
         payload[WIDE] = True
-        return json.dumps(payload, separators=(",", ":"))
+        return json_bytes(payload).decode()
 
 
 def _event_id(batch: int, index: int) -> uuid.UUID:
