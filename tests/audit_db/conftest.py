@@ -6,6 +6,7 @@ import pytest
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 
+
 @pytest.fixture(autouse=True)
 def own_content_types(transactional_db) -> Iterator[None]:
     """The audit database's content types of the test app get keys of their own, unlike
