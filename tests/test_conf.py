@@ -128,7 +128,7 @@ def test_a_thread_that_read_the_settings_before_a_change_keeps_no_stale_copy(set
 def test_the_audit_database_must_be_an_alias(settings, value, message):
     settings.AUDITQ = {"DATABASE": value}
 
-    [(problem, hint)] = conf.problems()
+    [(problem, _hint)] = conf.problems()
     assert message in problem
     with pytest.raises(ImproperlyConfigured, match="DATABASE"):
         conf.get()
