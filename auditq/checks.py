@@ -14,7 +14,7 @@ from auditq import conf, registry
 from auditq.capture import bulk
 from auditq.consumers import counters
 from auditq.delivery import broker
-from auditq.models import AuditEntry
+from auditq.models import AuditEntry, OperationRun
 from auditq.operations import executor
 from auditq.routers import AuditRouter
 
@@ -259,6 +259,8 @@ def check_operation_steps(
 
     found: list[checks.CheckMessage] = []
     for alias in databases or ():
+        if not router.allow_migrate_model(alias, OperationRun):
+            continue  # AUDITQ["DATABASE"]: it holds only the entries
         try:
             waiting = executor.unresolved(alias)
         except DatabaseError:  # auditq's tables are not there yet (before migrate)

@@ -5,6 +5,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections, router
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from auditq.delivery import relay
@@ -96,3 +97,23 @@ def _entry_of(content_type: ContentType) -> AuditEntry:
         action="create",
         occurred_at=timezone.now(),
     )
+
+
+def test_the_entries_indexes_are_built_where_the_entries_are():
+    with connections["audit"].cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'auditq_auditentry'")
+        indexes = {row[0] for row in cursor.fetchall()}
+        cursor.execute("SELECT count(*) FROM pg_proc WHERE proname = 'auditq_outbox_put'")
+        [(functions,)] = cursor.fetchall()
+
+    # Migrations 0003 and 0012 (trigram search, caused_by); 0002's outbox function is not.
+    assert {"auditq_entry_repr_trgm", "auditq_entry_caused_by"} <= indexes
+    assert functions == 0
+
+
+def test_the_operation_runs_check_skips_the_audit_database():
+    from auditq.checks import check_operation_steps
+
+    with CaptureQueriesContext(connections["audit"]) as queries:
+        assert check_operation_steps(databases=["audit"]) == []
+    assert not queries.captured_queries
