@@ -8,12 +8,15 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
+from django.db import DEFAULT_DB_ALIAS, router
 
 from auditq import conf, registry
 from auditq.capture import bulk
 from auditq.consumers import counters
 from auditq.delivery import broker
+from auditq.models import AuditEntry, OperationRun
 from auditq.operations import executor
+from auditq.routers import AuditRouter
 
 MIDDLEWARE = "auditq.middleware.AuditContextMiddleware"
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -94,6 +97,63 @@ def _field(model: Any, name: str) -> Any:
 def check_settings(**kwargs: Any) -> list[checks.CheckMessage]:
     """auditq.E002: ``AUDITQ`` has an unknown key, a wrong type or a bad value."""
     return [checks.Error(message, hint=hint, id="auditq.E002") for message, hint in conf.problems()]
+
+
+AUDIT_ROUTER = "auditq.routers.AuditRouter"
+
+
+def check_audit_database(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.E011 to E013: ``AUDITQ["DATABASE"]`` without its router, the entries routed
+    elsewhere, or auditq's other tables routed away from the audited models' writes."""
+    database = None if conf.problems() else conf.get().DATABASE
+    if database is None:
+        return []
+    if not any(isinstance(found, AuditRouter) for found in router.routers):
+        return [
+            checks.Error(
+                f"AUDITQ['DATABASE'] is {database!r}, but {AUDIT_ROUTER} is not in "
+                "DATABASE_ROUTERS: the entries would not go there.",
+                hint=f"Add {AUDIT_ROUTER!r} to DATABASE_ROUTERS (after your own routers), "
+                f"then run manage.py migrate --database={database}.",
+                id="auditq.E011",
+            )
+        ]
+    found: list[checks.CheckMessage] = []
+    routed = {router.db_for_read(AuditEntry), router.db_for_write(AuditEntry)}
+    if routed != {database} or not router.allow_migrate_model(database, AuditEntry):
+        found.append(
+            checks.Error(
+                f"AUDITQ['DATABASE'] is {database!r}, but a router before {AUDIT_ROUTER} "
+                f"sends auditq.AuditEntry to {sorted(routed)!r} or keeps its table out of "
+                f"{database!r}.",
+                hint=f"Have your routers return None for auditq.AuditEntry, or put "
+                f"{AUDIT_ROUTER!r} first in DATABASE_ROUTERS.",
+                id="auditq.E013",
+            )
+        )
+    writers = {router.db_for_write(model) for model in registry.tracked_models()}
+    writers = writers or {DEFAULT_DB_ALIAS}
+    for model in apps.get_app_config("auditq").get_models():
+        if model is AuditEntry:
+            continue
+        routed = {router.db_for_read(model), router.db_for_write(model)}
+        away = sorted(routed - writers)
+        missing = sorted(a for a in writers if not router.allow_migrate_model(a, model))
+        if away or missing:
+            where = f"sends it to {away!r}" if away else f"keeps its table out of {missing!r}"
+            found.append(
+                checks.Error(
+                    f"The routers put {model._meta.label} away from the database the audited "
+                    f"models are written to ({', '.join(sorted(writers))}): it {where}.",
+                    hint="auditq's outbox, callback runs, counter deltas and operation runs "
+                    "must commit with the writes they record: route them with the audited "
+                    "models, and leave AUDITQ['DATABASE'] to a database of its own (it "
+                    "holds only the entries).",
+                    obj=model,
+                    id="auditq.E012",
+                )
+            )
+    return found
 
 
 def check_celery(**kwargs: Any) -> list[checks.CheckMessage]:
@@ -199,6 +259,8 @@ def check_operation_steps(
 
     found: list[checks.CheckMessage] = []
     for alias in databases or ():
+        if not router.allow_migrate_model(alias, OperationRun):
+            continue  # AUDITQ["DATABASE"]: it holds only the entries
         try:
             waiting = executor.unresolved(alias)
         except DatabaseError:  # auditq's tables are not there yet (before migrate)
@@ -326,6 +388,7 @@ def register() -> None:
         check_audited_fields,
         check_counters,
         check_settings,
+        check_audit_database,
         check_celery,
         check_celery_app,
         check_middleware,

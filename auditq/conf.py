@@ -55,6 +55,10 @@ class Settings:
     COUNTER_DELAY_SECONDS: float = 1.0
     """How long counter-cache deltas gather before a worker applies them: a parent gets
     at most one ``UPDATE`` per this many seconds, and its count is right this much later."""
+    DATABASE: str | None = None
+    """The database alias that holds the audit entries, and only them of auditq's tables
+    (with ``auditq.routers.AuditRouter`` in ``DATABASE_ROUTERS``); ``None``: each entry
+    goes to the database of the change it records, with the outbox."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -72,6 +76,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "RELAY_IN_WORKER": (bool,),
     "RELAY_THREADS": (int,),
     "COUNTER_DELAY_SECONDS": (int, float),
+    "DATABASE": (str, type(None)),
 }
 
 
@@ -118,6 +123,14 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
                         'Use addresses or CIDR networks, e.g. ["10.0.0.0/8", "127.0.0.1"].',
                     )
                 ]
+    if key == "DATABASE" and value is not None and value not in django_settings.DATABASES:
+        return [
+            (
+                f"AUDITQ['DATABASE'] is {value!r}, which is not an alias of DATABASES.",
+                f"Add {value!r} to DATABASES, or name one of: "
+                f"{', '.join(map(repr, django_settings.DATABASES))}.",
+            )
+        ]
     positive = (
         "RELAY_AFTER_SECONDS",
         "PUBLISH_TIMEOUT",

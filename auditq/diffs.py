@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db import models
+from django.db import DEFAULT_DB_ALIAS, models, router
 from django.utils.text import capfirst
 
+from auditq import conf
 from auditq.stream.encoding import MASK
 from auditq.stream.events import m2m_keys
 
@@ -84,7 +85,12 @@ class DiffRow:
 
 def entry_model(entry: AuditEntry) -> type[models.Model] | None:
     """The entry's model class (from the cached content type); None if it is gone."""
-    return ContentType.objects.get_for_id(entry.content_type_id).model_class()
+    return _content_type(entry).model_class()
+
+
+def _content_type(entry: AuditEntry) -> ContentType:
+    # The content types of the entry's database: keys differ between databases.
+    return ContentType.objects.db_manager(entry._state.db).get_for_id(entry.content_type_id)
 
 
 def title(entry: AuditEntry) -> str:
@@ -93,7 +99,7 @@ def title(entry: AuditEntry) -> str:
     if model is not None:
         name = str(capfirst(model._meta.verbose_name))
     else:
-        name = str(capfirst(ContentType.objects.get_for_id(entry.content_type_id).model))
+        name = str(capfirst(_content_type(entry).model))
     verb = VERBS.get(entry.action, entry.action)
     by = f" by {entry.actor_repr}" if entry.actor_repr else ""
     return f"{name} #{entry.object_pk} {verb}{by}"
@@ -105,11 +111,15 @@ def diff_rows(
     """Turn an entry's changes into rows a person can read.
 
     Foreign keys and many-to-many keys are labelled with one query per related model, on
-    ``using`` (default: the database the entry came from). ``link`` adds URLs to them.
+    ``using`` (default: the database the entry came from; for an entry in
+    ``AUDITQ["DATABASE"]``, where the router reads each related model). ``link`` adds URLs
+    to them.
     """
     model = entry_model(entry)
     fields = {name: _field(model, name) for name in entry.changes}
-    labels = _related_labels(entry.changes, fields, using or entry._state.db or "default")
+    source = entry._state.db or DEFAULT_DB_ALIAS
+    where = using or (None if source == conf.get().DATABASE else source)
+    labels = _related_labels(entry.changes, fields, where)
 
     def related(field: models.Field | None, keys: Iterable[Any]) -> tuple[Related, ...]:
         if not _is_relation(field):
@@ -177,7 +187,7 @@ def _target(field: Any) -> tuple[type[models.Model], Any]:
 
 
 def _related_labels(
-    changes: dict[str, Any], fields: dict[str, models.Field | None], using: str
+    changes: dict[str, Any], fields: dict[str, models.Field | None], using: str | None
 ) -> dict[tuple[type[models.Model], Any], dict[str, str]]:
     """``{(related model, field): {key: label}}`` for the keys in ``changes``: one query each."""
     wanted: dict[tuple[type[models.Model], Any], set[str]] = defaultdict(set)
@@ -196,11 +206,8 @@ def _related_labels(
                 valid.append(to_field.to_python(key))
             except ValidationError:
                 continue
-        found = (
-            model._base_manager.using(using).filter(**{f"{to_field.attname}__in": valid})
-            if valid
-            else []
-        )
+        rows = model._base_manager.using(using or router.db_for_read(model))
+        found = rows.filter(**{f"{to_field.attname}__in": valid}) if valid else []
         labels[model, to_field] = {str(getattr(obj, to_field.attname)): str(obj) for obj in found}
     return labels
 

@@ -1,7 +1,9 @@
 """Retention: delete the audit entries, or the finished runs, older than a number of days,
 in small batches (each its own short transaction, so workers keep recording). Pending
 and running runs are never touched. Used by ``auditq_prune`` and the periodic tasks
-``auditq.tasks.prune`` and ``auditq.tasks.prune_runs``."""
+``auditq.tasks.prune`` and ``auditq.tasks.prune_runs``. Without a database alias, each
+table is pruned where the routers put it (the entries in ``AUDITQ["DATABASE"]``, if set).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import logging
 from collections.abc import Callable
 
 from celery import shared_task
-from django.db import DEFAULT_DB_ALIAS, models, transaction
+from django.db import models, router, transaction
 from django.utils import timezone
 
 from auditq.models import AuditEntry, CallbackRun, OperationRun
@@ -31,12 +33,12 @@ def cutoff(older_than_days: int, now: datetime.datetime | None = None) -> dateti
     return (now or timezone.now()) - datetime.timedelta(days=older_than_days)
 
 
-def count(before: datetime.datetime, using: str = DEFAULT_DB_ALIAS) -> int:
+def count(before: datetime.datetime, using: str | None = None) -> int:
     """How many entries occurred before ``before`` (what a prune would delete)."""
     return _old_entries(before, using).count()
 
 
-def count_runs(before: datetime.datetime, using: str = DEFAULT_DB_ALIAS) -> int:
+def count_runs(before: datetime.datetime, using: str | None = None) -> int:
     """How many runs finished before ``before`` (what :func:`prune_runs` would delete)."""
     return sum(runs.count() for runs in _old_runs(before, using))
 
@@ -44,7 +46,7 @@ def count_runs(before: datetime.datetime, using: str = DEFAULT_DB_ALIAS) -> int:
 def prune(
     before: datetime.datetime,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    using: str = DEFAULT_DB_ALIAS,
+    using: str | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """Delete the entries that occurred before ``before``; return how many were deleted.
@@ -59,7 +61,7 @@ def prune(
 def prune_runs(
     before: datetime.datetime,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    using: str = DEFAULT_DB_ALIAS,
+    using: str | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """Delete the callback and operation runs that finished before ``before`` (an
@@ -71,17 +73,19 @@ def prune_runs(
     return deleted
 
 
-def _old_entries(before: datetime.datetime, using: str) -> models.QuerySet:
-    return AuditEntry.objects.using(using).filter(occurred_at__lt=before)
+def _old_entries(before: datetime.datetime, using: str | None) -> models.QuerySet:
+    return AuditEntry.objects.using(using or router.db_for_write(AuditEntry)).filter(
+        occurred_at__lt=before
+    )
 
 
-def _old_runs(before: datetime.datetime, using: str) -> list[models.QuerySet]:
+def _old_runs(before: datetime.datetime, using: str | None) -> list[models.QuerySet]:
     finished = {"finished_at__lt": before}
     return [
-        CallbackRun.objects.using(using)
+        CallbackRun.objects.using(using or router.db_for_write(CallbackRun))
         .exclude(status=CallbackRun.Status.PENDING)
         .filter(**finished),
-        OperationRun.objects.using(using)
+        OperationRun.objects.using(using or router.db_for_write(OperationRun))
         .exclude(status__in=[OperationRun.Status.PENDING, OperationRun.Status.RUNNING])
         .filter(**finished),
     ]
@@ -113,7 +117,7 @@ def _delete(
 
 @shared_task(name="auditq.tasks.prune", ignore_result=True, store_errors_even_if_ignored=True)
 def prune_task(
-    older_than_days: int, batch_size: int = DEFAULT_BATCH_SIZE, using: str = DEFAULT_DB_ALIAS
+    older_than_days: int, batch_size: int = DEFAULT_BATCH_SIZE, using: str | None = None
 ) -> int:
     """Delete the entries older than ``older_than_days`` days (schedule it with beat)."""
     return prune(cutoff(older_than_days), batch_size, using)
@@ -121,7 +125,7 @@ def prune_task(
 
 @shared_task(name="auditq.tasks.prune_runs", ignore_result=True, store_errors_even_if_ignored=True)
 def prune_runs_task(
-    older_than_days: int, batch_size: int = DEFAULT_BATCH_SIZE, using: str = DEFAULT_DB_ALIAS
+    older_than_days: int, batch_size: int = DEFAULT_BATCH_SIZE, using: str | None = None
 ) -> int:
     """Delete the runs that finished more than ``older_than_days`` days ago (for beat)."""
     return prune_runs(cutoff(older_than_days), batch_size, using)

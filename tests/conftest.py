@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
-from django.db import connection
+from django.conf import settings
+from django.db import connection, connections
 
 from tests.celery_app import app as celery_app
 
@@ -151,11 +152,13 @@ class Worker:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
             "AUDITQ_TEST_BROKER_URL": broker_url,
             "AUDITQ_TEST_EAGER": "0",
             "AUDITQ_TEST_WORKER_DB": str(connection.settings_dict["NAME"]),
         }
+        if "audit" in connections:  # tests.settings_audit_db: the entries' own database
+            env["AUDITQ_TEST_WORKER_AUDIT_DB"] = str(connections["audit"].settings_dict["NAME"])
         self.env = env
         self.process: subprocess.Popen | None = None
 
@@ -244,6 +247,19 @@ def _postgres_when_required(django_db_setup, django_db_blocker) -> None:
     """The PostgreSQL pass of ``make test`` must really run on PostgreSQL."""
     if os.environ.get("AUDITQ_REQUIRE_POSTGRES") == "1":
         assert connection.vendor == "postgresql", "the PostgreSQL pass runs on " + connection.vendor
+
+
+AUDIT_DB_TESTS = ROOT / "tests" / "audit_db"
+AUDIT_DB_SETTINGS = "tests.settings_audit_db"
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """tests/audit_db runs in passes of its own, with tests.settings_audit_db (a second
+    database), and only there; tests/run.sh runs both kinds of pass."""
+    inside = collection_path == AUDIT_DB_TESTS or AUDIT_DB_TESTS in collection_path.parents
+    if settings.SETTINGS_MODULE == AUDIT_DB_SETTINGS:
+        return True if collection_path.name.startswith("test_") and not inside else None
+    return True if inside else None
 
 
 def pytest_collection_modifyitems(items) -> None:

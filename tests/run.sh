@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole suite, twice: on PostgreSQL (DATABASE_URL, default the local server) and on
-# SQLite. With CI=true an unreachable PostgreSQL is a failure; elsewhere that pass is
-# skipped with a warning. pytest's exit 5 (no tests collected) counts as a failure.
+# SQLite; then tests/audit_db, with the audit entries in a PostgreSQL database of their
+# own (tests.settings_audit_db), beside each of the two. With CI=true an unreachable
+# PostgreSQL is a failure; elsewhere those passes are skipped with a warning. pytest's
+# exit 5 (no tests collected) counts as a failure; a pass that none of the paths given
+# as arguments concern is not run.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -28,12 +31,41 @@ pg_reachable() {
         "$PG_URL" 2>/dev/null
 }
 
+# Which passes the path arguments concern: tests/audit_db runs only in its own passes.
+main=1
+audit=1
+audit_dir="$(realpath tests/audit_db)"
+paths=0
+for arg in "$@"; do
+    path="${arg%%::*}"
+    [[ "$arg" == -* || ! -e "$path" ]] && continue
+    ((paths++ == 0)) && main=0 && audit=0
+    full="$(realpath "$path")"
+    if [[ "$full" == "$audit_dir" || "$full" == "$audit_dir"/* ]]; then
+        audit=1
+    elif [[ "$audit_dir" == "$full"/* ]]; then
+        main=1 audit=1
+    else
+        main=1
+    fi
+done
+
 if pg_reachable || [[ "${CI:-}" == "true" ]]; then
-    run_pass "PostgreSQL" env DATABASE_URL="$PG_URL" AUDITQ_REQUIRE_POSTGRES=1 \
-        "$PY" -m pytest "$@"
+    postgres=1
 else
-    echo "==> PostgreSQL: not reachable at $PG_URL; pass skipped (with CI=true it fails)" >&2
+    postgres=0
+    echo "==> PostgreSQL: not reachable at $PG_URL; its passes skipped (with CI=true they fail)" >&2
 fi
-run_pass "SQLite" env -u DATABASE_URL "$PY" -m pytest --ignore=tests/postgres "$@"
+if ((main)); then
+    ((postgres)) && run_pass "PostgreSQL" env DATABASE_URL="$PG_URL" AUDITQ_REQUIRE_POSTGRES=1 \
+        "$PY" -m pytest "$@"
+    run_pass "SQLite" env -u DATABASE_URL "$PY" -m pytest --ignore=tests/postgres "$@"
+fi
+if ((audit && postgres)); then
+    run_pass "PostgreSQL + audit database" env DATABASE_URL="$PG_URL" AUDITQ_REQUIRE_POSTGRES=1 \
+        AUDITQ_TEST_AUDIT_DATABASE_URL="$PG_URL" "$PY" -m pytest --ds tests.settings_audit_db "$@"
+    run_pass "SQLite + audit database on PostgreSQL" env -u DATABASE_URL \
+        AUDITQ_TEST_AUDIT_DATABASE_URL="$PG_URL" "$PY" -m pytest --ds tests.settings_audit_db "$@"
+fi
 
 exit $failed

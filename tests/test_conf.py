@@ -116,3 +116,25 @@ def test_a_thread_that_read_the_settings_before_a_change_keeps_no_stale_copy(set
     relay.join(5)
 
     assert conf.get().QUEUE == "after"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("audit", "AUDITQ['DATABASE'] is 'audit', which is not an alias of DATABASES"),
+        (3, "AUDITQ['DATABASE'] must be str or None, not int"),
+    ],
+)
+def test_the_audit_database_must_be_an_alias(settings, value, message):
+    settings.AUDITQ = {"DATABASE": value}
+
+    [(problem, _hint)] = conf.problems()
+    assert message in problem
+    with pytest.raises(ImproperlyConfigured, match="DATABASE"):
+        conf.get()
+
+
+def test_no_audit_database_by_default(settings):
+    settings.AUDITQ = {}
+
+    assert conf.get().DATABASE is None

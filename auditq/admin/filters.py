@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, router
 from django.http import HttpRequest
 
 from auditq import registry
@@ -39,9 +39,9 @@ class ModelFilter(admin.SimpleListFilter):
     parameter_name = "content_type__id__exact"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        types = ContentType.objects.get_for_models(
-            *registry.audited_models(), for_concrete_models=False
-        )
+        # The content types of the entries' database (AUDITQ["DATABASE"]): its own keys.
+        content_types = ContentType.objects.db_manager(router.db_for_read(AuditEntry))
+        types = content_types.get_for_models(*registry.audited_models(), for_concrete_models=False)
         choices = {str(ct.pk): str(ct) for ct in types.values()}
         value = self.value()
         if value and value not in choices:
@@ -49,7 +49,7 @@ class ModelFilter(admin.SimpleListFilter):
             # (A bad value is refused by queryset(), which runs next.)
             with contextlib.suppress(IncorrectLookupParameters, ContentType.DoesNotExist):
                 key = _key(ContentType._meta.pk, value)
-                choices[value] = str(ContentType.objects.get_for_id(key))
+                choices[value] = str(content_types.get_for_id(key))
         return sorted(choices.items(), key=lambda choice: choice[1])
 
     def queryset(self, request: HttpRequest, queryset: models.QuerySet) -> models.QuerySet:

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.contenttypes.models import ContentType
-from django.db import models
+from django.db import models, router
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
@@ -21,6 +21,7 @@ from django.urls import NoReverseMatch, reverse
 from auditq import registry
 from auditq.admin.dashboard import dashboard_url
 from auditq.admin.filters import ModelFilter, ObjectFilter
+from auditq.models import AuditEntry
 from auditq.stream.encoding import encode
 from auditq.stream.events import key_text
 
@@ -41,7 +42,9 @@ def trail_url(request: HttpRequest, obj: models.Model | None) -> str | None:
         )
     except NoReverseMatch:
         return None
-    content_type = ContentType.objects.get_for_model(obj)
+    # The entries' database's content type (AUDITQ["DATABASE"] has keys of its own).
+    content_types = ContentType.objects.db_manager(router.db_for_read(AuditEntry))
+    content_type = content_types.get_for_model(obj)
     key = key_text(encode(obj.pk))
     query = {ModelFilter.parameter_name: content_type.pk, ObjectFilter.parameter_name: key}
     return f"{changelist}?{urlencode(query)}"

@@ -2,7 +2,9 @@
 
 Wants every change of an ``@audited`` model, unless it was made inside
 ``disable_auditing()``. Entries are unique by ``event_id``, so writing an event twice
-changes nothing.
+changes nothing. With ``AUDITQ["DATABASE"]`` they are written there, in a transaction of
+their own that commits before the worker's (which clears the outbox rows): a worker that
+dies between the two commits leaves the rows, and their next delivery skips the entries.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from typing import Any, cast
 import orjson
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
 
-from auditq import registry
+from auditq import conf, registry
 from auditq.backends import backend
 from auditq.models import AuditEntry
 from auditq.stream.context import AuditContext
@@ -53,13 +55,24 @@ class AuditConsumer:
         return 1 if wanted and (changes or action != "update") else None
 
     def record(self, events: Sequence[Event], using: str) -> None:
-        """Write one entry per event; entries already written are left as they are."""
+        """Write one entry per event; entries already written are left as they are.
+
+        ``using`` is the outbox's database; the entries go to ``AUDITQ["DATABASE"]`` if set.
+        """
+        target = conf.get().DATABASE or using
+        # Another database: its own transaction, committed first. The same: no savepoint.
+        with transaction.atomic(using=target, savepoint=False):
+            self._write(events, using, target)
+
+    def _write(self, events: Sequence[Event], using: str, target: str) -> None:
+        """Write the entries in ``target``; the objects' current text is read in ``using``."""
         types: dict[str, ContentType] = {}
         rows = []
         for event in events:
             content_type = types.get(event.model)
             if content_type is None:
-                content_type = types[event.model] = _content_type(event.model, using)
+                # The content types of the entries' database: its keys are its own.
+                content_type = types[event.model] = _content_type(event.model, target)
             rows.append(
                 {
                     "event_id": event.id,
@@ -78,7 +91,7 @@ class AuditConsumer:
                     "occurred_at": event.occurred_at,
                 }
             )
-        connection = connections[using]
+        connection = connections[target]
         found = backend(connection)
         if found.supports_json_rows:
             found.insert_json_rows(
@@ -92,7 +105,7 @@ class AuditConsumer:
         else:
             recorded_at = timezone.now()
             entries = [AuditEntry(**row, recorded_at=recorded_at) for row in rows]
-            AuditEntry.objects.using(using).bulk_create(
+            AuditEntry.objects.using(target).bulk_create(
                 entries, ignore_conflicts=True, batch_size=1000
             )
 

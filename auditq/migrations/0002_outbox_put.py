@@ -44,5 +44,5 @@ class Migration(migrations.Migration):
             name="created_at",
             field=models.DateTimeField(default=django.utils.timezone.now),
         ),
-        migrations.RunPython(create, drop, elidable=False),
+        migrations.RunPython(create, drop, elidable=False, hints={"model_name": "outbox"}),
     ]

@@ -63,5 +63,11 @@ class Migration(migrations.Migration):
             model_name="auditentry",
             index=models.Index(fields=["object_pk", "occurred_at"], name="auditq_entry_key"),
         ),
-        migrations.RunPython(create_trigram_indexes, drop_trigram_indexes, elidable=False),
+        # The hint: where the entries live (auditq.routers.AuditRouter).
+        migrations.RunPython(
+            create_trigram_indexes,
+            drop_trigram_indexes,
+            elidable=False,
+            hints={"model_name": "auditentry"},
+        ),
     ]

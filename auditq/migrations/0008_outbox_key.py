@@ -57,5 +57,5 @@ class Migration(migrations.Migration):
                 "the payload marks where it goes.",
             ),
         ),
-        migrations.RunPython(create, restore, elidable=False),
+        migrations.RunPython(create, restore, elidable=False, hints={"model_name": "outbox"}),
     ]

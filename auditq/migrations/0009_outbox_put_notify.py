@@ -49,4 +49,6 @@ class Migration(migrations.Migration):
 
     dependencies = [("auditq", "0008_outbox_key")]
 
-    operations = [migrations.RunPython(create, restore, elidable=False)]
+    operations = [
+        migrations.RunPython(create, restore, elidable=False, hints={"model_name": "outbox"})
+    ]

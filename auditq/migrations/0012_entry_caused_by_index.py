@@ -30,4 +30,8 @@ def drop_index(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [("auditq", "0011_outbox_set_aside")]
 
-    operations = [migrations.RunPython(create_index, drop_index, elidable=False)]
+    operations = [
+        migrations.RunPython(
+            create_index, drop_index, elidable=False, hints={"model_name": "auditentry"}
+        )
+    ]

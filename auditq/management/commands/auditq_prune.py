@@ -4,12 +4,13 @@ import argparse
 import sys
 from typing import Any
 
-from django.core.management.base import CommandParser
-from django.db import DEFAULT_DB_ALIAS
+from django.core.management.base import CommandError, CommandParser
+from django.db import router
 from tqdm import tqdm
 
 from auditq import retention
 from auditq.management.base import AuditqCommand, batch_size, database
+from auditq.models import AuditEntry, CallbackRun
 
 
 def days(text: str) -> int:
@@ -60,7 +61,10 @@ class Command(AuditqCommand):
             help=f"Entries deleted per transaction (default {retention.DEFAULT_BATCH_SIZE}).",
         )
         parser.add_argument(
-            "--database", type=database, default=DEFAULT_DB_ALIAS, help="Database alias."
+            "--database",
+            type=database,
+            default=None,
+            help="Database alias (default: the one the routers give the entries, or the runs).",
         )
 
     def handle(
@@ -70,10 +74,16 @@ class Command(AuditqCommand):
         runs: bool,
         dry_run: bool,
         batch_size: int,
-        database: str,
+        database: str | None,
         verbosity: int,
         **options: Any,
     ) -> None:
+        table = CallbackRun if runs else AuditEntry
+        if database is not None and not router.allow_migrate_model(database, table):
+            raise CommandError(
+                f"Database {database!r} holds no {table._meta.verbose_name_plural}: they are "
+                f"in {router.db_for_write(table)!r}. Leave out --database, or name that one."
+            )
         before = retention.cutoff(older_than)
         when = f"{older_than} days (before {before:%Y-%m-%d %H:%M:%S %Z})"
         if runs:

@@ -46,6 +46,11 @@ class Command(AuditqCommand):
     def handle(self, *args: Any, older_than: float | None, database: str, **options: Any) -> None:
         if database not in connections:
             raise CommandError(f"Unknown database alias {database!r}.")
+        if database not in relay.outbox_databases():
+            raise CommandError(
+                f"Database {database!r} holds no outbox (AUDITQ['DATABASE'] keeps only the "
+                f"audit entries there); relay one of: {', '.join(relay.outbox_databases())}."
+            )
         waiting, _ = relay.backlog(database)
         young, recent = relay.not_due(older_than, database) if waiting else (0, 0)
         try:

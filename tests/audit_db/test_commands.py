@@ -1,0 +1,61 @@
+"""The commands with the trail in a database of its own: ``auditq_prune`` prunes the
+entries there and the runs with the writes; ``auditq_relay`` relays no outbox there."""
+
+import datetime
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from auditq.models import AuditEntry, CallbackRun
+from tests.testapp.models import Document, Ticket
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "audit"])
+
+
+def prune(*args: str) -> str:
+    out = io.StringIO()
+    call_command("auditq_prune", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_prune_deletes_old_entries_in_the_audit_database():
+    old, new = Document.objects.create(title="old"), Document.objects.create(title="new")
+    AuditEntry.objects.filter(object_pk=str(old.pk)).update(
+        occurred_at=timezone.now() - datetime.timedelta(days=400)
+    )
+
+    assert prune("--older-than", "365", "--dry-run").startswith("Would delete 1 audit entries")
+    assert prune("--older-than", "365").startswith("Deleted 1 audit entries")
+    assert [e.object_pk for e in AuditEntry.objects.all()] == [str(new.pk)]
+
+
+def test_prune_runs_deletes_finished_runs_in_the_writers_database():
+    ticket = Ticket.objects.create(subject="printer")
+    ticket.state = "closed"
+    ticket.save()
+    CallbackRun.objects.update(finished_at=timezone.now() - datetime.timedelta(days=40))
+
+    assert prune("--runs", "--older-than", "30").startswith("Deleted 1 finished runs")
+    assert not CallbackRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--database", "default"], "'default' holds no audit entries: they are in 'audit'"),
+        (
+            ["--runs", "--database", "audit"],
+            "'audit' holds no callback runs: they are in 'default'",
+        ),
+    ],
+)
+def test_prune_refuses_a_database_without_the_table(args, message):
+    with pytest.raises(CommandError, match=message):
+        prune("--older-than", "1", *args)
+
+
+def test_the_relay_refuses_the_audit_database():
+    with pytest.raises(CommandError, match="'audit' holds no outbox"):
+        call_command("auditq_relay", "--database", "audit", stdout=io.StringIO())
