@@ -55,6 +55,9 @@ class Settings:
     COUNTER_DELAY_SECONDS: float = 1.0
     """How long counter-cache deltas gather before a worker applies them: a parent gets
     at most one ``UPDATE`` per this many seconds, and its count is right this much later."""
+    EXPORT_LINK_SECONDS: float = 86400.0
+    """How long an admin export's download link works after it was given out (on the
+    run's page, or in the email); the run's page gives a fresh one."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -72,6 +75,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "RELAY_IN_WORKER": (bool,),
     "RELAY_THREADS": (int,),
     "COUNTER_DELAY_SECONDS": (int, float),
+    "EXPORT_LINK_SECONDS": (int, float),
 }
 
 
@@ -125,6 +129,7 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
         "RELAY_POLL_SECONDS",
         "RELAY_THREADS",
         "COUNTER_DELAY_SECONDS",
+        "EXPORT_LINK_SECONDS",
     )
     if key in positive and not 0 < value < float("inf"):
         return [(f"AUDITQ[{key!r}] must be a finite number greater than zero.", f"Got {value!r}.")]
