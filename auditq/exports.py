@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import datetime
 import io
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from auditq.models import AuditEntry
@@ -41,7 +41,9 @@ COLUMNS = (
 """The keys of a JSON Lines object, and the CSV header, in this order."""
 
 # What is read for each column: the model is the content type's key, made a label below;
-# the actor is its repr (the user row may be gone).
+# the actor is its repr (the user row may be gone); changes and context are read as the
+# database's JSON text and written as they are, never decoded and encoded again (that
+# was half the time of an export, and an integer beyond 64 bits stays exact).
 _FIELDS = (
     "id",
     "event_id",
@@ -49,12 +51,12 @@ _FIELDS = (
     "object_pk",
     "object_repr",
     "action",
-    "changes",
+    "changes_json",
     "actor_repr",
     "actor_id",
     "remote_addr",
     "request_id",
-    "context",
+    "context_json",
     "occurred_at",
 )
 
@@ -138,9 +140,14 @@ def after(entries: models.QuerySet[AuditEntry], position: Sequence[Any]) -> mode
 
 def rows(entries: models.QuerySet[AuditEntry], chunk_size: int = CHUNK_SIZE) -> Iterator[Row]:
     """Each entry as a dict with the keys :data:`COLUMNS`, streamed (constant memory: no
-    model instances, and a server-side cursor on PostgreSQL)."""
+    model instances, and a server-side cursor on PostgreSQL). ``changes`` and ``context``
+    are JSON text, as the database holds them."""
     using = entries.db
     labels: dict[int, str] = {}
+    entries = entries.annotate(
+        changes_json=Cast("changes", models.TextField()),
+        context_json=Cast("context", models.TextField()),
+    )
     for values in entries.values_list(*_FIELDS).iterator(chunk_size=chunk_size):
         row = dict(zip(COLUMNS, values, strict=True))
         content_type_id = row["model"]
@@ -157,15 +164,6 @@ def rows(entries: models.QuerySet[AuditEntry], chunk_size: int = CHUNK_SIZE) -> 
 def position(row: Row) -> list[Any]:
     """Where ``row`` stands in the export's order, as JSON data (see :func:`after`)."""
     return [row["occurred_at"], row["id"]]
-
-
-def _json(value: Any) -> bytes:
-    """Compact JSON; the standard library for integers beyond 64 bits, which orjson refuses
-    (a trail may hold them: a value is kept as its Python type)."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class Writer:
@@ -187,14 +185,16 @@ class Writer:
 
     def lines(self, batch: Sequence[Row]) -> bytes:
         """The lines of ``batch``: one JSON object, or one CSV row, per entry."""
-        if self.format == "jsonl":
-            return b"".join(_json(row) + b"\n" for row in batch)
+        if self.format == "csv":
+            self._csv.writerows(row.values() for row in batch)
+            return self._take()
+        lines = []
         for row in batch:
-            self._csv.writerow(
-                _json(value).decode() if name in ("changes", "context") else value
-                for name, value in row.items()
-            )
-        return self._take()
+            line = dict(row)
+            line["changes"] = orjson.Fragment(row["changes"])
+            line["context"] = orjson.Fragment(row["context"])
+            lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        return b"".join(lines)
 
     def _take(self) -> bytes:
         text = self._text.getvalue()
