@@ -319,7 +319,7 @@ def test_the_list_offers_export_of_its_current_filter(admin_client, trail):
     )
 
     html = page.content.decode()
-    assert 'id="auditq-export"' in html
+    assert 'id="auditq-export-jsonl"' in html and 'id="auditq-export-csv"' in html
     assert 'name="query" value="action__exact=update"' in html
 
 

@@ -285,7 +285,4 @@ def download_view(
 
 def form_context(request: HttpRequest) -> dict[str, Any]:
     """What the list's Export form needs: the query string to export."""
-    return {
-        "auditq_export_query": request.GET.urlencode(),
-        "auditq_export_formats": exports.FORMATS,
-    }
+    return {"auditq_export_query": request.GET.urlencode()}
