@@ -135,7 +135,9 @@ def after(entries: models.QuerySet[AuditEntry], position: Sequence[Any]) -> mode
     written) in the export's order: a keyset, so each chunk starts where the last ended
     at the cost of an index probe, however deep into the trail."""
     when = datetime.datetime.fromisoformat(position[0])
-    return entries.filter(Q(occurred_at__gt=when) | Q(occurred_at=when, id__gt=position[1]))
+    # The plain bound lets an index on the time start there; the OR alone would not.
+    later = entries.filter(occurred_at__gte=when)
+    return later.filter(Q(occurred_at__gt=when) | Q(occurred_at=when, id__gt=position[1]))
 
 
 def rows(entries: models.QuerySet[AuditEntry], chunk_size: int = CHUNK_SIZE) -> Iterator[Row]:
