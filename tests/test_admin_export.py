@@ -332,3 +332,25 @@ def test_the_dashboard_shows_the_progress_of_runs_in_progress(admin_client):
 
     assert f"auditq.export #{run.pk}" in html
     assert "1,200 of 4,800 (25%)" in html
+
+
+def test_a_user_who_is_gone_fails_the_export_at_once(trail, undelivered, monkeypatch):
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
+    admin = User.objects.create_superuser("boss")
+    run = admin_exports.EXPORT.start(**params(admin))
+    admin.delete()
+
+    executor.run(run.pk, "default")
+
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert "the user who started the export is gone or inactive" in run.error
+
+
+def test_a_link_to_a_file_deleted_since_is_not_found(admin_client, trail):
+    start(admin_client)
+    run = only_run()
+    link = download_link(admin_client, run)
+    default_storage.delete(run.values["file"])
+
+    assert admin_client.get(link).status_code == 404
