@@ -16,6 +16,7 @@ from django.core import mail
 from django.core.files.storage import default_storage
 from django.urls import reverse
 
+from auditq import exports
 from auditq.admin import exports as admin_exports
 from auditq.delivery import broker
 from auditq.models import AuditEntry, OperationRun, StepRun
@@ -92,7 +93,8 @@ def test_export_follows_search_model_and_date_of_the_list(admin_client, trail):
     ]
 
 
-def test_a_chunked_export_reenters_its_step_and_writes_each_entry_once(trail):
+def test_a_chunked_export_reenters_its_step_and_writes_each_entry_once(trail, monkeypatch):
+    monkeypatch.setattr(exports, "CHUNK_SIZE", 2)  # a fetch, and a write, of 2 rows
     admin = User.objects.create_superuser("boss")
 
     run = admin_exports.EXPORT.start(**params(admin, "csv"), chunk_rows=2)
@@ -202,6 +204,8 @@ def test_the_link_is_served_only_to_staff_who_may_view_entries(
     client.force_login(runs_only)
     assert download_link(client, run) == ""  # not on the page
     assert client.get(link).status_code == 403
+    other = OperationRun.objects.create(name="tests.orders", step="x.y", status="succeeded")
+    assert download_link(admin_client, other) == ""  # not an export: no link
     client.logout()
     assert client.get(link).status_code == 302  # to the login page
     assert "/login/" in client.get(link).url
@@ -354,3 +358,53 @@ def test_a_link_to_a_file_deleted_since_is_not_found(admin_client, trail):
     default_storage.delete(run.values["file"])
 
     assert admin_client.get(link).status_code == 404
+
+
+def test_a_chunk_that_runs_out_of_time_hands_over_to_the_next(trail, monkeypatch):
+    monkeypatch.setattr(admin_exports, "CHUNK_SECONDS", -1.0)  # each chunk: one row, then out
+    admin = User.objects.create_superuser("boss")
+
+    run = admin_exports.EXPORT.start(**params(admin))
+
+    run.refresh_from_db()
+    writes = StepRun.objects.filter(run=run, step__endswith=".write").count()
+    assert writes == 8  # one row each, and one that finds none left
+    assert [row["id"] for row in lines(run)] == [
+        e.pk for e in sorted(trail, key=lambda e: e.occurred_at)
+    ]
+
+
+def test_an_empty_list_exports_an_empty_file_and_the_email_says_one_hour(client, trail, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.AUDITQ = {**settings.AUDITQ, "EXPORT_LINK_SECONDS": 3600}
+    admin = User.objects.create_superuser("boss", email="boss@example.com", password="pw")
+    client.force_login(admin)
+
+    start(client, "q=nothing-matches", format="csv")
+
+    run = only_run()
+    assert (run.status, run.progress_done, run.progress_total) == ("succeeded", 0, 0)
+    with default_storage.open(run.values["file"]) as file:
+        assert file.read().decode().splitlines() == [",".join(exports.COLUMNS)]
+    assert "the link works for 1 hour)" in mail.outbox[0].body
+
+
+def test_an_export_for_an_admin_site_this_process_lacks_fails_at_once(
+    trail, undelivered, monkeypatch
+):
+    monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
+    admin = User.objects.create_superuser("boss")
+    run = admin_exports.EXPORT.start(**{**params(admin), "site": "elsewhere"})
+
+    executor.run(run.pk, "default")
+
+    run.refresh_from_db()
+    assert (run.status, run.error) == (
+        "failed",
+        "OperationError: no admin site is named 'elsewhere' in this process.",
+    )
+
+
+def test_the_writer_names_the_formats_it_knows():
+    with pytest.raises(ValueError, match="format must be one of jsonl, csv, not 'xml'"):
+        exports.Writer("xml")

@@ -90,9 +90,7 @@ def filtered(step: Step) -> QuerySet[AuditEntry]:
         entries = model_admin.get_changelist_instance(request).queryset
     except IncorrectLookupParameters as exc:
         raise OperationError(f"the list's filters no longer apply: {exc}") from None
-    if "last_id" in step:
-        entries = entries.filter(id__lte=step["last_id"])
-    return exports.oldest_first(entries)
+    return exports.oldest_first(entries.filter(id__lte=step["last_id"]))
 
 
 def begin(step: Step) -> None:
