@@ -59,6 +59,9 @@ class Settings:
     """The database alias that holds the audit entries, and only them of auditq's tables
     (with ``auditq.routers.AuditRouter`` in ``DATABASE_ROUTERS``); ``None``: each entry
     goes to the database of the change it records, with the outbox."""
+    EXPORT_LINK_SECONDS: float = 86400.0
+    """How long an admin export's download link works after it was given out (on the
+    run's page, or in the email); the run's page gives a fresh one."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -77,6 +80,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "RELAY_THREADS": (int,),
     "COUNTER_DELAY_SECONDS": (int, float),
     "DATABASE": (str, type(None)),
+    "EXPORT_LINK_SECONDS": (int, float),
 }
 
 
@@ -138,6 +142,7 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
         "RELAY_POLL_SECONDS",
         "RELAY_THREADS",
         "COUNTER_DELAY_SECONDS",
+        "EXPORT_LINK_SECONDS",
     )
     if key in positive and not 0 < value < float("inf"):
         return [(f"AUDITQ[{key!r}] must be a finite number greater than zero.", f"Got {value!r}.")]

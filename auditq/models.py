@@ -350,6 +350,12 @@ class OperationRun(models.Model):
     leased_until = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
+    progress_done = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="What the steps report done (step.progress())."
+    )
+    progress_total = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="What there is to do, when the steps know it."
+    )
     # Who started it, kept as AuditEntry keeps its actor: no constraint, no cascade.
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -381,6 +387,14 @@ class OperationRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} #{self.pk} ({self.status})"
+
+    @property
+    def progress(self) -> float | None:
+        """The share done, 0.0 to 1.0, as the steps last reported it with
+        ``step.progress(done, total)``; ``None`` until they report a total."""
+        if self.progress_done is None or not self.progress_total:
+            return None
+        return min(self.progress_done / self.progress_total, 1.0)
 
     def retry(self) -> bool:
         """Resume a failed run at the step that failed; return whether it was failed.

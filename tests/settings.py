@@ -56,6 +56,12 @@ TEMPLATES = [
     }
 ]
 STATIC_URL = "/static/"
+# The admin's exports go to the default storage: here, a folder the tests point their
+# worker processes at too.
+MEDIA_ROOT = os.environ.get("AUDITQ_TEST_MEDIA_ROOT") or str(BASE_DIR / ".test-media")
+if os.environ.get("AUDITQ_TEST_EMAIL_DIR"):  # a worker's mail, where its test reads it
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = os.environ["AUDITQ_TEST_EMAIL_DIR"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 _url = os.environ.get("DATABASE_URL", "")

@@ -594,3 +594,41 @@ def test_a_failed_steps_error_keeps_no_masked_value_in_clear(caplog):
     stored = [run.error, run.traceback, attempt.error, attempt.traceback, caplog.text]
     assert "PermissionError: the gateway refused ***" in attempt.traceback
     assert not [text for text in stored for secret in secrets if secret in text]
+
+
+def test_a_step_that_reenters_itself_reports_progress_saved_with_each_chunk():
+    run = ops.counting.start(upto=10, chunk=4)
+
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert [e.seen["done"] for e in Effect.objects.order_by("id")] == [4, 8, 10]
+    assert path_of(run) == [("main", "count_up", "succeeded")] * 3
+    # The total was reported once, by the first chunk; later chunks kept it.
+    assert (run.progress_done, run.progress_total, run.progress) == (10, 10, 1.0)
+
+
+def test_a_run_that_reports_nothing_has_no_progress():
+    run = ops.orders.start(order=8, amount=5)
+
+    run.refresh_from_db()
+    assert (run.progress_done, run.progress_total, run.progress) == (None, None, None)
+
+
+def test_progress_is_a_share_of_the_total_at_most_one():
+    assert OperationRun(progress_done=5, progress_total=20).progress == 0.25
+    assert OperationRun(progress_done=30, progress_total=20).progress == 1.0
+    assert OperationRun(progress_done=3, progress_total=0).progress is None
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "message"),
+    [(-1, None, "done=-1"), (1, -5, "total=-5"), ("3", None, "done='3'"), (1, True, "total=True")],
+)
+def test_progress_refuses_what_is_not_a_count_and_fails_the_run(done, total, message):
+    run = ops.misreporting.start(done=done, total=total)
+
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert "step.progress() takes whole numbers of 0 or more" in run.error
+    assert message in run.error
+    assert run.progress_done is None

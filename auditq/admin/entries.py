@@ -22,7 +22,7 @@ from django.urls import NoReverseMatch, URLPattern, reverse
 from django.utils.html import format_html
 
 from auditq import diffs
-from auditq.admin import dashboard, figures, reverts
+from auditq.admin import dashboard, exports, figures, reverts
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter
 from auditq.admin.formatting import when
@@ -74,7 +74,11 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     ) -> HttpResponse:
         # Entries appear only once a worker records them: say so when changes wait and
         # no worker is alive, or the list looks complete while it is not.
-        context = {"auditq_unrecorded": figures.unrecorded(), **(extra_context or {})}
+        context = {
+            "auditq_unrecorded": figures.unrecorded(),
+            **exports.form_context(request),
+            **(extra_context or {}),
+        }
         return super().changelist_view(request, context)
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
@@ -213,4 +217,4 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         return f"{changelist}?{urlencode(query)}"
 
     def get_urls(self) -> list[URLPattern]:
-        return [*dashboard.urls(self), *super().get_urls()]
+        return [*dashboard.urls(self), *exports.urls(self), *super().get_urls()]

@@ -246,6 +246,8 @@ class FailedOperations:
     """The newest of them."""
     pending: int
     """Runs waiting for their next step, or running one."""
+    going: list[Any]
+    """The newest of those, with their progress."""
 
 
 def failed_operations(newest: int = 5) -> FailedOperations:
@@ -253,9 +255,11 @@ def failed_operations(newest: int = 5) -> FailedOperations:
 
     Status = OperationRun.Status
     failed = OperationRun.objects.filter(status=Status.FAILED)
+    going = OperationRun.objects.filter(status__in=[Status.PENDING, Status.RUNNING])
     return FailedOperations(
         operations=len(operations.operations()),
         count=failed.count(),
         newest=list(failed.order_by("-finished_at", "-id")[:newest]),
-        pending=OperationRun.objects.filter(status__in=[Status.PENDING, Status.RUNNING]).count(),
+        pending=going.count(),
+        going=list(going.order_by("-created_at", "-id")[:newest]),
     )

@@ -21,8 +21,9 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from auditq import operations
-from auditq.admin.formatting import when
+from auditq import conf, operations
+from auditq.admin import exports
+from auditq.admin.formatting import progress, when
 from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.models import OperationRun
 from auditq.stream import sealing
@@ -60,6 +61,7 @@ class OperationRunAdmin(ReadOnlyAdmin):
         "name",
         "status",
         "step_display",
+        "progress_display",
         "attempts",
         "started_by_display",
         "error_display",
@@ -78,6 +80,7 @@ class OperationRunAdmin(ReadOnlyAdmin):
         "status",
         "started_by_display",
         "step_display",
+        "progress_display",
         "attempts",
         "created_display",
         "started_display",
@@ -125,6 +128,10 @@ class OperationRunAdmin(ReadOnlyAdmin):
         context = {
             **(extra_context or {}),
             "auditq_steps": list(run.steps.order_by("id")) if run is not None else [],
+            "auditq_download": exports.download_url(request, self.admin_site.name, run)
+            if run is not None
+            else None,
+            "auditq_link_hours": conf.get().EXPORT_LINK_SECONDS / 3600,
             "auditq_can_retry": run is not None
             and run.status == OperationRun.Status.FAILED
             and self.has_retry_permission(request),
@@ -156,6 +163,17 @@ class OperationRunAdmin(ReadOnlyAdmin):
     @admin.display(description="step")
     def step_display(self, run: OperationRun) -> str:
         return f"{run.branch}[{run.position}] {run.step.rsplit('.', 1)[-1]}"
+
+    @admin.display(description="progress")
+    def progress_display(self, run: OperationRun) -> str:
+        text = progress(run.progress_done, run.progress_total)
+        if run.progress is None:
+            return text
+        return format_html(
+            '<progress value="{}" max="1" class="auditq-progress"></progress> {}',
+            f"{run.progress:.4f}",
+            text,
+        )
 
     @admin.display(description="error")
     def error_display(self, run: OperationRun) -> str:

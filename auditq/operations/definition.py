@@ -281,6 +281,8 @@ class Step:
         self._params: dict[str, Any] = dict(run.params)
         self.next: tuple[str, int] | None = None
         """Where ``jump_to`` points; ``None``: the next step of this branch."""
+        self.reported: tuple[int, int | None] | None = None
+        """What ``progress`` was last told: ``(done, total)``; ``None``: nothing new."""
 
     def get(self, key: str, default: Any = None) -> Any:
         """A value set by an earlier step, else the ``start()`` argument of that name,
@@ -333,3 +335,21 @@ class Step:
             self.next = (branch, 0)
         else:
             self.next = (branch, self.operation.locate(branch, dotted_path(step)))
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        """Report how far the run is: ``done`` of ``total`` (``None``: the total last
+        reported). Saved with this step's success, so the run's page and the dashboard
+        show it once the step commits: a long job reports as it goes by re-entering one
+        step in chunks (``step.jump_to(step.branch, this_step)``).
+
+        Raises:
+            ValueError: ``done`` or ``total`` is not a whole number of 0 or more.
+        """
+        for name, value in (("done", done), ("total", total)):
+            if value is None and name == "total":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"step.progress() takes whole numbers of 0 or more: {name}={value!r}."
+                )
+        self.reported = (done, total)

@@ -141,6 +141,10 @@ def _succeeded(attempt: _Attempt, step: Step, using: str) -> str:
     )
     found.values = step.values
     found.error = found.traceback = ""
+    if step.reported is not None:
+        found.progress_done = step.reported[0]
+        if step.reported[1] is not None:
+            found.progress_total = step.reported[1]
     # A jump_to wins over the next step of the branch: the default never overwrites it.
     branch, position = step.next or (found.branch, found.position + 1)
     paths = attempt.operation.paths[branch]

@@ -1,4 +1,4 @@
-"""Template tags of auditq's admin templates: the dashboard link and durations."""
+"""Template tags of auditq's admin templates: the dashboard link, durations, progress."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from django import template
 from django.template.context import Context
 
 from auditq.admin.dashboard import dashboard_url
+from auditq.admin.formatting import progress
+from auditq.models import OperationRun
 
 register = template.Library()
 
@@ -36,3 +38,9 @@ def auditq_duration(value: datetime.timedelta | None) -> str:
     if hours < 48:
         return f"{hours} h {minutes} min"
     return f"{hours // 24} days {hours % 24} h"
+
+
+@register.filter
+def auditq_progress(run: OperationRun) -> str:
+    """A run's progress as its steps reported it: ``"1,200 of 10,000 (12%)"``."""
+    return progress(run.progress_done, run.progress_total)

@@ -1,8 +1,10 @@
 """The commands with the trail in a database of its own: ``auditq_prune`` prunes the
-entries there and the runs with the writes; ``auditq_relay`` relays no outbox there."""
+entries there and the runs with the writes; ``auditq_export`` reads the entries there;
+``auditq_relay`` relays no outbox there."""
 
 import datetime
 import io
+import json
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -59,3 +61,20 @@ def test_prune_refuses_a_database_without_the_table(args, message):
 def test_the_relay_refuses_the_audit_database():
     with pytest.raises(CommandError, match="'audit' holds no outbox"):
         call_command("auditq_relay", "--database", "audit", stdout=io.StringIO())
+
+
+def test_export_reads_the_entries_in_the_audit_database():
+    document = Document.objects.create(title="exported")
+    out = io.StringIO()
+
+    call_command("auditq_export", "--format", "jsonl", "--output", "-", stdout=out)
+
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(row["model"], row["object_pk"], row["action"]) for row in rows] == [
+        ("testapp.document", str(document.pk), "create")
+    ]
+
+
+def test_export_refuses_a_database_without_the_entries():
+    with pytest.raises(CommandError, match="'default' holds no audit entries: they are in 'audit'"):
+        call_command("auditq_export", "--format", "csv", "--database", "default", "--output", "-")

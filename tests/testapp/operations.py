@@ -136,3 +136,24 @@ def title_second(step):
 
 
 retitling = Operation("tests.retitling", main=[title_first, title_second])
+
+
+def count_up(step):
+    """Counts to ``upto`` in chunks of ``chunk``, re-entering itself: a long step reporting
+    its progress as it goes."""
+    done = min(step.get("done", 0) + step.get("chunk"), step.get("upto"))
+    effect(step, "count", done=done)
+    step.set("done", done)
+    step.progress(done, step.get("upto") if done == step.get("chunk") else None)
+    if done < step.get("upto"):
+        step.jump_to(step.branch, count_up)
+
+
+counting = Operation("tests.counting", main=[count_up])
+
+
+def bad_progress(step):
+    step.progress(step.get("done"), step.get("total"))
+
+
+misreporting = Operation("tests.misreporting", main=[bad_progress], retries=0)
