@@ -55,6 +55,11 @@ class Settings:
     COUNTER_DELAY_SECONDS: float = 1.0
     """How long counter-cache deltas gather before a worker applies them: a parent gets
     at most one ``UPDATE`` per this many seconds, and its count is right this much later."""
+    CHAIN: bool = True
+    """Chain every recorded entry to the one before it in its model's trail (a SHA-256
+    hash), so that ``auditq_verify`` finds entries edited, deleted or inserted behind
+    auditq's back. ``False`` records unchained entries, which verification reports as
+    breaks once a chain has started."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -72,6 +77,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "RELAY_IN_WORKER": (bool,),
     "RELAY_THREADS": (int,),
     "COUNTER_DELAY_SECONDS": (int, float),
+    "CHAIN": (bool,),
 }
 
 

@@ -101,11 +101,12 @@ class Backend:
         rows: str,
         *,
         unique: str,
-        now: str,
+        now: str | None,
     ) -> None:
-        """Insert ``rows`` (a JSON array of objects) into ``table``; ``columns`` are
-        ``(name, SQL type)``; rows whose ``unique`` column exists are skipped; column
-        ``now`` gets the server's clock."""
+        """Insert ``rows`` (a JSON array of objects) into ``table``, in their order (a
+        serial key follows it); ``columns`` are ``(name, SQL type)``; rows whose
+        ``unique`` column exists are skipped; column ``now`` (if any) gets the server's
+        clock."""
         raise NotImplementedError
 
     def keys_where(

@@ -105,17 +105,18 @@ class PostgreSQLBackend(Backend):
         rows: str,
         *,
         unique: str,
-        now: str,
+        now: str | None,
     ) -> None:
         # One statement for the whole batch: the server unpacks the JSON document
         # (jsonb_to_recordset), several times faster than bulk_create.
         quote = connection.ops.quote_name
         names = ", ".join(quote(name) for name, _ in columns)
         typed = ", ".join(f"{quote(name)} {kind}" for name, kind in columns)
+        stamp = ("", "") if now is None else (f", {quote(now)}", ", clock_timestamp()")
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {quote(table)} ({names}, {quote(now)}) "
-                f"SELECT {names}, clock_timestamp() FROM jsonb_to_recordset(%s::jsonb) "
+                f"INSERT INTO {quote(table)} ({names}{stamp[0]}) "
+                f"SELECT {names}{stamp[1]} FROM jsonb_to_recordset(%s::jsonb) "
                 f"AS r({typed}) ON CONFLICT ({quote(unique)}) DO NOTHING",
                 [rows],
             )

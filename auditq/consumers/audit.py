@@ -17,7 +17,7 @@ from django.db import connections
 from django.db.models import Field, Model
 from django.utils import timezone
 
-from auditq import registry
+from auditq import chain, conf, registry
 from auditq.backends import backend
 from auditq.models import AuditEntry
 from auditq.stream.context import AuditContext
@@ -78,23 +78,33 @@ class AuditConsumer:
                     "occurred_at": event.occurred_at,
                 }
             )
-        connection = connections[using]
-        found = backend(connection)
-        if found.supports_json_rows:
-            found.insert_json_rows(
-                connection,
-                AuditEntry._meta.db_table,
-                _columns(connection),
-                _rows_json(rows),
-                unique="event_id",
-                now="recorded_at",
-            )
+        if conf.get().CHAIN:
+            chain.extend(rows, using, _insert)
         else:
-            recorded_at = timezone.now()
-            entries = [AuditEntry(**row, recorded_at=recorded_at) for row in rows]
-            AuditEntry.objects.using(using).bulk_create(
-                entries, ignore_conflicts=True, batch_size=1000
-            )
+            _insert(rows, using)
+
+
+def _insert(rows: list[dict[str, Any]], using: str) -> None:
+    """Write the rows; rows whose event is already in the trail are skipped. A row
+    without ``recorded_at`` gets the clock's time (the server's, on PostgreSQL)."""
+    connection = connections[using]
+    found = backend(connection)
+    stamped = bool(rows) and "recorded_at" in rows[0]
+    if found.supports_json_rows:
+        found.insert_json_rows(
+            connection,
+            AuditEntry._meta.db_table,
+            _columns(connection, _CHAINED if stamped else _ROW),
+            _rows_json(rows),
+            unique="event_id",
+            now=None if stamped else "recorded_at",
+        )
+    else:
+        recorded_at = timezone.now()
+        entries = [AuditEntry(**{"recorded_at": recorded_at, **row}) for row in rows]
+        AuditEntry.objects.using(using).bulk_create(
+            entries, ignore_conflicts=True, batch_size=1000
+        )
 
 
 _ROW = (
@@ -112,6 +122,8 @@ _ROW = (
     "occurred_at",
 )
 """The ``AuditEntry`` fields an event fills (``recorded_at`` is the worker's clock)."""
+_CHAINED = (*_ROW, "recorded_at", "chain_hash")
+"""The fields of a chained row: its hash covers its ``recorded_at``."""
 
 
 def _rows_json(rows: list[dict[str, Any]]) -> str:
@@ -123,9 +135,9 @@ def _rows_json(rows: list[dict[str, Any]]) -> str:
         return json_bytes(encode(rows)).decode()
 
 
-def _columns(connection: Any) -> list[tuple[str, str]]:
-    """``(column, SQL type)`` of each of :data:`_ROW`, as the model declares them."""
-    fields = [cast(Field, AuditEntry._meta.get_field(name)) for name in _ROW]
+def _columns(connection: Any, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(column, SQL type)`` of each of ``names``, as the model declares them."""
+    fields = [cast(Field, AuditEntry._meta.get_field(name)) for name in names]
     return [(str(field.column), field.db_type(connection) or "text") for field in fields]
 
 
