@@ -2,14 +2,20 @@
 chain, and ``auditq_verify`` finds the first entry edited, deleted or inserted behind
 auditq's back."""
 
+import datetime
+import uuid
 from io import StringIO
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.utils import timezone
+
+from auditq import chain
 
 from auditq.chain import verify
+from auditq.consumers import audit
 from auditq.chain.canonical import GENESIS, entry_hash
 from auditq.delivery import recording
 from auditq.models import AuditChain, AuditEntry, Outbox
@@ -257,3 +263,75 @@ def test_the_result_is_kept_for_the_admin():
         ("testapp.document", False),
     ]
     assert connection.vendor in ("postgresql", "sqlite")
+
+
+def record_at(obj, *ages_in_days: float) -> None:
+    """Entries that occurred that many days ago, recorded now, one batch each, as the
+    worker records them."""
+    content_type = ContentType.objects.get_for_model(obj)
+    for age in ages_in_days:
+        row = {
+            "event_id": uuid.uuid4(),
+            "content_type_id": content_type.pk,
+            "object_pk": str(obj.pk),
+            "object_repr": f"{age} days",
+            "action": "update",
+            "changes": {"title": ["a", "b"]},
+            "actor_id": None,
+            "actor_repr": "",
+            "remote_addr": "127.0.0.1",
+            "request_id": "",
+            "context": {},
+            "occurred_at": timezone.now() - datetime.timedelta(days=age),
+        }
+        chain.extend([row], "default", audit._insert)
+
+
+def prune(days: str) -> None:
+    call_command("auditq_prune", "--older-than", days, stdout=StringIO())
+
+
+def test_a_pruned_chain_verifies_from_its_anchor():
+    document = Document.objects.create(title="kept")
+    AuditEntry.objects.all().delete()
+    record_at(document, 400, 91, 10, 0)
+
+    prune("90")
+
+    assert [e.object_repr for e in chained(Document)] == ["10 days", "0 days"]
+    chain_row = AuditChain.objects.get()
+    assert chain_row.anchor_entry_id == chain_row.last_entry_id - 2
+    assert check().startswith("testapp.document: intact (2 entries)")
+
+
+def test_prune_keeps_an_old_entry_recorded_after_a_recent_one_until_the_chain_reaches_it():
+    document = Document.objects.create(title="late")
+    AuditEntry.objects.all().delete()
+    record_at(document, 400, 10, 200, 0)
+
+    prune("90")
+
+    assert [e.object_repr for e in chained(Document)] == ["10 days", "200 days", "0 days"]
+    assert check().startswith("testapp.document: intact (3 entries)")
+
+
+def test_a_chain_pruned_to_nothing_goes_on_from_its_anchor():
+    documents(2)
+
+    prune("0")
+    assert not AuditEntry.objects.exists()
+    documents(1)
+
+    assert "testapp.document: intact (1 entries)" in check()
+
+
+def test_deleting_the_first_entry_after_the_anchor_is_found():
+    document = Document.objects.create(title="kept")
+    AuditEntry.objects.all().delete()
+    record_at(document, 400, 10, 5, 0)
+    prune("90")
+    first, second, _ = chained(Document)
+    first.delete()
+
+    with pytest.raises(CommandError, match=f"at entry {second.pk}"):
+        check()
