@@ -52,10 +52,11 @@ class AuditEntry(models.Model):
     context = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField()
     recorded_at = models.DateTimeField(default=timezone.now)
+    # db_default: rows inserted without it (chaining off) are unchained, "".
     chain_hash = models.CharField(
         max_length=64,
-        null=True,
         blank=True,
+        db_default="",
         editable=False,
         help_text="SHA-256 (hex) over this entry and the hash before it in its model's "
         "chain; empty on entries recorded before chaining or with AUDITQ['CHAIN'] off.",

@@ -85,7 +85,7 @@ def _old_entries(before: datetime.datetime, using: str) -> models.QuerySet:
     first_recent = recent.first()
     if first_recent is None:
         return old
-    return old.filter(Q(chain_hash__isnull=True) | Q(id__lt=first_recent))
+    return old.filter(Q(chain_hash="") | Q(id__lt=first_recent))
 
 
 def _old_runs(before: datetime.datetime, using: str) -> list[models.QuerySet]:
@@ -130,10 +130,10 @@ def _delete(
             _, by_model = rows.filter(id__in=keys).delete()  # still old and finished
             if deleting is not None:
                 deleting(batch, rows.db)
-        batch = by_model.get(rows.model._meta.label, 0)
-        deleted += batch
+        gone = by_model.get(rows.model._meta.label, 0)
+        deleted += gone
         if progress is not None:
-            progress(batch)
+            progress(gone)
     return deleted
 
 

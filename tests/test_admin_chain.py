@@ -68,7 +68,10 @@ def test_an_entry_page_says_whether_it_comes_after_a_break(client, superuser, br
         url = reverse("admin:auditq_auditentry_change", args=[entry.pk])
         return client.get(url).content.decode()
 
-    assert f"AFTER A BREAK: the last verification found this chain broken at entry {second.pk}" in page(second)
+    assert (
+        f"AFTER A BREAK: the last verification found this chain broken at entry {second.pk}"
+        in page(second)
+    )
     assert f"hash {first.chain_hash}" in page(first)
     assert "AFTER A BREAK" not in page(first)
 

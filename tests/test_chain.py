@@ -13,10 +13,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from auditq import chain
-
 from auditq.chain import verify
-from auditq.consumers import audit
+from auditq.checks import check_settings
 from auditq.chain.canonical import GENESIS, entry_hash
+from auditq.consumers import audit
 from auditq.delivery import recording
 from auditq.models import AuditChain, AuditEntry, Outbox
 from tests.helpers import entry
@@ -40,8 +40,7 @@ def recompute(entries: list[AuditEntry]) -> list[str]:
     """The hashes, recomputed from the entries as the ORM reads them."""
     found, previous = [], GENESIS
     for row in entries:
-        content = {name: getattr(row, name) for name in verify._FIELDS[1:-1] if name != "actor"}
-        content.update(content_type_id=row.content_type_id, actor_id=row.actor_id)
+        content = {name: getattr(row, name) for name in verify.COLUMNS[1:-1]}
         previous = entry_hash(previous, content)
         found.append(previous)
     return found
@@ -109,7 +108,7 @@ def test_an_edited_json_value_breaks_the_chain():
 
 def test_a_deleted_entry_breaks_the_chain_at_the_entry_after_it():
     documents(3)
-    first, second, third = chained(Document)
+    _, second, third = chained(Document)
     second.delete()
 
     with pytest.raises(CommandError, match=f"testapp.document at entry {third.pk}"):
@@ -149,8 +148,7 @@ def test_an_inserted_entry_with_a_rightly_computed_hash_is_found_by_the_head():
 
 
 def recompute_one(previous: str, row: AuditEntry) -> str:
-    content = {name: getattr(row, name) for name in verify._FIELDS[1:-1] if name != "actor"}
-    content.update(content_type_id=row.content_type_id, actor_id=row.actor_id)
+    content = {name: getattr(row, name) for name in verify.COLUMNS[1:-1]}
     return entry_hash(previous, content)
 
 
@@ -160,7 +158,9 @@ def test_each_broken_chain_is_reported_and_the_others_verify():
     AuditEntry.objects.filter(pk=tag.pk).update(action="delete")
 
     out = StringIO()
-    with pytest.raises(CommandError, match=f"The audit trail is broken: testapp.chosen at entry {tag.pk}"):
+    with pytest.raises(
+        CommandError, match=f"The audit trail is broken: testapp.chosen at entry {tag.pk}"
+    ):
         call_command("auditq_verify", stdout=out)
     assert "testapp.document: intact (2 entries)" in out.getvalue()
 
@@ -177,11 +177,13 @@ def test_model_checks_that_chain_only():
 
 def test_since_checks_from_the_first_entry_since_then():
     documents(3)
-    first, second, third = chained(Document)
+    first, second, _ = chained(Document)
     AuditEntry.objects.filter(pk=first.pk).update(object_repr="edited before the range")
     moment = second.occurred_at.isoformat()
 
-    assert "testapp.document: intact (2 entries)" in check("--model", "testapp.Document", "--since", moment)
+    assert "testapp.document: intact (2 entries)" in check(
+        "--model", "testapp.Document", "--since", moment
+    )
     with pytest.raises(CommandError, match=f"at entry {first.pk}"):
         check("--model", "testapp.Document")
 
@@ -244,7 +246,7 @@ def test_chain_off_records_unchained_entries(settings):
     Document.objects.create(title="unchained")
 
     [found] = AuditEntry.objects.all()
-    assert found.chain_hash is None
+    assert found.chain_hash == ""
     assert not AuditChain.objects.exists()
 
 
@@ -335,3 +337,24 @@ def test_deleting_the_first_entry_after_the_anchor_is_found():
 
     with pytest.raises(CommandError, match=f"at entry {second.pk}"):
         check()
+
+
+def test_verify_runs_inside_a_transaction_of_the_callers():
+    documents(2)
+
+    with transaction.atomic():
+        results = verify.verify(store=False)
+
+    assert [(r.model, r.intact, r.verified) for r in results] == [
+        ("testapp.chosen", True, 1),
+        ("testapp.document", True, 2),
+    ]
+
+
+def test_chain_must_be_a_boolean(settings):
+    settings.AUDITQ = {"CHAIN": "yes"}
+
+    [error] = check_settings()
+
+    assert error.id == "auditq.E002"
+    assert error.msg == "AUDITQ['CHAIN'] must be bool, not str."

@@ -71,9 +71,7 @@ def lock(content_types: list[int], using: str) -> dict[int, str]:
     """Lock the chains of ``content_types`` (in key order: no deadlocks), creating those
     that have no row yet; return each one's last hash."""
     chains = AuditChain.objects.using(using).select_for_update().order_by("pk")
-    heads = dict(
-        chains.filter(pk__in=content_types).values_list("pk", "last_hash")  # type: ignore[arg-type]
-    )
+    heads = dict(chains.filter(pk__in=content_types).values_list("pk", "last_hash"))
     missing = [key for key in content_types if key not in heads]
     if missing:
         # Another worker may create the same row at once: one of the two waits for the
@@ -81,5 +79,5 @@ def lock(content_types: list[int], using: str) -> dict[int, str]:
         AuditChain.objects.using(using).bulk_create(
             [AuditChain(content_type_id=key) for key in missing], ignore_conflicts=True
         )
-        heads.update(chains.filter(pk__in=missing).values_list("pk", "last_hash"))  # type: ignore[arg-type]
+        heads.update(chains.filter(pk__in=missing).values_list("pk", "last_hash"))
     return {key: heads[key] or GENESIS for key in content_types}

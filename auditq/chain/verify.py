@@ -32,15 +32,15 @@ logger = logging.getLogger("auditq")
 CHUNK = 5000
 """Rows fetched per round trip."""
 
-_FIELDS = (
+COLUMNS = (
     "id",
-    "content_type",
+    "content_type_id",
     "event_id",
     "object_pk",
     "object_repr",
     "action",
     "changes",
-    "actor",
+    "actor_id",
     "actor_repr",
     "remote_addr",
     "request_id",
@@ -49,6 +49,7 @@ _FIELDS = (
     "recorded_at",
     "chain_hash",
 )
+"""The columns read: the hashed content between the key and the stored hash."""
 
 
 @dataclass
@@ -108,9 +109,10 @@ def verify(
     number of entries read, every :data:`CHUNK`.
     """
     connection = connections[using]
+    outer = connection.in_atomic_block  # then its snapshot, whatever its isolation
     with transaction.atomic(using=using):
         found = backend(connection)
-        if found.supports_snapshot_isolation:
+        if found.supports_snapshot_isolation and not outer:
             found.read_one_snapshot(connection)
         walks = _start(using, content_type, since)
         # One model's walk may start past its anchor; a whole pass reads every entry.
@@ -225,12 +227,9 @@ def _rows(using: str, content_type: ContentType | None, after: int) -> Iterator[
     """The entries in key order, as the database stores them (a plain cursor: no model
     instances, JSON decoded once by the hashing)."""
     connection = connections[using]
-    meta = AuditEntry._meta
-    columns = [meta.get_field(name).column for name in _FIELDS]  # type: ignore[union-attr]
-    names = ["content_type_id" if name == "content_type" else name for name in _FIELDS]
-    names = ["actor_id" if name == "actor" else name for name in names]
     quote = connection.ops.quote_name
-    sql = f"SELECT {', '.join(map(quote, columns))} FROM {quote(meta.db_table)} WHERE id > %s"
+    table = quote(AuditEntry._meta.db_table)
+    sql = f"SELECT {', '.join(quote(name) for name in COLUMNS)} FROM {table} WHERE id > %s"
     params: list[Any] = [after]
     if content_type is not None:
         sql += f" AND {quote('content_type_id')} = %s"
@@ -240,7 +239,7 @@ def _rows(using: str, content_type: ContentType | None, after: int) -> Iterator[
         cursor.execute(sql + " ORDER BY id", params)
         while rows := cursor.fetchmany(CHUNK):
             for values in rows:
-                row = dict(zip(names, values, strict=True))
+                row = dict(zip(COLUMNS, values, strict=True))
                 if row["actor_id"] is not None:
                     row["actor_id"] = actor(row["actor_id"])
                 yield row
@@ -248,7 +247,7 @@ def _rows(using: str, content_type: ContentType | None, after: int) -> Iterator[
 
 def _actor_key() -> Callable[[Any], Any]:
     """The actor key as the worker had it (SQLite stores a UUID key as bare hex)."""
-    target = AuditEntry._meta.get_field("actor").target_field  # type: ignore[union-attr]
+    target = AuditEntry._meta.get_field("actor").target_field
     if isinstance(target, models.UUIDField):
         return target.to_python
     return lambda value: value

@@ -102,9 +102,7 @@ def _insert(rows: list[dict[str, Any]], using: str) -> None:
     else:
         recorded_at = timezone.now()
         entries = [AuditEntry(**{"recorded_at": recorded_at, **row}) for row in rows]
-        AuditEntry.objects.using(using).bulk_create(
-            entries, ignore_conflicts=True, batch_size=1000
-        )
+        AuditEntry.objects.using(using).bulk_create(entries, ignore_conflicts=True, batch_size=1000)
 
 
 _ROW = (
