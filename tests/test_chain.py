@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from auditq import chain
 from auditq.chain import verify
-from auditq.checks import check_settings
 from auditq.chain.canonical import GENESIS, entry_hash
+from auditq.checks import check_settings
 from auditq.consumers import audit
 from auditq.delivery import recording
 from auditq.models import AuditChain, AuditEntry, Outbox

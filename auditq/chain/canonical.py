@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import hashlib
 import ipaddress
 import json
@@ -24,10 +25,7 @@ import orjson
 GENESIS = ""
 """What the first entry of a chain links to."""
 
-_INTEGRAL = re.compile(rb"\.0\b|\de")
-"""What an integral float (or any with an exponent) may look like in JSON text: the
-values a database may give back as integers (``jsonb`` reads 1e16 as 10000000000000000
-and 5.0 as 5.0, SQLite keeps the float)."""
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 _WIDE = re.compile(r"\d{19}")
 """A number orjson would read as a float (beyond 64 bits) may be in the text."""
 
@@ -46,28 +44,33 @@ def document(previous: str, content: dict[str, Any]) -> bytes:
     ``actor_repr``, ``remote_addr``, ``request_id``, ``context``, ``occurred_at``,
     ``recorded_at``) as either side has them; each is written in one form: the event id
     as a hyphenated UUID, the actor's key as text, the address as Python's
-    ``ipaddress`` writes it, times in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, and an
-    integral float in ``changes`` or ``context`` as the integer it is.
+    ``ipaddress`` writes it, times in UTC as ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` (no
+    fraction when it is zero), and in ``changes`` and ``context`` a float of 1e16 or more
+    as the integer it is and -0.0 as 0.0.
     """
     actor_id = content["actor_id"]
+    event_id = content["event_id"]
+    address = content["remote_addr"]
     body = {
         "previous": previous,
-        "content_type": int(content["content_type_id"]),
-        "event_id": str(_uuid(content["event_id"])),
+        "content_type": content["content_type_id"],
+        "event_id": event_id if isinstance(event_id, uuid.UUID) else uuid.UUID(str(event_id)),
         "object_pk": content["object_pk"],
         "object_repr": content["object_repr"],
         "action": content["action"],
         "changes": _json(content["changes"]),
         "actor_id": None if actor_id is None else str(actor_id),
         "actor_repr": content["actor_repr"],
-        "remote_addr": _address(content["remote_addr"]),
+        "remote_addr": _address(address) if address else None,
         "request_id": content["request_id"],
         "context": _json(content["context"]),
         "occurred_at": _time(content["occurred_at"]),
         "recorded_at": _time(content["recorded_at"]),
     }
     written = _dumps(body)
-    if _INTEGRAL.search(written):
+    # A float written with a positive exponent, or -0.0, is a number jsonb gives back
+    # otherwise (an integer; 0.0): written in that form (in a string, it costs a walk).
+    if b"e+" in written or b"-0.0" in written:
         body["changes"] = _plain(body["changes"])
         body["context"] = _plain(body["context"])
         written = _dumps(body)
@@ -76,9 +79,12 @@ def document(previous: str, content: dict[str, Any]) -> bytes:
 
 def _dumps(body: dict[str, Any]) -> bytes:
     try:
-        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(body, option=_OPTIONS)
     except TypeError:  # an integer beyond 64 bits: the standard library writes it exactly
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        plain = {**body, "event_id": str(body["event_id"])}
+        for name in ("occurred_at", "recorded_at"):
+            plain[name] = orjson.loads(orjson.dumps(body[name], option=_OPTIONS))
+        return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _json(value: Any) -> Any:
@@ -89,10 +95,12 @@ def _json(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` with every integral float as the integer it is (its shortest decimal
-    form: 1e300 is 10**300, as ``jsonb`` reads it)."""
+    """``value`` with its floats of 1e16 or more as the integers they are (in their
+    shortest decimal form: 1e300 is 10**300, as ``jsonb`` reads it) and -0.0 as 0.0."""
     if isinstance(value, float):
-        return int(decimal.Decimal(repr(value))) if value.is_integer() else value
+        if abs(value) >= 1e16 and value.is_integer():
+            return int(decimal.Decimal(repr(value)))
+        return 0.0 if value == 0 else value
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -100,21 +108,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
-def _address(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
+@functools.lru_cache(maxsize=4096)
+def _address(value: Any) -> str:
     address = ipaddress.ip_address(str(value))
     mapped = getattr(address, "ipv4_mapped", None)
     return f"::ffff:{mapped}" if mapped is not None else str(address)
 
 
-def _time(value: Any) -> str:
+def _time(value: Any) -> datetime.datetime:
+    """The time in UTC (orjson writes it, with ``Z``; a naive time is taken as UTC)."""
     if isinstance(value, str):
         value = datetime.datetime.fromisoformat(value)
-    if value.tzinfo is not None:
-        value = value.astimezone(datetime.UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    zone = value.tzinfo
+    if zone is not None and zone is not datetime.UTC and value.utcoffset():
+        return value.astimezone(datetime.UTC)  # type: ignore[no-any-return]
+    return value  # type: ignore[no-any-return]
