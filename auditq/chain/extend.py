@@ -3,10 +3,11 @@
 Each chain's head row (``AuditChain``) is locked (``SELECT ... FOR UPDATE``; SQLite's
 write lock already serializes writers) before the batch is hashed, and stays locked until
 the recording transaction commits: concurrent workers and relay threads extend a chain
-one after the other, so its entries' ids follow its order. Under the lock, the events
-already in the trail are left out (a duplicate never extends a chain), then the rest are
-hashed in order and written, and the heads move on. Batch-shaped: a few statements per
-batch, whatever its size (one ``UPDATE`` per model in it).
+one after the other, so its entries' ids follow its order. Under the lock the batch is
+hashed in order and written, and the heads move on; an event already in the trail (a
+duplicate delivery) never extends a chain. Batch-shaped, whatever the batch's size: on
+PostgreSQL two statements (lock the heads; write the entries and move the heads), on
+SQLite a few more, in process.
 """
 
 from __future__ import annotations
@@ -14,19 +15,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
+from auditq.backends import backend
 from auditq.chain.canonical import GENESIS, entry_hash
 from auditq.models import AuditChain, AuditEntry
 
 Rows = list[dict[str, Any]]
+Insert = Callable[[Rows, str, dict[int, str]], set[Any] | None]
+"""Writes chained rows, given their chains' new last hashes: returns the event ids it
+inserted and moves the heads itself, or returns ``None`` (everything inserted; the
+heads are left to :func:`extend`)."""
 
 
-def extend(rows: Rows, using: str, insert: Callable[[Rows, str], None]) -> int:
+def extend(rows: Rows, using: str, insert: Insert) -> int:
     """Chain ``rows`` (``AuditEntry`` column values, in recording order) and write the
-    new ones with ``insert(rows, using)``; return how many were new.
+    new ones with ``insert``; return how many were written.
 
     Each new row gets its ``recorded_at`` (the hash covers it) and its ``chain_hash``.
     ``using`` is the database the entries are written to; the work joins its open
@@ -34,17 +40,17 @@ def extend(rows: Rows, using: str, insert: Callable[[Rows, str], None]) -> int:
     """
     if not rows:
         return 0
+    # PostgreSQL: one statement writes the entries and moves the heads, and says which
+    # rows ON CONFLICT skipped (nearly never: then the chain is relinked without them).
+    # Elsewhere the rows already recorded are looked up first, in the write lock.
+    optimistic = backend(connections[using]).supports_json_rows
     with transaction.atomic(using=using, savepoint=False):
-        heads = lock(sorted({row["content_type_id"] for row in rows}), using)
+        start = lock(sorted({row["content_type_id"] for row in rows}), using)
         events = [row["event_id"] for row in rows]
-        seen = set(
-            AuditEntry.objects.using(using)
-            .filter(event_id__in=events)
-            .values_list("event_id", flat=True)
-        )
+        seen = set() if optimistic else set(_recorded(events, using))
+        heads = dict(start)
         recorded_at = timezone.now()
         new: Rows = []
-        last: dict[int, Any] = {}
         for row in rows:
             if row["event_id"] in seen:
                 continue
@@ -52,19 +58,57 @@ def extend(rows: Rows, using: str, insert: Callable[[Rows, str], None]) -> int:
             row["recorded_at"] = recorded_at
             content_type = row["content_type_id"]
             row["chain_hash"] = heads[content_type] = entry_hash(heads[content_type], row)
-            last[content_type] = row["event_id"]
             new.append(row)
-        if new:
-            insert(new, using)
-        chains = AuditChain.objects.using(using)
-        for content_type, event_id in last.items():
-            chains.filter(pk=content_type).update(
-                last_hash=heads[content_type],
-                last_entry_id=Subquery(
-                    AuditEntry.objects.filter(event_id=event_id).values("id")[:1]
-                ),
-            )
+        if not new:
+            return 0
+        moved = {key: heads[key] for key in {row["content_type_id"] for row in new}}
+        inserted = insert(new, using, moved)
+        if inserted is None:
+            _move(new, using)
+        elif len(inserted) < len(new):
+            new = [row for row in new if row["event_id"] in inserted]
+            _relink(new, start, using)
     return len(new)
+
+
+def _recorded(events: list[Any], using: str) -> Any:
+    return (
+        AuditEntry.objects.using(using)
+        .filter(event_id__in=events)
+        .values_list("event_id", flat=True)
+    )
+
+
+def _move(new: Rows, using: str) -> None:
+    """Move each chain's head to its last new row."""
+    last = {row["content_type_id"]: row for row in new}
+    chains = AuditChain.objects.using(using)
+    for content_type, row in last.items():
+        chains.filter(pk=content_type).update(
+            last_hash=row["chain_hash"],
+            last_entry_id=Subquery(
+                AuditEntry.objects.filter(event_id=row["event_id"]).values("id")[:1]
+            ),
+        )
+
+
+def _relink(inserted: Rows, start: dict[int, str], using: str) -> None:
+    """Hash the rows written again, without those the insert skipped (events another
+    transaction recorded while this one waited for the chain), and move the heads."""
+    heads = dict(start)
+    entries = AuditEntry.objects.using(using)
+    for row in inserted:
+        content_type = row["content_type_id"]
+        linked = entry_hash(heads[content_type], row)
+        if linked != row["chain_hash"]:
+            entries.filter(event_id=row["event_id"]).update(chain_hash=linked)
+            row["chain_hash"] = linked
+        heads[content_type] = linked
+    _move(inserted, using)
+    for content_type, value in start.items():
+        if all(row["content_type_id"] != content_type for row in inserted):
+            # Every row of this chain was skipped: its head goes back where it was.
+            AuditChain.objects.using(using).filter(pk=content_type).update(last_hash=value)
 
 
 def lock(content_types: list[int], using: str) -> dict[int, str]:

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from auditq import chain, conf, registry
 from auditq.backends import backend
-from auditq.models import AuditEntry
+from auditq.models import AuditChain, AuditEntry
 from auditq.stream.context import AuditContext
 from auditq.stream.encoding import encode, json_bytes
 from auditq.stream.events import REPR_LIMIT, Event, key_text
@@ -84,25 +84,45 @@ class AuditConsumer:
             _insert(rows, using)
 
 
-def _insert(rows: list[dict[str, Any]], using: str) -> None:
+def _insert(
+    rows: list[dict[str, Any]], using: str, heads: dict[int, str] | None = None
+) -> set[Any] | None:
     """Write the rows; rows whose event is already in the trail are skipped. A row
-    without ``recorded_at`` gets the clock's time (the server's, on PostgreSQL)."""
+    without ``recorded_at`` gets the clock's time (the server's, on PostgreSQL).
+
+    ``heads``: the rows are chained, and these are their chains' new last hashes; where
+    the database can, the same statement moves the heads, and the event ids inserted are
+    returned (``None``: the caller moves the heads, and skipped nothing it had not
+    already left out).
+    """
     connection = connections[using]
     found = backend(connection)
-    stamped = bool(rows) and "recorded_at" in rows[0]
+    table = AuditEntry._meta.db_table
+    if found.supports_json_rows and heads is not None:
+        moved = [{"content_type_id": key, "last_hash": value} for key, value in heads.items()]
+        return found.insert_chained_rows(
+            connection,
+            table,
+            _columns(connection, _CHAINED),
+            _rows_json(rows),
+            unique="event_id",
+            chains=AuditChain._meta.db_table,
+            heads=orjson.dumps(moved).decode(),
+        )
     if found.supports_json_rows:
         found.insert_json_rows(
             connection,
-            AuditEntry._meta.db_table,
-            _columns(connection, _CHAINED if stamped else _ROW),
+            table,
+            _columns(connection, _ROW),
             _rows_json(rows),
             unique="event_id",
-            now=None if stamped else "recorded_at",
+            now="recorded_at",
         )
     else:
         recorded_at = timezone.now()
         entries = [AuditEntry(**{"recorded_at": recorded_at, **row}) for row in rows]
         AuditEntry.objects.using(using).bulk_create(entries, ignore_conflicts=True, batch_size=1000)
+    return None
 
 
 _ROW = (
