@@ -6,6 +6,7 @@ Usage::
     .venv/bin/python bench/worker.py [--backlog N] [--seconds S] [--rate R]
                                      [--pool prefork|solo] [--concurrency C]
                                      [--writers W] [--timeout S] [--json FILE] [--quick]
+                                     [--chain-rounds K] [--only-chain]
 
 Method. A throwaway PostgreSQL database is created next to ``DATABASE_URL`` and Django
 is set up with ``worker_settings`` (the ``@audited`` model ``AuditqRow``; Celery on the
@@ -24,6 +25,12 @@ group of its own, ``-P prefork --concurrency 2`` by default (``--pool solo``).
    saves/s for ``--seconds``, then two writers at ``--rate`` each. The lag of a change
    is ``recorded_at - occurred_at`` of its ``AuditEntry``; the script also reports the
    time from the last save until everything was recorded.
+
+3. **Chaining on and off, side by side.** ``--chain-rounds`` times: a backlog of
+   ``--backlog`` saves drained by a fresh worker with ``AUDITQ["CHAIN"]`` on, then one
+   with it off (alternating, so that the machine's drift hits both alike); rate =
+   entries / (last - first ``recorded_at`` of the drain). ``--only-chain`` runs this
+   phase alone.
 
 A phase whose changes are not all recorded ``--timeout`` seconds after its last save is
 reported as not drained, with the figures of what was recorded; the worker is then
