@@ -121,5 +121,5 @@ def _time(value: Any) -> datetime.datetime:
         value = datetime.datetime.fromisoformat(value)
     zone = value.tzinfo
     if zone is not None and zone is not datetime.UTC and value.utcoffset():
-        return value.astimezone(datetime.UTC)  # type: ignore[no-any-return]
-    return value  # type: ignore[no-any-return]
+        return value.astimezone(datetime.UTC)
+    return value
