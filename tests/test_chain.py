@@ -3,6 +3,13 @@ chain, and ``auditq_verify`` finds the first entry edited, deleted or inserted b
 auditq's back."""
 
 import datetime
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
 import uuid
 from io import StringIO
 
@@ -19,6 +26,7 @@ from auditq.checks import check_settings
 from auditq.consumers import audit
 from auditq.delivery import recording
 from auditq.models import AuditChain, AuditEntry, Outbox
+from tests.conftest import ROOT
 from tests.helpers import entry
 from tests.testapp.models import Chosen, Document
 
@@ -358,3 +366,53 @@ def test_chain_must_be_a_boolean(settings):
 
     assert error.id == "auditq.E002"
     assert error.msg == "AUDITQ['CHAIN'] must be bool, not str."
+
+
+def run_verify(*args: str, **popen) -> subprocess.CompletedProcess:
+    """``django-admin auditq_verify`` in a new process, on the test database."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "AUDITQ_TEST_WORKER_DB": str(connection.settings_dict["NAME"]),
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "django", "auditq_verify", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, timeout=120, text=True, **popen)
+
+
+def test_a_terminal_gets_a_progress_bar():
+    documents(3)
+    terminal, child_side = pty.openpty()
+    fcntl.ioctl(child_side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+
+    done = run_verify(stdout=subprocess.PIPE, stderr=child_side)
+    os.close(child_side)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the child's side is closed: everything was read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+
+    assert done.returncode == 0
+    assert "The audit trail is intact (2 chains)." in done.stdout
+    assert b"4/4" in shown and b"entries" in shown
+
+
+def test_a_broken_trail_exits_1_with_one_line_naming_the_entry():
+    documents(2)
+    first = chained(Document)[0]
+    AuditEntry.objects.filter(pk=first.pk).update(actor_repr="someone else")
+
+    done = run_verify(capture_output=True)
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        f"CommandError: The audit trail is broken: testapp.document at entry {first.pk}."
+    )
+    assert f"testapp.document: broken at entry {first.pk}: its hash does not match" in done.stdout

@@ -100,13 +100,15 @@ class Command(AuditqCommand):
 
 
 def _estimate(database: str, content_type: Any, since: datetime.datetime | None) -> int | None:
-    """The bar's total: the server's estimate of the whole table, or a count."""
+    """The bar's total: the server's estimate of the whole table where it keeps one, or a
+    count."""
     entries = AuditEntry.objects.using(database)
     if content_type is None and since is None:
         connection = connections[database]
         found = backend(connection)
-        if found.supports_row_estimate:
-            return found.estimate_rows(connection, AuditEntry._meta.db_table)
+        estimate = found.estimate_rows(connection, AuditEntry._meta.db_table)
+        if estimate is not None:  # the table was analysed
+            return estimate
     if content_type is not None:
         entries = entries.filter(content_type=content_type)
     if since is not None:
