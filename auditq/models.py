@@ -1,7 +1,7 @@
-"""auditq's tables: the trail (``AuditEntry``), the outbox that carries committed changes
-to the workers (``Outbox``), the callbacks' ledger (``CallbackRun``), pending counter
-deltas (``CounterDelta``), and operation runs with their step attempts (``OperationRun``,
-``StepRun``)."""
+"""auditq's tables: the trail (``AuditEntry``) and its hash chains (``AuditChain``), the
+outbox that carries committed changes to the workers (``Outbox``), the callbacks' ledger
+(``CallbackRun``), pending counter deltas (``CounterDelta``), and operation runs with
+their step attempts (``OperationRun``, ``StepRun``)."""
 
 from __future__ import annotations
 
