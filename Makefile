@@ -31,7 +31,8 @@ help:
 	@echo "              django-simple-history, django-pghistory), bench/worker.py (throughput, lag, memory)"
 	@echo "              bench/counters.py (@counter_cache vs a synchronous F() update)"
 	@echo "              bench/notify.py (concurrent commits with and without NOTIFY)"
-	@echo "              and bench/dashboard.py (the admin dashboard's load time, target < 100 ms)"
+	@echo "              bench/dashboard.py (the admin dashboard's load time, target < 100 ms)"
+	@echo "              and bench/verify.py (auditq_verify on 1M chained entries, target >= 1M/minute)"
 	@echo "              (PostgreSQL at DATABASE_URL, Redis at REDIS_URL; sizes: BENCH_OPS=$(BENCH_OPS)"
 	@echo "              BENCH_DB=$(BENCH_DB) BENCH_BACKLOG=$(BENCH_BACKLOG) BENCH_SECONDS=$(BENCH_SECONDS)"
 	@echo "              BENCH_RATE=$(BENCH_RATE) BENCH_POOL=$(BENCH_POOL) BENCH_TIMEOUT=$(BENCH_TIMEOUT)"
@@ -64,6 +65,7 @@ bench: $(BENCH_STAMP)
 		--timeout $(BENCH_TIMEOUT)
 	$(VENV)/bin/python bench/notify.py
 	$(VENV)/bin/python bench/dashboard.py
+	$(VENV)/bin/python bench/verify.py
 
 bench-export: $(BENCH_STAMP)
 	$(VENV)/bin/python bench/export.py --rows $(BENCH_EXPORT_ROWS)

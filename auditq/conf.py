@@ -62,6 +62,11 @@ class Settings:
     EXPORT_LINK_SECONDS: float = 86400.0
     """How long an admin export's download link works after it was given out (on the
     run's page, or in the email); the run's page gives a fresh one."""
+    CHAIN: bool = True
+    """Chain every recorded entry to the one before it in its model's trail (a SHA-256
+    hash), so that ``auditq_verify`` finds entries edited, deleted or inserted behind
+    auditq's back. ``False`` records unchained entries, which verification reports as
+    breaks once a chain has started."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -81,6 +86,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "COUNTER_DELAY_SECONDS": (int, float),
     "DATABASE": (str, type(None)),
     "EXPORT_LINK_SECONDS": (int, float),
+    "CHAIN": (bool,),
 }
 
 

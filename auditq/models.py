@@ -1,7 +1,7 @@
-"""auditq's tables: the trail (``AuditEntry``), the outbox that carries committed changes
-to the workers (``Outbox``), the callbacks' ledger (``CallbackRun``), pending counter
-deltas (``CounterDelta``), and operation runs with their step attempts (``OperationRun``,
-``StepRun``)."""
+"""auditq's tables: the trail (``AuditEntry``) and its hash chains (``AuditChain``), the
+outbox that carries committed changes to the workers (``Outbox``), the callbacks' ledger
+(``CallbackRun``), pending counter deltas (``CounterDelta``), and operation runs with
+their step attempts (``OperationRun``, ``StepRun``)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,15 @@ class AuditEntry(models.Model):
     context = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField()
     recorded_at = models.DateTimeField(default=timezone.now)
+    # db_default: rows inserted without it (chaining off) are unchained, "".
+    chain_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        db_default="",
+        editable=False,
+        help_text="SHA-256 (hex) over this entry and the hash before it in its model's "
+        "chain; empty on entries recorded before chaining or with AUDITQ['CHAIN'] off.",
+    )
 
     objects = AuditEntryQuerySet.as_manager()
 
@@ -113,6 +122,43 @@ class AuditEntry(models.Model):
             else:
                 rows.append((name, change[0], change[1]))
         return rows
+
+
+class AuditChain(models.Model):
+    """One model's hash chain: its head (what the next entry links to), its prune anchor
+    and its last verification. The recording worker locks the row while it extends the
+    chain, so concurrent workers keep one order."""
+
+    content_type = models.OneToOneField(
+        ContentType, on_delete=models.PROTECT, primary_key=True, related_name="+"
+    )
+    last_hash = models.CharField(max_length=64, blank=True, default="")
+    last_entry_id = models.BigIntegerField(null=True, blank=True)
+    anchor_hash = models.CharField(
+        max_length=64, blank=True, default="", help_text="The last pruned entry's hash."
+    )
+    anchor_entry_id = models.BigIntegerField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verified_entries = models.BigIntegerField(default=0)
+    unchained_entries = models.BigIntegerField(
+        default=0, help_text="Entries recorded before the chain started, at the last check."
+    )
+    broken_entry_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The first entry where the last check found a break."
+    )
+    problem = models.TextField(blank=True, default="")
+
+    class Meta:
+        verbose_name = "audit chain"
+
+    def __str__(self) -> str:
+        content_type = self.content_type
+        return f"chain of {content_type.app_label}.{content_type.model}"
+
+    @property
+    def intact(self) -> bool | None:
+        """The last verification's verdict; ``None`` before the first."""
+        return None if self.verified_at is None else self.broken_entry_id is None
 
 
 class OutboxQuerySet(models.QuerySet):

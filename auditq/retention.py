@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 from celery import shared_task
 from django.db import models, router, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from auditq.chain.anchor import anchor
 from auditq.models import AuditEntry, CallbackRun, OperationRun
 
 logger = logging.getLogger("auditq")
@@ -51,9 +53,11 @@ def prune(
 ) -> int:
     """Delete the entries that occurred before ``before``; return how many were deleted.
 
-    ``progress`` is called with the size of each deleted batch.
+    A chained entry goes only with every entry recorded before it (see
+    :func:`_old_entries`); each batch leaves its chains' anchors on the last entry it
+    deleted. ``progress`` is called with the size of each deleted batch.
     """
-    deleted = _delete(_old_entries(before, using), "occurred_at", batch_size, progress)
+    deleted = _delete(_old_entries(before, using), "id", batch_size, progress, anchor)
     logger.info("auditq: pruned %d audit entries that occurred before %s", deleted, before)
     return deleted
 
@@ -74,9 +78,16 @@ def prune_runs(
 
 
 def _old_entries(before: datetime.datetime, using: str | None) -> models.QuerySet:
-    return AuditEntry.objects.using(using or router.db_for_write(AuditEntry)).filter(
-        occurred_at__lt=before
-    )
+    """The entries that occurred before ``before``, keeping each chain's pruned part its
+    beginning: a chained entry recorded after the first recent one stays (a change that
+    reached the trail late) until a later prune."""
+    entries = AuditEntry.objects.using(using or router.db_for_write(AuditEntry))
+    old = entries.filter(occurred_at__lt=before)
+    recent = entries.filter(occurred_at__gte=before).order_by("id").values_list("id", flat=True)
+    first_recent = recent.first()
+    if first_recent is None:
+        return old
+    return old.filter(Q(chain_hash="") | Q(id__lt=first_recent))
 
 
 def _old_runs(before: datetime.datetime, using: str | None) -> list[models.QuerySet]:
@@ -96,22 +107,35 @@ def _delete(
     order: str,
     batch_size: int,
     progress: Callable[[int], object] | None,
+    deleting: Callable[[list[tuple[int, int, str | None]], str], None] | None = None,
 ) -> int:
     """Delete ``rows`` oldest first, ``batch_size`` at a time, each batch its own
-    transaction; count only the rows themselves (not what cascades with them)."""
+    transaction; count only the rows themselves (not what cascades with them).
+
+    ``deleting``: called in each batch's transaction with its entries' ``(id,
+    content_type_id, chain_hash)``, in key order (entries are deleted in key order)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be 1 or more, not {batch_size}")
     deleted = 0
     while True:
         with transaction.atomic(using=rows.db):
-            keys = list(rows.order_by(order, "id").values_list("id", flat=True)[:batch_size])
+            ordered = rows.order_by(order, "id")
+            if deleting is None:
+                keys = list(ordered.values_list("id", flat=True)[:batch_size])
+            else:
+                batch = list(
+                    ordered.values_list("id", "content_type_id", "chain_hash")[:batch_size]
+                )
+                keys = [key for key, _, _ in batch]
             if not keys:
                 break
             _, by_model = rows.filter(id__in=keys).delete()  # still old and finished
-        batch = by_model.get(rows.model._meta.label, 0)
-        deleted += batch
+            if deleting is not None:
+                deleting(batch, rows.db)
+        gone = by_model.get(rows.model._meta.label, 0)
+        deleted += gone
         if progress is not None:
-            progress(batch)
+            progress(gone)
     return deleted
 
 

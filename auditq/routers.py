@@ -1,6 +1,7 @@
 """``AuditRouter``: the audit entries in a database of their own (``AUDITQ["DATABASE"]``).
 
-Only ``AuditEntry`` moves. The outbox, the callback runs, the counter deltas, the
+Only ``AuditEntry`` and ``AuditChain`` (the chains' heads, locked and moved in the
+transaction that writes the entries) move. The outbox, the callback runs, the counter deltas, the
 operation runs and the heartbeats stay in the database the audited models are written
 to, because what they record must commit with those writes (a handler's writes with its
 run, an outbox row with its change): the router says nothing about them, so your other
@@ -19,6 +20,8 @@ from django.db import router
 from auditq import conf
 
 ENTRY = "auditq.auditentry"
+AUDIT_TABLES = frozenset({ENTRY, "auditq.auditchain"})
+"""The models that live in the audit database."""
 CONTENT_TYPE = "contenttypes.contenttype"
 
 
@@ -27,7 +30,8 @@ def _label(model: Any) -> str:
 
 
 class AuditRouter:
-    """Routes ``AuditEntry`` to ``AUDITQ["DATABASE"]``; does nothing while it is unset.
+    """Routes ``AuditEntry`` and ``AuditChain`` to ``AUDITQ["DATABASE"]``; does nothing
+    while it is unset.
 
     Add it to ``DATABASE_ROUTERS`` (after routers of your own, which decide first) and
     run ``migrate --database=<alias>``: that alias gets the entries' table (and
@@ -47,7 +51,7 @@ class AuditRouter:
         if database is None:
             return None
         label = _label(model)
-        if label == ENTRY:
+        if label in AUDIT_TABLES:
             return database
         instance = hints.get("instance")
         if instance is not None and _label(instance) == ENTRY and label != CONTENT_TYPE:
@@ -58,9 +62,10 @@ class AuditRouter:
         return None
 
     def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
-        if conf.get().DATABASE is None or ENTRY not in (_label(obj1), _label(obj2)):
+        labels = {_label(obj1), _label(obj2)}
+        if conf.get().DATABASE is None or not labels & AUDIT_TABLES:
             return None
-        if CONTENT_TYPE in (_label(obj1), _label(obj2)):
+        if CONTENT_TYPE in labels:
             # Content type keys differ between databases: only the audit database's own.
             return bool(obj1._state.db == obj2._state.db)
         return True  # the actor: a user kept by key, with no database constraint
@@ -71,6 +76,6 @@ class AuditRouter:
         database = conf.get().DATABASE
         if database is None or app_label != "auditq" or model_name is None:
             return None
-        if model_name == "auditentry":
+        if f"auditq.{model_name}" in AUDIT_TABLES:
             return db == database
         return False if db == database else None

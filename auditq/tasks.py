@@ -10,6 +10,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 
+from auditq.chain.verify import verify_task  # noqa: F401  (registers auditq.tasks.verify)
 from auditq.consumers import callbacks, counters
 from auditq.consumers.recount import recount_task  # noqa: F401  (registers auditq.tasks.recount)
 from auditq.delivery import recording, relay, worker

@@ -6,6 +6,7 @@ Usage::
     .venv/bin/python bench/worker.py [--backlog N] [--seconds S] [--rate R]
                                      [--pool prefork|solo] [--concurrency C]
                                      [--writers W] [--timeout S] [--json FILE] [--quick]
+                                     [--chain-rounds K] [--only-chain]
 
 Method. A throwaway PostgreSQL database is created next to ``DATABASE_URL`` and Django
 is set up with ``worker_settings`` (the ``@audited`` model ``AuditqRow``; Celery on the
@@ -24,6 +25,12 @@ group of its own, ``-P prefork --concurrency 2`` by default (``--pool solo``).
    saves/s for ``--seconds``, then two writers at ``--rate`` each. The lag of a change
    is ``recorded_at - occurred_at`` of its ``AuditEntry``; the script also reports the
    time from the last save until everything was recorded.
+
+3. **Chaining on and off, side by side.** ``--chain-rounds`` times: a backlog of
+   ``--backlog`` saves drained by a fresh worker with ``AUDITQ["CHAIN"]`` on, then one
+   with it off (alternating, so that the machine's drift hits both alike); rate =
+   entries / (last - first ``recorded_at`` of the drain). ``--only-chain`` runs this
+   phase alone.
 
 A phase whose changes are not all recorded ``--timeout`` seconds after its last save is
 reported as not drained, with the figures of what was recorded; the worker is then
@@ -98,6 +105,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help='AUDITQ["NOTIFY"] = False and RELAY_POLL_SECONDS = 0.05 in every process: '
         "commits notify nobody, the relay polls",
     )
+    parser.add_argument(
+        "--chain-rounds",
+        type=int,
+        default=2,
+        help="rounds of the chaining comparison (a backlog drained with AUDITQ['CHAIN'] "
+        "on, then one with it off); 0 skips it",
+    )
+    parser.add_argument(
+        "--only-chain", action="store_true", help="run the chaining comparison only"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     # Internal: run as one writer process (see writer()).
@@ -114,7 +131,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def bench_environment(
-    db_name: str, queue: str, conn_max_age: float, notify: bool = True
+    db_name: str, queue: str, conn_max_age: float, notify: bool = True, chain: bool = True
 ) -> dict[str, str]:
     """The environment of every process of the run: this one, the writers, the worker."""
     path = [str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -125,6 +142,7 @@ def bench_environment(
         "BENCH_QUEUE": queue,
         "BENCH_CONN_MAX_AGE": str(conn_max_age),
         "BENCH_NOTIFY": "1" if notify else "0",
+        "BENCH_CHAIN": "1" if chain else "0",
         "PYTHONPATH": os.pathsep.join(path),
     }
 
@@ -294,6 +312,61 @@ class Writers:
                 proc.kill()
             proc.wait()
         self.procs = []
+
+
+# --------------------------------------------------------------------------- chaining
+
+
+def chain_comparison(
+    args: argparse.Namespace, app: Any, queue: str, env: dict[str, str], tmp: Path, offset: int
+) -> dict[str, Any]:
+    """Recording throughput with and without chaining, from equal backlogs, alternating
+    (chained, then unchained, ``--chain-rounds`` times) so that the machine's drift hits
+    both alike. Each drain: the backlog written with no worker running, then a fresh
+    worker (``AUDITQ["CHAIN"]`` on or off) records it; rate = entries / (last - first
+    ``recorded_at`` of the drain)."""
+    rates: dict[str, list[float]] = {"chained": [], "unchained": []}
+    for round_ in range(args.chain_rounds):
+        for mode in rates:
+            print(f"== chaining, round {round_ + 1}: {mode}, {args.backlog:,} saves", flush=True)
+            after = last_entry_id()
+            Writers(env).run(args.writers, args.backlog, offset=offset)
+            offset += args.backlog
+            worker_env = {**env, "BENCH_CHAIN": "1" if mode == "chained" else "0"}
+            worker = Worker(args, queue, worker_env, tmp / f"worker-{mode}.log")
+            worker.start(app)
+            try:
+                done = wait_recorded(
+                    after, args.backlog, poll=0.5, deadline=worker.started + args.timeout
+                )
+            finally:
+                worker.stop()
+            if done is None:
+                raise BenchError(f"the {mode} drain was not recorded in {args.timeout:.0f} s")
+            span = scalar(
+                "SELECT extract(epoch FROM max(recorded_at) - min(recorded_at)) "
+                f'FROM "{entries_table()}" WHERE id > %s',
+                [after],
+            )
+            rates[mode].append(args.backlog / float(span))
+    chained = scalar(f'SELECT count(*) FROM "{entries_table()}" WHERE chain_hash <> %s', [""])
+    return {"rates": rates, "chained_entries": chained}
+
+
+def report_chain(comparison: dict[str, Any]) -> list[str]:
+    rates = comparison["rates"]
+    best = {mode: max(values) for mode, values in rates.items()}
+    ratio = best["chained"] / best["unchained"]
+    mark = "PASS" if ratio >= 0.9 else "MISS"
+    lines = ["Recording throughput with and without chaining (entries/s per worker process)"]
+    for mode, values in rates.items():
+        lines.append(
+            f"  {mode:>9}: "
+            + ", ".join(f"{value:,.0f}" for value in values)
+            + f"   best {best[mode]:,.0f}"
+        )
+    lines.append(f"  chained / unchained (best of each): {ratio:.1%}   target >= 90%: {mark}")
+    return lines
 
 
 # --------------------------------------------------------------------------- the worker
@@ -628,17 +701,20 @@ def report_steady(loads: list[dict[str, Any]], timeout: float) -> list[str]:
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    memory = result["memory"]
-    return [
-        "",
-        f"Worker: {result['worker']} ({result['pool']})",
-        *report_throughput(result["throughput"], result["pool"], args.timeout),
-        "",
-        *report_steady(result["steady"], args.timeout),
-        f"Peak RSS over the whole run: main process {memory['main_mb']:.0f} MB, largest pool "
-        f"process {memory['pool_process_max_mb']:.0f} MB, {memory['sum_of_peaks_mb']:.0f} MB "
-        f"summed over {memory['processes']} processes",
-    ]
+    lines = ["", f"Worker: {result['worker']} ({result['pool']})"]
+    if "throughput" in result:
+        memory = result["memory"]
+        lines += [
+            *report_throughput(result["throughput"], result["pool"], args.timeout),
+            "",
+            *report_steady(result["steady"], args.timeout),
+            f"Peak RSS over the whole run: main process {memory['main_mb']:.0f} MB, largest "
+            f"pool process {memory['pool_process_max_mb']:.0f} MB, "
+            f"{memory['sum_of_peaks_mb']:.0f} MB summed over {memory['processes']} processes",
+        ]
+    if "chain" in result:
+        lines += ["", *report_chain(result["chain"])]
+    return lines
 
 
 def environment() -> dict[str, Any]:
@@ -670,13 +746,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pool += f", CONN_MAX_AGE={args.conn_max_age:g}"
         try:
             result: dict[str, Any] = {"worker": " ".join(worker.command), "pool": pool}
-            result["throughput"] = throughput(args, worker, app, queue, env)
-            result["steady"] = []
-            for n, writers in enumerate((1, 2)):
-                offset = args.backlog + n * round(args.rate * args.seconds)
-                load = steady_load(args, writers, worker, app, queue, env, offset)
-                result["steady"].append(load)
-            result["memory"] = worker.memory()
+            offset = 0
+            if not args.only_chain:
+                result["throughput"] = throughput(args, worker, app, queue, env)
+                result["steady"] = []
+                for n, writers in enumerate((1, 2)):
+                    offset = args.backlog + n * round(args.rate * args.seconds)
+                    load = steady_load(args, writers, worker, app, queue, env, offset)
+                    result["steady"].append(load)
+                offset = args.backlog + 3 * round(args.rate * args.seconds)  # past them all
+                result["memory"] = worker.memory()
+                worker.stop()
+            if args.chain_rounds:
+                result["chain"] = chain_comparison(args, app, queue, env, Path(tmp), offset)
             return result
         except BenchError as exc:
             raise BenchError(f"{exc}\n--- worker log (tail) ---\n{worker.tail()}") from exc

@@ -5,7 +5,8 @@
 - ``REDIS_URL``: the broker (default ``redis://127.0.0.1:6379/15``);
 - ``BENCH_QUEUE``: auditq's queue, which the worker consumes with ``-Q``;
 - ``BENCH_CONN_MAX_AGE``: Django's ``CONN_MAX_AGE`` (default 0, Django's default: a
-  connection per request, and in a worker a new connection per task).
+  connection per request, and in a worker a new connection per task);
+- ``BENCH_CHAIN``: ``0`` turns ``AUDITQ["CHAIN"]`` off (the chaining comparison).
 
 The Celery settings are the ones auditq's README recommends for production.
 """
@@ -38,6 +39,8 @@ DATABASES = {
 AUDITQ = {"QUEUE": os.environ.get("BENCH_QUEUE", "auditq-bench-worker")}
 if os.environ.get("BENCH_NOTIFY") == "0":  # worker.py --no-notify
     AUDITQ.update({"NOTIFY": False, "RELAY_POLL_SECONDS": 0.05})
+if os.environ.get("BENCH_CHAIN") == "0":  # worker.py's chaining comparison
+    AUDITQ["CHAIN"] = False
 
 CELERY_BROKER_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 CELERY_TASK_SERIALIZER = "json"

@@ -15,8 +15,9 @@ __all__ = ["app"]
 
 # Test hook for "worker killed mid-batch": when AUDITQ_TEST_STALL_FILE is set, the worker
 # stops forever just before a statement (AUDITQ_TEST_STALL_ON: "VERB table", by default
-# inserting audit entries) inside its transaction (the relay thread's or a task's), after
-# creating that file so that the test knows when to kill it.
+# inserting audit entries, also as a statement's first part: "WITH new AS (INSERT ...") inside
+# its transaction (the relay thread's or a task's), after creating that file so that the
+# test knows when to kill it.
 if os.environ.get("AUDITQ_TEST_STALL_FILE"):
     import time
     from pathlib import Path
@@ -26,7 +27,7 @@ if os.environ.get("AUDITQ_TEST_STALL_FILE"):
     _verb, _table = os.environ.get("AUDITQ_TEST_STALL_ON", "INSERT auditq_auditentry").split()
 
     def _stall(execute, sql, params, many, context):
-        if sql.startswith(_verb) and _table in sql:
+        if (sql.startswith(_verb) or f"AS ({_verb} " in sql) and _table in sql:
             Path(os.environ["AUDITQ_TEST_STALL_FILE"]).touch()
             time.sleep(3600)
         return execute(sql, params, many, context)

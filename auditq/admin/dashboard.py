@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 
 from auditq import operations
 from auditq.admin import callbacks as callbacks_admin
-from auditq.admin import chart, figures
+from auditq.admin import chains, chart, figures
 from auditq.admin import operations as operations_admin
 from auditq.admin import outbox as outbox_admin
 from auditq.consumers import callbacks
@@ -98,6 +98,7 @@ def view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
         "counters": figures.pending_counters(),
         "lag": figures.lag(),
         "throughput": chart.throughput(),
+        "verification": chains.verification(),
         "task_results": _task_result_links(model_admin),
         "callbacks": figures.failed_callbacks() if may_view(CallbackRun) else None,
         "can_retry_callbacks": request.user.has_perm("auditq.change_callbackrun"),

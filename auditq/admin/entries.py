@@ -22,7 +22,7 @@ from django.urls import NoReverseMatch, URLPattern, reverse
 from django.utils.html import format_html
 
 from auditq import diffs
-from auditq.admin import dashboard, exports, figures, reverts
+from auditq.admin import chains, dashboard, exports, figures, reverts
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter
 from auditq.admin.formatting import when
@@ -67,6 +67,7 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         "request_id",
         "context_display",
         "event_id",
+        "chain_display",
     )
 
     def changelist_view(
@@ -80,6 +81,13 @@ class AuditEntryAdmin(ReadOnlyAdmin):
             **(extra_context or {}),
         }
         return super().changelist_view(request, context)
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        # The chain column only while a chain is found broken (one query on a small table).
+        found = chains.breaks()
+        if not found:
+            return self.list_display
+        return (*self.list_display, chains.mark_column(found))
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         changelist = super().get_changelist_instance(request)
@@ -155,6 +163,10 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         if entry.actor_id is None:
             return entry.actor_repr or "-"
         return f"{entry.actor_repr} (#{entry.actor_id})"
+
+    @admin.display(description="chain")
+    def chain_display(self, entry: AuditEntry) -> str:
+        return chains.describe(entry)
 
     @admin.display(description="context")
     def context_display(self, entry: AuditEntry) -> str:

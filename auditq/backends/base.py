@@ -38,7 +38,7 @@ class Backend:
     transaction."""
     supports_json_rows = False
     """A batch of rows inserts as one JSON document the server unpacks
-    (:meth:`insert_json_rows`); otherwise ``bulk_create``."""
+    (:meth:`insert_json_rows`, :meth:`insert_chained_rows`); otherwise ``bulk_create``."""
     supports_row_estimate = False
     """The server keeps a row estimate per table (:meth:`estimate_rows`)."""
     supports_snapshot_isolation = False
@@ -103,9 +103,27 @@ class Backend:
         unique: str,
         now: str,
     ) -> None:
-        """Insert ``rows`` (a JSON array of objects) into ``table``; ``columns`` are
-        ``(name, SQL type)``; rows whose ``unique`` column exists are skipped; column
-        ``now`` gets the server's clock."""
+        """Insert ``rows`` (a JSON array of objects) into ``table``, in their order (a
+        serial key follows it); ``columns`` are ``(name, SQL type)``; rows whose
+        ``unique`` column exists are skipped; column ``now`` gets the server's clock."""
+        raise NotImplementedError
+
+    def insert_chained_rows(
+        self,
+        connection: Any,
+        table: str,
+        columns: list[tuple[str, str]],
+        rows: str,
+        *,
+        unique: str,
+        chains: str,
+        heads: str,
+    ) -> set[Any]:
+        """:meth:`insert_json_rows` of audit entries (no ``now`` column), and in the same
+        statement move the heads of their chains in table ``chains``: ``heads`` is a
+        JSON array of ``{"content_type_id", "last_hash"}``, and each head's
+        ``last_entry_id`` becomes the last key drawn for its model. Returns the
+        ``unique`` values of the rows inserted (a row skipped is not among them)."""
         raise NotImplementedError
 
     def keys_where(

@@ -120,6 +120,37 @@ class PostgreSQLBackend(Backend):
                 [rows],
             )
 
+    def insert_chained_rows(
+        self,
+        connection: Any,
+        table: str,
+        columns: list[tuple[str, str]],
+        rows: str,
+        *,
+        unique: str,
+        chains: str,
+        heads: str,
+    ) -> set[Any]:
+        # The entries and their chains' heads in one statement: the heads move to the
+        # hash given and to the last key the insert drew for their model.
+        quote = connection.ops.quote_name
+        names = ", ".join(quote(name) for name, _ in columns)
+        typed = ", ".join(f"{quote(name)} {kind}" for name, kind in columns)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH new AS (INSERT INTO {quote(table)} ({names}) "
+                f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS r({typed}) "
+                f"ON CONFLICT ({quote(unique)}) DO NOTHING "
+                f"RETURNING id, content_type_id, {quote(unique)}), "
+                f"moved AS (UPDATE {quote(chains)} AS c SET last_hash = h.last_hash, "
+                "last_entry_id = coalesce((SELECT max(new.id) FROM new "
+                "WHERE new.content_type_id = c.content_type_id), c.last_entry_id) "
+                "FROM jsonb_to_recordset(%s::jsonb) AS h(content_type_id integer, last_hash text) "
+                f"WHERE c.content_type_id = h.content_type_id) SELECT {quote(unique)} FROM new",
+                [rows, heads],
+            )
+            return {row[0] for row in cursor.fetchall()}
+
     def keys_where(
         self, connection: Any, table: str, column: str, keys: list[int]
     ) -> tuple[str, list[Any]] | None:

@@ -19,9 +19,9 @@ from django.db import connections, transaction
 from django.db.models import Field, Model
 from django.utils import timezone
 
-from auditq import conf, registry
+from auditq import chain, conf, registry
 from auditq.backends import backend
-from auditq.models import AuditEntry
+from auditq.models import AuditChain, AuditEntry
 from auditq.stream.context import AuditContext
 from auditq.stream.encoding import encode, json_bytes
 from auditq.stream.events import REPR_LIMIT, Event, key_text
@@ -91,23 +91,51 @@ class AuditConsumer:
                     "occurred_at": event.occurred_at,
                 }
             )
-        connection = connections[target]
-        found = backend(connection)
-        if found.supports_json_rows:
-            found.insert_json_rows(
-                connection,
-                AuditEntry._meta.db_table,
-                _columns(connection),
-                _rows_json(rows),
-                unique="event_id",
-                now="recorded_at",
-            )
+        if conf.get().CHAIN:
+            chain.extend(rows, target, _insert)
         else:
-            recorded_at = timezone.now()
-            entries = [AuditEntry(**row, recorded_at=recorded_at) for row in rows]
-            AuditEntry.objects.using(target).bulk_create(
-                entries, ignore_conflicts=True, batch_size=1000
-            )
+            _insert(rows, target)
+
+
+def _insert(
+    rows: list[dict[str, Any]], using: str, heads: dict[int, str] | None = None
+) -> set[Any] | None:
+    """Write the rows; rows whose event is already in the trail are skipped. A row
+    without ``recorded_at`` gets the clock's time (the server's, on PostgreSQL).
+
+    ``heads``: the rows are chained, and these are their chains' new last hashes; where
+    the database can, the same statement moves the heads, and the event ids inserted are
+    returned (``None``: the caller moves the heads, and skipped nothing it had not
+    already left out).
+    """
+    connection = connections[using]
+    found = backend(connection)
+    table = AuditEntry._meta.db_table
+    if found.supports_json_rows and heads is not None:
+        moved = [{"content_type_id": key, "last_hash": value} for key, value in heads.items()]
+        return found.insert_chained_rows(
+            connection,
+            table,
+            _columns(connection, _CHAINED),
+            _rows_json(rows),
+            unique="event_id",
+            chains=AuditChain._meta.db_table,
+            heads=orjson.dumps(moved).decode(),
+        )
+    if found.supports_json_rows:
+        found.insert_json_rows(
+            connection,
+            table,
+            _columns(connection, _ROW),
+            _rows_json(rows),
+            unique="event_id",
+            now="recorded_at",
+        )
+    else:
+        recorded_at = timezone.now()
+        entries = [AuditEntry(**{"recorded_at": recorded_at, **row}) for row in rows]
+        AuditEntry.objects.using(using).bulk_create(entries, ignore_conflicts=True, batch_size=1000)
+    return None
 
 
 _ROW = (
@@ -125,6 +153,8 @@ _ROW = (
     "occurred_at",
 )
 """The ``AuditEntry`` fields an event fills (``recorded_at`` is the worker's clock)."""
+_CHAINED = (*_ROW, "recorded_at", "chain_hash")
+"""The fields of a chained row: its hash covers its ``recorded_at``."""
 
 
 def _rows_json(rows: list[dict[str, Any]]) -> str:
@@ -136,9 +166,9 @@ def _rows_json(rows: list[dict[str, Any]]) -> str:
         return json_bytes(encode(rows)).decode()
 
 
-def _columns(connection: Any) -> list[tuple[str, str]]:
-    """``(column, SQL type)`` of each of :data:`_ROW`, as the model declares them."""
-    fields = [cast(Field, AuditEntry._meta.get_field(name)) for name in _ROW]
+def _columns(connection: Any, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(column, SQL type)`` of each of ``names``, as the model declares them."""
+    fields = [cast(Field, AuditEntry._meta.get_field(name)) for name in names]
     return [(str(field.column), field.db_type(connection) or "text") for field in fields]
 
 
