@@ -8,13 +8,13 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
-from django.db import DEFAULT_DB_ALIAS, router
+from django.db import DEFAULT_DB_ALIAS, models, router
 
 from auditq import conf, registry
 from auditq.capture import bulk
 from auditq.consumers import counters
 from auditq.delivery import broker
-from auditq.models import AuditEntry, OperationRun
+from auditq.models import AuditChain, AuditEntry, OperationRun
 from auditq.operations import executor
 from auditq.routers import AuditRouter
 
@@ -119,22 +119,24 @@ def check_audit_database(**kwargs: Any) -> list[checks.CheckMessage]:
             )
         ]
     found: list[checks.CheckMessage] = []
-    routed = {router.db_for_read(AuditEntry), router.db_for_write(AuditEntry)}
-    if routed != {database} or not router.allow_migrate_model(database, AuditEntry):
-        found.append(
-            checks.Error(
-                f"AUDITQ['DATABASE'] is {database!r}, but a router before {AUDIT_ROUTER} "
-                f"sends auditq.AuditEntry to {sorted(routed)!r} or keeps its table out of "
-                f"{database!r}.",
-                hint=f"Have your routers return None for auditq.AuditEntry, or put "
-                f"{AUDIT_ROUTER!r} first in DATABASE_ROUTERS.",
-                id="auditq.E013",
+    audit_models: tuple[type[models.Model], ...] = (AuditEntry, AuditChain)
+    for model in audit_models:
+        routed = {router.db_for_read(model), router.db_for_write(model)}
+        if routed != {database} or not router.allow_migrate_model(database, model):
+            found.append(
+                checks.Error(
+                    f"AUDITQ['DATABASE'] is {database!r}, but a router before "
+                    f"{AUDIT_ROUTER} sends {model._meta.label} to {sorted(routed)!r} or "
+                    f"keeps its table out of {database!r}.",
+                    hint=f"Have your routers return None for {model._meta.label}, or put "
+                    f"{AUDIT_ROUTER!r} first in DATABASE_ROUTERS.",
+                    id="auditq.E013",
+                )
             )
-        )
     writers = {router.db_for_write(model) for model in registry.tracked_models()}
     writers = writers or {DEFAULT_DB_ALIAS}
     for model in apps.get_app_config("auditq").get_models():
-        if model is AuditEntry:
+        if model in audit_models:
             continue
         routed = {router.db_for_read(model), router.db_for_write(model)}
         away = sorted(routed - writers)
@@ -148,7 +150,7 @@ def check_audit_database(**kwargs: Any) -> list[checks.CheckMessage]:
                     hint="auditq's outbox, callback runs, counter deltas and operation runs "
                     "must commit with the writes they record: route them with the audited "
                     "models, and leave AUDITQ['DATABASE'] to a database of its own (it "
-                    "holds only the entries).",
+                    "holds only the entries and their chains).",
                     obj=model,
                     id="auditq.E012",
                 )

@@ -121,7 +121,7 @@ def verify(
         for row in _rows(using, content_type, first):
             walk = walks.get(row["content_type_id"])
             if walk is None:
-                walk = walks[row["content_type_id"]] = _new_walk(row["content_type_id"])
+                walk = walks[row["content_type_id"]] = _new_walk(row["content_type_id"], using)
             _step(walk, row)
             read += 1
             if progress is not None and read == CHUNK:
@@ -146,7 +146,7 @@ def _start(
     walks = {}
     for chain in chains:
         walks[chain.pk] = _Walk(
-            ChainResult(chain.pk, _label(chain.pk)),
+            ChainResult(chain.pk, _label(chain.pk, using)),
             expected=chain.anchor_hash or GENESIS,
             after=chain.anchor_entry_id or 0,
             head_hash=chain.last_hash,
@@ -167,10 +167,10 @@ def _start(
     return walks
 
 
-def _new_walk(content_type_id: int) -> _Walk:
+def _new_walk(content_type_id: int, using: str) -> _Walk:
     """A model with entries and no chain: all recorded before chaining (or forged)."""
     return _Walk(
-        ChainResult(content_type_id, _label(content_type_id)),
+        ChainResult(content_type_id, _label(content_type_id, using)),
         expected=GENESIS,
         after=0,
         head_hash="",
@@ -253,8 +253,9 @@ def _actor_key() -> Callable[[Any], Any]:
     return lambda value: value
 
 
-def _label(content_type_id: int) -> str:
-    found = ContentType.objects.get_for_id(content_type_id)
+def _label(content_type_id: int, using: str) -> str:
+    # The entries' database's own content types (its keys are its own).
+    found = ContentType.objects.db_manager(using).get_for_id(content_type_id)
     return f"{found.app_label}.{found.model}"
 
 

@@ -62,7 +62,10 @@ def test_a_router_that_sends_the_outbox_elsewhere_is_an_error(settings):
 def test_a_router_before_that_keeps_the_entries_is_an_error(settings):
     settings.DATABASE_ROUTERS = [f"{__name__}.EverythingToDefault", AUDIT_ROUTER]
 
-    assert ids(settings) == ["auditq.E013"]
+    found = check_audit_database()
+    assert [m.id for m in found] == ["auditq.E013", "auditq.E013"]
+    assert "sends auditq.AuditEntry to ['default']" in found[0].msg
+    assert "sends auditq.AuditChain to ['default']" in found[1].msg
 
 
 def test_the_writers_own_database_cannot_hold_only_the_entries(settings):

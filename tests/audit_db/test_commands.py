@@ -1,5 +1,6 @@
 """The commands with the trail in a database of its own: ``auditq_prune`` prunes the
-entries there and the runs with the writes; ``auditq_export`` reads the entries there;
+entries there and the runs with the writes; ``auditq_export`` and ``auditq_verify`` read the entries there (the chains
+beside them);
 ``auditq_relay`` relays no outbox there."""
 
 import datetime
@@ -10,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from auditq.models import AuditEntry, CallbackRun
+from auditq.models import AuditChain, AuditEntry, CallbackRun
 from tests.testapp.models import Document, Ticket
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "audit"])
@@ -78,3 +79,31 @@ def test_export_reads_the_entries_in_the_audit_database():
 def test_export_refuses_a_database_without_the_entries():
     with pytest.raises(CommandError, match="'default' holds no audit entries: they are in 'audit'"):
         call_command("auditq_export", "--format", "csv", "--database", "default", "--output", "-")
+
+
+def test_the_chains_live_and_verify_beside_the_entries():
+    document = Document.objects.create(title="chained")
+    document.title = "chained again"
+    document.save()
+    out = io.StringIO()
+
+    call_command("auditq_verify", stdout=out)
+
+    assert "The audit trail is intact (1 chains)." in out.getvalue()
+    assert AuditChain.objects.using("audit").count() == 1
+    assert AuditEntry.objects.using("audit").exclude(chain_hash="").count() == 2
+
+
+def test_verify_names_an_entry_edited_in_the_audit_database():
+    Document.objects.create(title="first")
+    second = Document.objects.create(title="second")
+    edited = AuditEntry.objects.get(object_pk=str(second.pk))
+    AuditEntry.objects.filter(pk=edited.pk).update(object_repr="forged")
+
+    with pytest.raises(CommandError, match=f"at entry {edited.pk}"):
+        call_command("auditq_verify", stdout=io.StringIO())
+
+
+def test_verify_refuses_a_database_without_the_entries():
+    with pytest.raises(CommandError, match="'default' holds no audit entries: they are in 'audit'"):
+        call_command("auditq_verify", "--database", "default")
