@@ -1,7 +1,6 @@
 """The commands with the trail in a database of its own: ``auditq_prune`` prunes the
-entries there and the runs with the writes; ``auditq_export`` and ``auditq_verify`` read the entries there (the chains
-beside them);
-``auditq_relay`` relays no outbox there."""
+entries there and the runs with the writes; ``auditq_export`` and ``auditq_verify`` read
+the entries there (the chains beside them); ``auditq_relay`` relays no outbox there."""
 
 import datetime
 import io
