@@ -55,6 +55,10 @@ class Settings:
     COUNTER_DELAY_SECONDS: float = 1.0
     """How long counter-cache deltas gather before a worker applies them: a parent gets
     at most one ``UPDATE`` per this many seconds, and its count is right this much later."""
+    MAX_VALUE_LENGTH: int = 100_000
+    """The longest value (characters of its JSON) a change carries: a longer one is kept
+    as its first this many characters with a marker, so a huge field never makes a huge
+    outbox row, message or entry."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -72,6 +76,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "RELAY_IN_WORKER": (bool,),
     "RELAY_THREADS": (int,),
     "COUNTER_DELAY_SECONDS": (int, float),
+    "MAX_VALUE_LENGTH": (int,),
 }
 
 
@@ -125,6 +130,7 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
         "RELAY_POLL_SECONDS",
         "RELAY_THREADS",
         "COUNTER_DELAY_SECONDS",
+        "MAX_VALUE_LENGTH",
     )
     if key in positive and not 0 < value < float("inf"):
         return [(f"AUDITQ[{key!r}] must be a finite number greater than zero.", f"Got {value!r}.")]
