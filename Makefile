@@ -14,9 +14,11 @@ BENCH_RATE ?= 500
 BENCH_POOL ?= prefork
 BENCH_TIMEOUT ?= 120
 BENCH_CHILDREN ?= 10000
+SOAK_MINUTES ?= 10
+SOAK_RATE ?= 20
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo lint test bench clean distclean
+.PHONY: help venv demo lint test bench soak clean distclean
 
 help:
 	@echo "auditq - make targets:"
@@ -35,6 +37,9 @@ help:
 	@echo "              BENCH_DB=$(BENCH_DB) BENCH_BACKLOG=$(BENCH_BACKLOG) BENCH_SECONDS=$(BENCH_SECONDS)"
 	@echo "              BENCH_RATE=$(BENCH_RATE) BENCH_POOL=$(BENCH_POOL) BENCH_TIMEOUT=$(BENCH_TIMEOUT)"
 	@echo "              BENCH_CHILDREN=$(BENCH_CHILDREN))"
+	@echo "  make soak   bench/soak.py: $(SOAK_MINUTES) minutes of mixed writes at $(SOAK_RATE) transactions/s,"
+	@echo "              a worker SIGKILLed every minute, Redis restarted twice; writes docs/soak.md"
+	@echo "              (PostgreSQL at DATABASE_URL; not part of make test)"
 	@echo "  make clean  remove the demo database, build files and caches"
 	@echo "  make distclean  clean, and remove .venv too"
 
@@ -60,6 +65,9 @@ bench: $(BENCH_STAMP)
 		--timeout $(BENCH_TIMEOUT)
 	$(VENV)/bin/python bench/notify.py
 	$(VENV)/bin/python bench/dashboard.py
+
+soak: venv
+	$(VENV)/bin/python bench/soak.py --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)
 
 demo: venv
 	$(VENV)/bin/python manage.py demo
