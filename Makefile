@@ -15,7 +15,7 @@ BENCH_POOL ?= prefork
 BENCH_TIMEOUT ?= 120
 BENCH_CHILDREN ?= 10000
 SOAK_MINUTES ?= 10
-SOAK_RATE ?= 20
+SOAK_RATE ?= 10
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo lint test bench soak clean distclean
