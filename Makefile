@@ -15,9 +15,11 @@ BENCH_POOL ?= prefork
 BENCH_TIMEOUT ?= 120
 BENCH_CHILDREN ?= 10000
 BENCH_EXPORT_ROWS ?= 10000000
+SOAK_MINUTES ?= 10
+SOAK_RATE ?= 10
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo lint test bench bench-export clean distclean
+.PHONY: help venv demo lint test bench bench-export soak clean distclean
 
 help:
 	@echo "auditq - make targets:"
@@ -40,6 +42,9 @@ help:
 	@echo "  make bench-export  bench/export.py: auditq_export and the admin's background export of"
 	@echo "              BENCH_EXPORT_ROWS=$(BENCH_EXPORT_ROWS) entries (and a tenth of them): rows/s, peak RSS"
 	@echo "              (not part of make bench or make test; about 5 GB of PostgreSQL, 40 minutes)"
+	@echo "  make soak   bench/soak.py: $(SOAK_MINUTES) minutes of mixed writes at $(SOAK_RATE) transactions/s,"
+	@echo "              a worker SIGKILLed every minute, Redis restarted twice; writes docs/soak.md"
+	@echo "              (PostgreSQL at DATABASE_URL; not part of make test)"
 	@echo "  make clean  remove the demo database, build files and caches"
 	@echo "  make distclean  clean, and remove .venv too"
 
@@ -69,6 +74,9 @@ bench: $(BENCH_STAMP)
 
 bench-export: $(BENCH_STAMP)
 	$(VENV)/bin/python bench/export.py --rows $(BENCH_EXPORT_ROWS)
+
+soak: venv
+	$(VENV)/bin/python bench/soak.py --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)
 
 demo: venv
 	$(VENV)/bin/python manage.py demo

@@ -67,6 +67,10 @@ class Settings:
     hash), so that ``auditq_verify`` finds entries edited, deleted or inserted behind
     auditq's back. ``False`` records unchained entries, which verification reports as
     breaks once a chain has started."""
+    MAX_VALUE_LENGTH: int = 100_000
+    """The longest value (characters of its JSON) a change carries: a longer one is kept
+    as its first this many characters with a marker, so a huge field never makes a huge
+    outbox row, message or entry."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -87,6 +91,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "DATABASE": (str, type(None)),
     "EXPORT_LINK_SECONDS": (int, float),
     "CHAIN": (bool,),
+    "MAX_VALUE_LENGTH": (int,),
 }
 
 
@@ -149,6 +154,7 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
         "RELAY_THREADS",
         "COUNTER_DELAY_SECONDS",
         "EXPORT_LINK_SECONDS",
+        "MAX_VALUE_LENGTH",
     )
     if key in positive and not 0 < value < float("inf"):
         return [(f"AUDITQ[{key!r}] must be a finite number greater than zero.", f"Got {value!r}.")]

@@ -37,3 +37,34 @@ if os.environ.get("AUDITQ_TEST_STALL_FILE"):
             connection.execute_wrappers.append(_stall)
 
     connection_created.connect(_install_stall, weak=False)
+
+# Test hook for "every message published three times": when AUDITQ_TEST_PUBLISH_TIMES is
+# set, every message this process publishes (deliveries, handler runs, counter flushes,
+# operation steps) is sent that many times.
+if os.environ.get("AUDITQ_TEST_PUBLISH_TIMES"):
+    from kombu import messaging
+
+    _times = int(os.environ["AUDITQ_TEST_PUBLISH_TIMES"])
+    _publish = messaging.Producer.publish
+
+    def _publish_repeatedly(self, body, *args, **kwargs):
+        for _ in range(_times - 1):
+            _publish(self, body, *args, **kwargs)
+        return _publish(self, body, *args, **kwargs)
+
+    messaging.Producer.publish = _publish_repeatedly  # type: ignore[method-assign]
+
+# Test hook for "masked values appear in no message": when AUDITQ_TEST_PUBLISH_LOG names a
+# file, every message this process publishes is appended to it (headers and body).
+if os.environ.get("AUDITQ_TEST_PUBLISH_LOG"):
+    from kombu import messaging as _messaging
+
+    _log_path = os.environ["AUDITQ_TEST_PUBLISH_LOG"]
+    _publish_once = _messaging.Producer.publish
+
+    def _publish_logged(self, body, *args, **kwargs):
+        with open(_log_path, "a") as log:
+            log.write(f"{kwargs.get('headers')!r} {body!r}\n")
+        return _publish_once(self, body, *args, **kwargs)
+
+    _messaging.Producer.publish = _publish_logged  # type: ignore[method-assign]

@@ -143,8 +143,9 @@ class Worker:
 
     count = 0
 
-    def __init__(self, broker_url: str, logdir: Path) -> None:
+    def __init__(self, broker_url: str, logdir: Path, pool: str = "solo") -> None:
         Worker.count += 1
+        self.pool = pool
         self.name = f"w{Worker.count}"
         self.hostname = f"{self.name}@auditq-tests"
         self.log = logdir / f"{self.name}.log"
@@ -176,7 +177,9 @@ class Worker:
                     "-Q",
                     QUEUE,
                     "-P",
-                    "solo",
+                    self.pool,
+                    "-c",
+                    "1",
                     "-n",
                     self.hostname,
                     "-l",

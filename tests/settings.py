@@ -112,6 +112,8 @@ AUDITQ = {
     "RELAY_POLL_SECONDS": float(os.environ.get("AUDITQ_TEST_RELAY_POLL_SECONDS", "0.2")),
     "NOTIFY": os.environ.get("AUDITQ_TEST_NOTIFY", "1") == "1",
     "RELAY_IN_WORKER": os.environ.get("AUDITQ_TEST_RELAY_IN_WORKER", "1") == "1",
+    # The fault suite's workers re-publish lost work after seconds, not a minute.
+    "RELAY_AFTER_SECONDS": float(os.environ.get("AUDITQ_TEST_RELAY_AFTER_SECONDS", "60")),
 }
 
 LOGGING = {

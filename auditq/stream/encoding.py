@@ -151,8 +151,29 @@ def encode(value: Any) -> Any:
         return unencodable(value)
 
 
+def truncated(value: Any, limit: int) -> Any:
+    """``value`` (JSON-safe) as it travels when its JSON is longer than ``limit``
+    characters: ``{"truncated": true, "length": N, "head": "<its first limit
+    characters>"}`` (a string's own text, other values' JSON text); else ``value``."""
+    if type(value) is str:
+        text = value
+    elif type(value) in (dict, list):
+        text = json_bytes(value).decode()
+    else:
+        return value  # numbers, booleans, null: short by nature
+    if len(text) <= limit:
+        return value
+    return {"truncated": True, "length": len(text), "head": text[:limit]}
+
+
+def is_truncated(value: Any) -> bool:
+    """Whether ``value`` is the marker :func:`truncated` leaves."""
+    return type(value) is dict and value.get("truncated") is True and "head" in value
+
+
 class Unknown(ValueError):
-    """A value the trail does not hold: it was stored as an unencodable repr."""
+    """A value the trail does not hold: it was stored as an unencodable repr, or
+    truncated."""
 
 
 def decode(field: Any, value: Any) -> Any:
@@ -161,12 +182,15 @@ def decode(field: Any, value: Any) -> Any:
     foreign key's raw key, a file's name, JSON as it is).
 
     Raises:
-        Unknown: the value was stored as ``{"repr": ..., "unencodable": true}``.
+        Unknown: the value was stored as ``{"repr": ..., "unencodable": true}``, or
+            truncated (``{"truncated": true, ...}``).
     """
     if value is None:
         return None
     if isinstance(value, dict) and value.get("unencodable") is True:
         raise Unknown(f"{field.name}: only its repr was kept ({value.get('repr')!r}).")
+    if is_truncated(value):
+        raise Unknown(f"{field.name}: only its first {len(value['head'])} characters were kept.")
     if isinstance(field, models.JSONField):
         return value
     if isinstance(field, models.FileField):

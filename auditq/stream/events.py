@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 import orjson
 from django.apps import apps
 
+from auditq import conf
 from auditq.stream.context import AuditContext, resolve_actor
-from auditq.stream.encoding import encode, json_bytes
+from auditq.stream.encoding import encode, json_bytes, truncated
 
 VERSION = 3
 WIDE = "wide"
@@ -146,7 +147,30 @@ def _context_row(context: AuditContext) -> dict[str, Any]:
 
 
 def dumps(changes: Sequence[Change]) -> str:
-    """Write one transaction's changes as an outbox payload (JSON text)."""
+    """Write one transaction's changes as an outbox payload (JSON text); a value longer
+    than ``MAX_VALUE_LENGTH`` travels truncated (:func:`encoding.truncated`)."""
+    text = _write(changes)
+    limit = conf.get().MAX_VALUE_LENGTH
+    if len(text) > limit:  # a big payload: many changes, or one huge value
+        cut = [_cut(change, limit) for change in changes]
+        if any(short is not change for short, change in zip(cut, changes, strict=True)):
+            text = _write(cut)
+    return text
+
+
+def _cut(change: Change, limit: int) -> Change:
+    """``change`` with each ``[old, new]`` value longer than ``limit`` truncated."""
+    changes, cut = {}, False
+    for name, pair in change.changes.items():
+        if type(pair) is list and len(pair) == 2:
+            short = [truncated(pair[0], limit), truncated(pair[1], limit)]
+            if short[0] is not pair[0] or short[1] is not pair[1]:
+                pair, cut = short, True
+        changes[name] = pair
+    return change._replace(changes=changes) if cut else change
+
+
+def _write(changes: Sequence[Change]) -> str:
     contexts: list[dict[str, Any]] = []
     index: dict[int, int] = {}
     rows = []

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import redis
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -25,12 +26,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def settle(expected: int, timeout: float = 30.0, workers=None) -> list[AuditEntry]:
-    """Wait until ``expected`` entries exist and nothing is left to deliver."""
+    """Wait until ``expected`` entries exist, the outbox is empty and the system is quiet
+    (see :func:`quiet`), so that a duplicate still on its way would be counted."""
     try:
         wait_for(
-            lambda: AuditEntry.objects.count() >= expected and not Outbox.objects.exists(),
+            lambda: (
+                AuditEntry.objects.count() >= expected and not Outbox.objects.exists() and quiet()
+            ),
             timeout,
-            f"{expected} entries and an empty outbox",
+            f"{expected} entries, an empty outbox and a quiet system",
         )
     except AssertionError as error:
         logs = "\n".join(w.tail() for w in getattr(workers, "started", ()))
@@ -41,12 +45,15 @@ def settle(expected: int, timeout: float = 30.0, workers=None) -> list[AuditEntr
     return list(AuditEntry.objects.order_by("occurred_at", "id"))
 
 
-def queued(broker) -> int:
-    """Messages waiting in the test queue."""
-    return broker.client().llen(QUEUE)
+def queued(broker=None) -> int:
+    """Messages waiting in the test queue (of the broker the tests publish to now)."""
+    if broker is not None:
+        return broker.client().llen(QUEUE)
+    with redis.Redis.from_url(celery_app.conf.broker_url) as client:
+        return client.llen(QUEUE)
 
 
-def quiet(broker) -> bool:
+def quiet(broker=None) -> bool:
     """Nothing left to deliver and nothing running: no row waits in the outbox (set-aside
     rows wait for a person), no message in the queue, and no live worker runs or holds a
     task (asked of the workers: a killed worker's message stays unacknowledged in Redis

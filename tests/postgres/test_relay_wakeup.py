@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.test import override_settings
 
-from auditq.models import Outbox
+from auditq.models import AuditEntry, Outbox
 from tests.conftest import wait_for
 from tests.integration.test_delivery import settle
 from tests.testapp.models import Document
@@ -41,8 +41,9 @@ def test_a_commit_wakes_the_relay_without_waiting_for_its_poll(broker, workers):
 
     committed = time.monotonic()
     Document.objects.create(title="wake up")
-    [entry] = settle(1, timeout=30, workers=workers)
+    wait_for(AuditEntry.objects.exists, 30, "the change to be recorded")
     took = time.monotonic() - committed
+    [entry] = settle(1, timeout=30, workers=workers)  # and nothing more once quiet
 
     assert entry.object_repr == "wake up"
     # Well under the 60 s poll: only the notification can have woken the relay.
