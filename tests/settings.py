@@ -87,6 +87,8 @@ else:
     }
 
 CELERY_BROKER_URL = os.environ.get("AUDITQ_TEST_BROKER_URL", "memory://")
+if CELERY_BROKER_URL.startswith("amqp"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}  # as the README recommends
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = "django-db"
