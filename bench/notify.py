@@ -7,11 +7,12 @@ held until the commit is flushed). Each writer process calls auditq's outbox fun
 payload. A relay process runs beside them in every mode, as a worker's relay does, minus
 the recording: it deletes the rows ``RELAY_BATCH_SIZE`` (500) at a time until none is
 left, then waits for a notification or its poll (``RELAY_POLL_SECONDS``, 0.2 s); in the
-default mode it first asks for a notification (``setval`` of ``auditq_relay_idle``) and
-looks once more. "At each commit" is the outbox function before migration 0017, created
-in the throwaway database under another name. Writers 1, 4 and 8; in each round the three
-modes run in turn, ``--seconds`` each, and each mode's rate is divided by the no-NOTIFY
-rate of the same round (the machine may be shared: the ratio of neighbours holds better).
+default mode it first asks for a notification (``PostgreSQLBackend.want_notify``: a
+``setval`` of ``auditq_relay_idle``) and looks once more. "At each commit" is the outbox
+function before migration 0017, created in the throwaway database under another name.
+Writers 1, 4 and 8; in each round the three modes run in turn, ``--seconds`` each, and
+each mode's rate is divided by the no-NOTIFY rate of the same round (the machine may be
+shared: the ratio of neighbours holds better).
 
     .venv/bin/python bench/notify.py [--seconds 4] [--rounds 3] [--json FILE]
 """
@@ -99,6 +100,8 @@ def relay(params: dict[str, Any], mode: str, stop: Any, done: Any) -> None:
     """The relay's loop, as ``auditq.delivery.worker`` runs it; puts the wake-ups heard."""
     import psycopg
 
+    from auditq.backends.postgresql import PostgreSQLBackend
+
     heard = 0
     with (
         psycopg.connect(**params, autocommit=True) as db,
@@ -114,7 +117,7 @@ def relay(params: dict[str, Any], mode: str, stop: Any, done: Any) -> None:
             for _ in listener.notifies(timeout=0):
                 pass
             if mode == "NOTIFY when a relay waits":
-                listener.execute("SELECT setval('auditq_relay_idle', 1, false)")
+                PostgreSQLBackend().want_notify(listener)
                 if db.execute(TAKE).rowcount:
                     continue
             for _ in listener.notifies(timeout=POLL_SECONDS, stop_after=1):

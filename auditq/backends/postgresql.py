@@ -155,4 +155,6 @@ class PostgreSQLBackend(Backend):
 
     def want_notify(self, listener: Any) -> None:
         # Outside any transaction: the next commit sees it at once, whatever its isolation.
-        listener.execute(f"SELECT setval('{IDLE}', 1, false)")
+        # Written only when no other relay (or earlier round) set it already: setval is a
+        # write, flushed at commit, and an idle relay asks at each poll.
+        listener.execute(f"SELECT setval('{IDLE}', 1, false) FROM {IDLE} WHERE is_called")
