@@ -27,6 +27,7 @@ from typing import NamedTuple
 import pytest
 from celery import Celery
 from django.db import connection
+from kombu import pools
 
 from tests.celery_app import app as celery_app
 
@@ -193,9 +194,12 @@ class RabbitMQ:
             return False
 
     def reset(self) -> None:
+        # The exchanges too: a test may declare auditq's queue another way (a quorum
+        # queue on a topic exchange), which RabbitMQ refuses beside the old declaration.
         with self.connection() as connection:
             for queue in self.queues:
                 connection.default_channel.queue_delete(queue)
+                connection.default_channel.exchange_delete(queue)
 
     def depth(self, queue: str) -> int:
         with self.connection() as connection:
@@ -292,9 +296,12 @@ def broker(request) -> Iterator[RedisServer | RabbitMQ]:
 
 def _forget_connections() -> None:
     """The app keeps the producer pool of the first broker it published to (eager tasks
-    open one too): a project's own ``delay()`` must publish to the broker now set."""
+    open one too): a project's own ``delay()`` must publish to the broker now set. kombu's
+    pools, shared by every app, remember what their connections declared: a queue that
+    a test deleted would not be declared again."""
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
+    pools.reset()
 
 
 class Worker:
