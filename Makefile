@@ -32,7 +32,7 @@ help:
 	@echo "  make bench  install the bench extra, then bench/request_path.py (auditq vs django-auditlog,"
 	@echo "              django-simple-history, django-pghistory), bench/worker.py (throughput, lag, memory)"
 	@echo "              bench/counters.py (@counter_cache vs a synchronous F() update)"
-	@echo "              bench/notify.py (concurrent commits with and without NOTIFY)"
+	@echo "              bench/notify.py (concurrent commits: NOTIFY at each commit, when a relay waits, never)"
 	@echo "              bench/dashboard.py (the admin dashboard's load time, target < 100 ms)"
 	@echo "              and bench/verify.py (auditq_verify on 1M chained entries, target >= 1M/minute)"
 	@echo "              (PostgreSQL at DATABASE_URL, Redis at REDIS_URL; sizes: BENCH_OPS=$(BENCH_OPS)"

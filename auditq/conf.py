@@ -37,12 +37,14 @@ class Settings:
     RELAY_BATCH_SIZE: int = 500
     """Outbox rows the relay claims per database round trip and sends per message."""
     RELAY_POLL_SECONDS: float = 0.2
-    """How often the relay looks for new rows when no notification woke it (PostgreSQL
-    notifies at each commit; other databases are polled at this pace)."""
+    """How often the relay looks for new rows when no notification woke it (on PostgreSQL
+    the first commit after it went idle notifies; other databases are polled at this
+    pace)."""
     NOTIFY: bool = True
-    """PostgreSQL: each commit that writes an outbox row sends ``NOTIFY``, which wakes the
-    relay at once. PostgreSQL serializes the commits of transactions that notify: with
-    many concurrent writers, turn it off (and lower ``RELAY_POLL_SECONDS``)."""
+    """PostgreSQL: the first commit that writes an outbox row while a relay waits sends
+    ``NOTIFY``, which wakes it at once. Commits while every relay is busy send none
+    (PostgreSQL serializes the commits of transactions that notify). ``False``: no commit
+    notifies and the relay polls every ``RELAY_POLL_SECONDS``."""
     RELAY_IN_WORKER: bool = True
     """Run the relay thread in every Celery worker process."""
     RELAY_THREADS: int = 2

@@ -1,13 +1,18 @@
 """Fixtures shared by unit and integration tests.
 
-Integration tests run the real stack: a private ``redis-server`` (so a test may stop and
-restart it), Celery worker processes (``celery -A tests.celery_app worker``) and the test
-database (PostgreSQL when ``DATABASE_URL`` names one). With ``CI=true`` a missing service
-fails the test instead of skipping it.
+Integration tests run the real stack: a broker, Celery worker processes (``celery -A
+tests.celery_app worker``) and the test database (PostgreSQL when ``DATABASE_URL`` names
+one). Every test that takes the ``broker`` fixture runs twice: on a private
+``redis-server`` and on RabbitMQ (a private vhost of the server at 127.0.0.1:5672, reached
+through a TCP proxy), each of which a test may stop and restart (``AUDITQ_TEST_BROKERS``
+narrows the list, e.g. ``redis``). With ``CI=true`` a missing service fails the test
+instead of skipping it.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import signal
@@ -17,11 +22,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from celery import Celery
 from django.conf import settings
 from django.db import connection, connections
+from kombu import pools
 
 from tests.celery_app import app as celery_app
 
@@ -55,8 +62,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Message(NamedTuple):
+    """A task message waiting in a queue, whatever the broker."""
+
+    headers: dict
+    """The message's headers (the task's name, id, ``auditq_context``...)."""
+    body: bytes
+    """Its body: the task's ``[args, kwargs, embed]`` as JSON."""
+
+
 class RedisServer:
     """A private redis-server that a test may stop and start again on the same port."""
+
+    kind = "redis"
 
     def __init__(self, binary: str, workdir: Path) -> None:
         self.binary = binary
@@ -98,10 +116,115 @@ class RedisServer:
         except redis.RedisError:
             return False
 
+    def pause(self, paused: bool = True) -> None:
+        """Freeze the server (connections stay open, nothing is answered), or thaw it."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
     def client(self):
         import redis
 
         return redis.Redis.from_url(self.url)
+
+    def reset(self) -> None:
+        """Start again from an empty broker."""
+        self.client().flushall()
+
+    def depth(self, queue: str) -> int:
+        """Messages waiting in ``queue``."""
+        return self.client().llen(queue)
+
+    def messages(self, queue: str) -> list[Message]:
+        """The messages waiting in ``queue``, left there."""
+        found = [json.loads(raw) for raw in self.client().lrange(queue, 0, -1)]
+        return [Message(m["headers"], base64.b64decode(m["body"])) for m in found]
+
+    def drop(self, queue: str) -> None:
+        """Lose every message of ``queue``, as a broker that lost them would."""
+        self.client().delete(queue)
+
+
+class RabbitMQ:
+    """A private vhost on the RabbitMQ server at 127.0.0.1:5672, reached through a TCP
+    proxy (``socat``) that a test may stop and start again on the same port, as it does a
+    private redis-server: the server itself is shared and never stopped."""
+
+    kind = "amqp"
+    queues = (QUEUE, "celery")
+    """The queues a test may fill; emptied before each test."""
+
+    def __init__(self, vhost: str) -> None:
+        self.vhost = vhost
+        self.port = _free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/{vhost}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "socat",
+                f"TCP-LISTEN:{self.port},bind=127.0.0.1,reuseaddr,fork",
+                f"TCP:127.0.0.1:{RABBITMQ_PORT}",
+            ],
+            start_new_session=True,  # stop() ends the forked copies holding connections too
+        )
+        wait_for(self.ping, 10, "RabbitMQ to answer through the proxy")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(10)
+            self.process = None
+
+    def pause(self, paused: bool = True) -> None:
+        """Freeze the proxy (connections stay open, nothing is answered), or thaw it."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
+    def connection(self):
+        from kombu import Connection
+
+        return Connection(self.url, connect_timeout=2)
+
+    def ping(self) -> bool:
+        try:
+            with self.connection() as connection:
+                connection.ensure_connection(max_retries=1)
+            return True
+        except Exception:
+            return False
+
+    def reset(self) -> None:
+        # The exchanges too: a test may declare auditq's queue another way (a quorum
+        # queue on a topic exchange), which RabbitMQ refuses beside the old declaration.
+        with self.connection() as connection:
+            for queue in self.queues:
+                connection.default_channel.queue_delete(queue)
+                connection.default_channel.exchange_delete(queue)
+
+    def depth(self, queue: str) -> int:
+        with self.connection() as connection:
+            channel = connection.channel()
+            try:
+                return channel.queue_declare(queue=queue, passive=True).message_count
+            except connection.channel_errors:
+                return 0  # never declared: nothing was sent to it
+
+    def messages(self, queue: str) -> list[Message]:
+        # Taken without acknowledgement: they go back to the queue when the channel closes.
+        found = []
+        with self.connection() as connection:
+            channel = connection.channel()
+            while (message := channel.basic_get(queue, no_ack=False)) is not None:
+                found.append(Message(message.headers, message.body))
+        return found
+
+    def drop(self, queue: str) -> None:
+        with self.connection() as connection:
+            connection.default_channel.queue_purge(queue)
+
+
+RABBITMQ_PORT = 5672
 
 
 @pytest.fixture(scope="session")
@@ -115,27 +238,71 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture
-def broker(redis_server: RedisServer) -> Iterator[RedisServer]:
-    """Publish for real to the private Redis (not eagerly) for the length of a test."""
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()  # a test stopped it: start it again on the same port
-    wait_for(redis_server.ping, 10, "redis-server to answer")
-    redis_server.client().flushall()
-    saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitMQ]:
+    """A vhost of this run's own on the local RabbitMQ (guest/guest), removed at the end."""
+    for tool in ("rabbitmqctl", "socat"):
+        if shutil.which(tool) is None:
+            missing(f"{tool} is not installed (RabbitMQ tests)")
+    try:
+        socket.create_connection(("127.0.0.1", RABBITMQ_PORT), timeout=2).close()
+    except OSError:
+        missing(f"RabbitMQ does not answer on 127.0.0.1:{RABBITMQ_PORT}")
+    server = RabbitMQ(f"auditq-tests-{os.getpid()}")
+    ctl = ["rabbitmqctl", "-q"]
+    subprocess.run([*ctl, "add_vhost", server.vhost], check=True, capture_output=True)
+    subprocess.run(
+        [*ctl, "set_permissions", "-p", server.vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    server.start()
+    yield server
+    server.stop()
+    subprocess.run([*ctl, "delete_vhost", server.vhost], capture_output=True)
+
+
+BROKERS = tuple(os.environ.get("AUDITQ_TEST_BROKERS", "redis,amqp").split(","))
+
+# Publisher confirms on RabbitMQ (as the README recommends): a publish returns once the
+# broker has the message, so a test may count it at once.
+AMQP_OPTIONS = {"confirm_publish": True}
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request) -> Iterator[RedisServer | RabbitMQ]:
+    """Publish for real (not eagerly) for the length of a test, to each broker in turn."""
+    server = request.getfixturevalue("redis_server" if request.param == "redis" else "rabbitmq")
+    if server.process is None or server.process.poll() is not None:
+        server.start()  # a test stopped it: start it again on the same port
+    wait_for(server.ping, 10, f"the {server.kind} broker to answer")
+    server.reset()
+    saved = (
+        celery_app.conf.task_always_eager,
+        celery_app.conf.broker_url,
+        celery_app.conf.broker_transport_options,
+    )
     celery_app.conf.task_always_eager = False
-    celery_app.conf.broker_url = redis_server.url
+    celery_app.conf.broker_url = server.url
+    celery_app.conf.broker_transport_options = AMQP_OPTIONS if server.kind == "amqp" else {}
     _forget_connections()
-    yield redis_server
-    celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
+    yield server
+    (
+        celery_app.conf.task_always_eager,
+        celery_app.conf.broker_url,
+        celery_app.conf.broker_transport_options,
+    ) = saved
     _forget_connections()
 
 
 def _forget_connections() -> None:
     """The app keeps the producer pool of the first broker it published to (eager tasks
-    open one too): a project's own ``delay()`` must publish to the broker now set."""
+    open one too): a project's own ``delay()`` must publish to the broker now set. kombu's
+    pools, shared by every app, remember what their connections declared: a queue that
+    a test deleted would not be declared again."""
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
+    pools.reset()
 
 
 class Worker:
@@ -217,6 +384,10 @@ class Worker:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
+            if sig == signal.SIGTERM and self.env["AUDITQ_TEST_BROKER_URL"].startswith("amqp"):
+                # On AMQP the worker's event loop sleeps until its next timer (up to
+                # 10 s) before it sees the signal: a message to the worker wakes it.
+                self.answers()
             self.process.wait(30)
         self.process = None
 
@@ -225,7 +396,9 @@ class Worker:
 
 
 @pytest.fixture
-def workers(broker: RedisServer, transactional_db, tmp_path) -> Iterator[Callable[..., Worker]]:
+def workers(
+    broker: RedisServer | RabbitMQ, transactional_db, tmp_path
+) -> Iterator[Callable[..., Worker]]:
     """Start worker processes on demand: ``workers()`` starts one and returns it."""
     started: list[Worker] = []
 

@@ -93,6 +93,21 @@ else:
     }
 
 CELERY_BROKER_URL = os.environ.get("AUDITQ_TEST_BROKER_URL", "memory://")
+if CELERY_BROKER_URL.startswith("amqp"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}  # as the README recommends
+if os.environ.get("AUDITQ_TEST_QUORUM") == "1":
+    # The README's RabbitMQ set-up: auditq's queue a quorum queue, bound to a topic
+    # exchange so that a countdown uses Celery's native delayed delivery.
+    from kombu import Exchange, Queue
+
+    CELERY_TASK_QUEUES = [
+        Queue(
+            "auditq-tests",
+            Exchange("auditq-tests", type="topic"),
+            routing_key="auditq-tests",
+            queue_arguments={"x-queue-type": "quorum"},
+        )
+    ]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = "django-db"

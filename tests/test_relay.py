@@ -215,3 +215,25 @@ def test_eager_follows_runtime_changes_and_configured_settings(settings):
             del changes["task_always_eager"]
         else:
             changes["task_always_eager"] = saved
+
+
+class BrokenListener:
+    """A backend whose notifications fail, as when the database server goes away."""
+
+    supports_notify = True
+
+    def listen(self, connection):
+        raise OSError("server closed the connection")
+
+
+def test_a_relay_that_cannot_listen_polls_and_tries_again(caplog):
+    stop = threading.Event()
+    wakeups = worker.Wakeups("default", stop)
+    wakeups.listens, wakeups.backend = True, BrokenListener()
+
+    assert wakeups.arm() is False  # it will not be notified: it polls
+    assert wakeups.listener is None
+    wakeups.wait(0.01)  # returns after its poll
+    assert "LISTEN failed (server closed the connection); polling" in caplog.text
+    assert wakeups.arm() is False  # and tries again at its next round
+    assert caplog.text.count("LISTEN failed") == 2

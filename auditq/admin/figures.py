@@ -43,7 +43,7 @@ class QueueDepth:
     messages: int | None
     """Messages waiting; ``None`` when unknown (see ``status``)."""
     status: str
-    """``"ok"``, ``"n/a"`` (the transport is not Redis) or ``"unreachable"``."""
+    """``"ok"``, ``"n/a"`` (the transport is neither Redis nor AMQP) or ``"unreachable"``."""
 
 
 @dataclass(frozen=True)
@@ -129,14 +129,22 @@ class Lag:
 def _broker_options(app: Any) -> dict[str, Any]:
     return {
         **(app.conf.broker_transport_options or {}),
-        "socket_timeout": BROKER_TIMEOUT,
+        "socket_timeout": BROKER_TIMEOUT,  # Redis
         "socket_connect_timeout": BROKER_TIMEOUT,
+        "read_timeout": BROKER_TIMEOUT,  # AMQP
+        "write_timeout": BROKER_TIMEOUT,
         "max_retries": 0,
     }
 
 
+DEPTH_TRANSPORTS = ("redis", "amqp")
+"""Transports whose ``queue_declare(passive=True)`` is one round trip that counts the
+queue's ready messages (Redis: the list's length; AMQP: ``message_count``)."""
+
+
 def queue_depth(app: Any = None) -> QueueDepth:
-    """Count the messages waiting in auditq's queue, when the broker is Redis.
+    """Count the messages waiting in auditq's queue, when the broker is Redis or AMQP
+    (RabbitMQ): messages delivered to a worker and not yet acknowledged are not counted.
 
     Other transports report ``"n/a"``: their depth is not one cheap, reliable read.
     """
@@ -146,12 +154,13 @@ def queue_depth(app: Any = None) -> QueueDepth:
         with app.connection_for_read(
             connect_timeout=BROKER_TIMEOUT, transport_options=_broker_options(app)
         ) as connection:
-            if connection.transport.driver_type != "redis":
+            if connection.transport.driver_type not in DEPTH_TRANSPORTS:
                 return QueueDepth(name, None, "n/a")
             try:
                 declared = connection.default_channel.queue_declare(queue=name, passive=True)
             except connection.channel_errors:
-                # Redis drops an empty list: a queue that does not exist holds nothing.
+                # A queue that does not exist holds nothing: Redis drops an empty list,
+                # and RabbitMQ has none before the first publish or worker declares it.
                 return QueueDepth(name, 0, "ok")
             return QueueDepth(name, declared.message_count, "ok")
     except Exception as exc:

@@ -31,7 +31,8 @@ class Backend:
     """A lone save's own ``INSERT``/``UPDATE``/``DELETE`` writes its outbox row
     (:meth:`with_outbox_put`): no transaction block, one round trip."""
     supports_notify = False
-    """A commit that wrote outbox rows wakes the relay (:meth:`listen`)."""
+    """A commit that wrote outbox rows wakes a relay that waits for it (:meth:`listen`,
+    :meth:`want_notify`)."""
     supports_locking_statements = False
     """One statement picks, locks (``SKIP LOCKED``) and stamps or deletes outbox rows
     (:meth:`claim_outbox`, :meth:`take_fresh_outbox`); otherwise the ORM does it in a
@@ -143,4 +144,9 @@ class Backend:
 
     def listen(self, connection: Any) -> Any:
         """A new connection that receives the outbox's notifications."""
+        raise NotImplementedError
+
+    def want_notify(self, listener: Any) -> None:
+        """Ask the next commit that writes an outbox row to notify ``listener`` (a
+        connection from :meth:`listen`); commits notify nobody until a relay asks."""
         raise NotImplementedError

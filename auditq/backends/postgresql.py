@@ -1,5 +1,5 @@
 """PostgreSQL: the outbox row in the row's own statement or beside the ``COMMIT``,
-``NOTIFY`` to wake the relay, ``SKIP LOCKED`` claims, and JSON batch inserts."""
+``NOTIFY`` to wake an idle relay, ``SKIP LOCKED`` claims, and JSON batch inserts."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from django.utils import timezone
 from auditq.backends.base import OUTBOX_TABLE, Backend, Taken
 
 PUT = "auditq_outbox_put"
-"""The function that writes one outbox row and sends ``NOTIFY`` (migrations 0002, 0008
-and 0009 create it)."""
+"""The function that writes one outbox row and sends ``NOTIFY`` when a relay waits for
+one (migrations 0002, 0008, 0009 and 0016 create it)."""
 CHANNEL = "auditq_outbox"
 """The channel ``auditq_outbox_put`` notifies."""
+IDLE = "auditq_relay_idle"
+"""The sequence whose ``is_called`` is false while a relay waits: the first commit that
+sees it so sets it (``nextval``) and notifies (migration 0016)."""
 
 
 class PostgreSQLBackend(Backend):
@@ -180,3 +183,9 @@ class PostgreSQLBackend(Backend):
         listener = psycopg.connect(**params, autocommit=True)
         listener.execute(f"LISTEN {CHANNEL}")
         return listener
+
+    def want_notify(self, listener: Any) -> None:
+        # Outside any transaction: the next commit sees it at once, whatever its isolation.
+        # Written only when no other relay (or earlier round) set it already: setval is a
+        # write, flushed at commit, and an idle relay asks at each poll.
+        listener.execute(f"SELECT setval('{IDLE}', 1, false) FROM {IDLE} WHERE is_called")

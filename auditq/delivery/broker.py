@@ -71,12 +71,20 @@ def _forget_configured_eager(**kwargs: Any) -> None:
 
 
 def broker_connection(app: Any) -> Any:
-    """A new broker connection for publishing, with ``PUBLISH_TIMEOUT`` on every socket."""
+    """A new broker connection for publishing, with ``PUBLISH_TIMEOUT`` on every socket.
+
+    Each transport reads the options it knows and ignores the others: Redis the
+    ``socket_*`` ones, AMQP (py-amqp) ``read_timeout`` and ``write_timeout``, which also
+    bound the wait for a publisher confirm (``confirm_publish``); both take
+    ``connect_timeout`` for the connection and its handshake.
+    """
     timeout = conf.get().PUBLISH_TIMEOUT
     options = {
         **(app.conf.broker_transport_options or {}),
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
+        "read_timeout": timeout,
+        "write_timeout": timeout,
     }
     return app.connection_for_write(connect_timeout=timeout, transport_options=options)
 

@@ -1,5 +1,6 @@
 """The relay thread of each worker process: records fresh rows at once (woken by
-``NOTIFY`` on PostgreSQL), and publishes and sweeps what is due; and its heartbeat."""
+``NOTIFY`` on PostgreSQL, which only the first commit after the relay went idle sends),
+and publishes and sweeps what is due; and its heartbeat."""
 
 from __future__ import annotations
 
@@ -56,15 +57,18 @@ class RelayThread:
             thread.join(timeout)
         self._threads = []
 
-    def _record_fresh(self) -> None:
-        """Record fresh rows until none is left, RELAY_BATCH_SIZE rows a transaction."""
-        size = conf.get().RELAY_BATCH_SIZE
+    def _record_fresh(self) -> int:
+        """Record fresh rows until none is left, RELAY_BATCH_SIZE rows a transaction;
+        return how many."""
+        size, total = conf.get().RELAY_BATCH_SIZE, 0
         while not self._stop.is_set():
             recorded = recording.record_fresh(self.using, size)
             if not recorded:
-                return
+                break
+            total += recorded
             if recorded >= size:
                 self._backlog.set()  # a full round: more are waiting, wake the helpers
+        return total
 
     def _help(self) -> None:
         poll = conf.get().RELAY_POLL_SECONDS
@@ -100,6 +104,12 @@ class RelayThread:
                 if now - last_sweep >= settings.RELAY_AFTER_SECONDS / 2:
                     last_sweep = now
                     relay.relay(using=self.using, app=self.app, connection=sender)
+                # Idle: ask the next commit to notify, then look once more, for a commit
+                # that read the flag before it was set. A busy relay never sets it (it
+                # comes back here only when a round found nothing), so its writers send
+                # no NOTIFY.
+                if wakeups.arm() and self._record_fresh():
+                    continue
             except events.PayloadError as exc:
                 logger.error("auditq relay: outbox rows left for later: %s", exc)
             except broker.BrokerUnavailable as exc:
@@ -119,8 +129,7 @@ class RelayThread:
 
 class Wakeups:
     """What the relay waits on between rounds: a commit's ``NOTIFY`` where the backend has
-    it (on
-    a connection of its own, re-opened after a failure), else (or with
+    it (on a connection of its own, re-opened after a failure), else (or with
     ``AUDITQ["NOTIFY"]`` off) just the poll interval."""
 
     def __init__(self, using: str, stop: threading.Event) -> None:
@@ -130,24 +139,42 @@ class Wakeups:
         self.backend = backend(connections[using])
         self.listens = self.backend.supports_notify and conf.get().NOTIFY
 
-    def wait(self, timeout: float) -> None:
-        """Return when a commit notified, after ``timeout`` seconds, or at ``stop``."""
+    def arm(self) -> bool:
+        """Listen, and ask the next commit that writes an outbox row to notify; return
+        whether it will (``False``: the relay polls)."""
         if not self.listens:
-            self.stop.wait(timeout)
-            return
+            return False
         try:
             if self.listener is None:
                 self.listener = self.backend.listen(connections[self.using])
+            # Notifications queued meanwhile are stale: the round just done saw their rows.
+            for _ in self.listener.notifies(timeout=0):
+                pass
+            self.backend.want_notify(self.listener)
+        except Exception as exc:  # the driver's error: the server went away, say
+            self._failed(exc)
+            return False
+        return True
+
+    def wait(self, timeout: float) -> None:
+        """Return when a commit notified, after ``timeout`` seconds, or at ``stop``."""
+        if self.listener is None:
+            self.stop.wait(timeout)
+            return
+        try:
             # One commit, then drop those queued meanwhile: the next round claims every
             # row they announced.
             for _ in self.listener.notifies(timeout=timeout, stop_after=1):
                 pass
             for _ in self.listener.notifies(timeout=0):
                 pass
-        except Exception as exc:  # the driver's error: the server went away, say
-            logger.warning("auditq relay: LISTEN failed (%s); polling until it works.", exc)
-            self.close()
+        except Exception as exc:
+            self._failed(exc)
             self.stop.wait(timeout)
+
+    def _failed(self, exc: Exception) -> None:
+        logger.warning("auditq relay: LISTEN failed (%s); polling until it works.", exc)
+        self.close()
 
     def close(self) -> None:
         """Close the listening connection, if any."""

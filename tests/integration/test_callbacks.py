@@ -1,6 +1,5 @@
 """Callbacks against Redis and real ``celery worker`` processes."""
 
-import base64
 import json
 import os
 
@@ -28,7 +27,7 @@ def quiet(broker) -> bool:
     """Nothing left anywhere: no outbox row, no message, no run waiting."""
     return (
         not Outbox.objects.exists()
-        and broker.client().llen(QUEUE) == 0
+        and broker.depth(QUEUE) == 0
         and not CallbackRun.objects.filter(status="pending").exists()
     )
 
@@ -59,7 +58,7 @@ def test_a_run_delivered_twice_at_once_has_one_effect(broker, workers):
     recording.record_waiting()  # here: the run is written and its message published
     run = CallbackRun.objects.get()
     send(RUN, (run.pk, "default"), app=celery_app, queue=QUEUE)  # and once more
-    assert broker.client().llen(QUEUE) == 2
+    assert broker.depth(QUEUE) == 2
 
     workers()
     workers()
@@ -112,8 +111,8 @@ def test_a_worker_hands_masked_values_in_clear_that_travelled_only_sealed(broker
     assert secret not in Outbox.objects.get().payload
     recording.record_waiting()  # here: the run is written and its message published
     run = CallbackRun.objects.get()
-    [message] = broker.client().lrange(QUEUE, 0, -1)
-    body = base64.b64decode(json.loads(message)["body"])
+    [message] = broker.messages(QUEUE)
+    body = message.body
     assert json.loads(body)[0] == [run.pk, "default"]  # the run's key, nothing else
     assert tables_holding(secret) == []
 

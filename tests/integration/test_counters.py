@@ -23,7 +23,7 @@ def quiet(broker) -> bool:
     """Nothing left anywhere: no outbox row, no message queued, no delta waiting."""
     return (
         not Outbox.objects.exists()
-        and broker.client().llen(QUEUE) == 0
+        and broker.depth(QUEUE) == 0
         and not CounterDelta.objects.exists()
     )
 
@@ -90,7 +90,7 @@ def test_every_message_delivered_twice_changes_nothing(broker, workers):
     for row in rows:  # every row published twice, one message each
         publish([row])
         publish([row])
-    assert broker.client().llen(QUEUE) == 2 * len(rows)
+    assert broker.depth(QUEUE) == 2 * len(rows)
 
     workers()
     workers()

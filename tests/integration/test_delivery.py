@@ -45,10 +45,20 @@ def settle(expected: int, timeout: float = 30.0, workers=None) -> list[AuditEntr
     return list(AuditEntry.objects.order_by("occurred_at", "id"))
 
 
+def silent_url(kind: str, port: int) -> str:
+    """A broker URL of ``kind`` (``redis``, ``amqp``) to a port that accepts and never answers."""
+    return (
+        f"redis://127.0.0.1:{port}/0"
+        if kind == "redis"
+        else f"amqp://guest:guest@127.0.0.1:{port}//"
+    )
+
+
 def queued(broker=None) -> int:
-    """Messages waiting in the test queue (of the broker the tests publish to now)."""
+    """Messages waiting in the test queue: of ``broker`` (the fixture), or else of the Redis
+    the tests publish to now (the fault suite's own)."""
     if broker is not None:
-        return broker.client().llen(QUEUE)
+        return broker.depth(QUEUE)
     with redis.Redis.from_url(celery_app.conf.broker_url) as client:
         return client.llen(QUEUE)
 
@@ -190,7 +200,7 @@ def test_the_web_process_never_contacts_the_broker(broker):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)  # accepts connections in the kernel, never answers
-    celery_app.conf.broker_url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    celery_app.conf.broker_url = silent_url(broker.kind, listener.getsockname()[1])
     try:
         started = time.monotonic()
         Document.objects.create(title="broker hangs")
@@ -224,7 +234,10 @@ def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(broker, workers, tm
     assert (Outbox.objects.get().relayed_at is None) == (not by_task)
     workers(**by_task)
     if by_task:
-        assert relay.relay(older_than=0) == 1
+        published = relay.relay(older_than=0)
+        # RabbitMQ hands a dead consumer's unacknowledged message to the new worker at
+        # once, which may have recorded the row already; Redis waits for its timeout.
+        assert published == 1 if broker.kind == "redis" else published in (0, 1)
     entries = settle(50)
     wait_for(lambda: quiet(broker), 30, "the queue to drain")
     assert AuditEntry.objects.count() == 50

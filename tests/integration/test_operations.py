@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def quiet(broker) -> bool:
     """Nothing left to do: no run pending or running, no message waiting."""
     return (
-        broker.client().llen(QUEUE) == 0
+        broker.depth(QUEUE) == 0
         and not OperationRun.objects.filter(status__in=["pending", "running"]).exists()
     )
 
@@ -117,7 +117,7 @@ def test_a_step_delivered_twice_at_once_runs_once(broker, workers):
 
 def test_a_run_whose_message_was_lost_is_revived_by_the_sweeper(broker, workers):
     run = ops.orders.start(order=3, amount=5)
-    broker.client().delete(QUEUE)  # the message is gone (a broker that lost it)
+    broker.drop(QUEUE)  # the message is gone (a broker that lost it)
     stale = timezone.now() - timezone.timedelta(hours=1)
     OperationRun.objects.filter(pk=run.pk).update(published_at=stale)
 
