@@ -35,7 +35,7 @@ def revert(entry: AuditEntry) -> models.Model:
     if entry.action == "create":
         raise ValueError(f"{entry} is a create: deleting the object undoes it.")
     using = router.db_for_write(model)
-    key = _key(model, entry.object_pk)
+    key = object_key(model, entry.object_pk)
     with transaction.atomic(using=using), audit_context(reverted=entry.pk):
         if entry.action == "delete":
             return _restore(model, entry, key, using)
@@ -108,11 +108,65 @@ def _restore(model: Any, entry: AuditEntry, key: Any, using: str) -> models.Mode
     return obj
 
 
-def _key(model: Any, text: str) -> Any:
+def object_key(model: Any, text: str) -> Any:
+    """The primary key value of ``model`` that an entry's ``object_pk`` text names."""
     if text.startswith("["):  # a composite key, as key_text() writes it
         fields = model._meta.pk_fields
         return tuple(f.to_python(v) for f, v in zip(fields, json.loads(text), strict=True))
     return model._meta.pk.to_python(text)
+
+
+class Absent:
+    """A value the revert preview cannot show: its text says why."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+NOT_KEPT = Absent("not kept (masked, or recorded as text only)")
+DELETED = Absent("(deleted)")
+MASKED = Absent("masked")
+
+
+def preview(entry: AuditEntry) -> list[tuple[str, Any, Any]]:
+    """``(field, current value, value after the revert)`` for each field ``revert()``
+    would write, read without writing or locking anything: the confirmation page's table.
+    Many-to-many values are sets of keys; a masked field is :data:`MASKED` on both sides,
+    a value the trail does not hold :data:`NOT_KEPT`, an object deleted since
+    :data:`DELETED`."""
+    model = entry.content_type.model_class()
+    if model is None or entry.action == "create":
+        return []
+    using = router.db_for_read(model)
+    obj = model._base_manager.using(using).filter(pk=object_key(model, entry.object_pk)).first()
+    masked = _masked(model)
+    rows: list[tuple[str, Any, Any]] = []
+    for name, change in entry.changes.items():
+        field = _field(model, name)
+        if field is None:
+            continue
+        keys = m2m_keys(change)
+        if keys is not None:
+            current: Any = (
+                DELETED if obj is None else set(getattr(obj, name).values_list("pk", flat=True))
+            )
+            removed, added = ({field.target_field.to_python(k) for k in side} for side in keys)
+            base = current if isinstance(current, set) else set()
+            rows.append((name, current, (base - added) | removed))
+            continue
+        current = DELETED if obj is None else getattr(obj, field.attname)
+        if name in masked:  # never shown, now or then
+            rows.append((name, MASKED, MASKED))
+            continue
+        try:
+            after = decode(field, change[0])
+        except Unknown:
+            after = NOT_KEPT
+        rows.append((name, current, after))
+    return rows
 
 
 def _field(model: Any, name: str) -> Any:

@@ -485,3 +485,101 @@ def test_revert_needs_the_change_permission_of_the_object(client, staff):
     assert response.status_code == 403
     document.refresh_from_db()
     assert document.title == "b"
+
+
+def _plan_rows(html: str) -> list[tuple[str, str, str]]:
+    """The confirmation page's (field, current value, after the revert) rows."""
+    found = re.findall(
+        r'<tr class="auditq-row"><th scope="row">(.*?)</th><td>(.*?)</td><td>(.*?)</td></tr>', html
+    )
+    return [tuple(row) for row in found]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revert_confirmation_lists_field_current_value_and_value_after(client, superuser):
+    client.force_login(superuser)
+    document = Document.objects.create(title="right")
+    document.title = "wrong"
+    document.save()
+    mistake = AuditEntry.objects.for_object(document).get(action="update")
+
+    asked = client.post(
+        reverse(CHANGELIST), {"action": "revert_entries", "_selected_action": [mistake.pk]}
+    )
+
+    assert _plan_rows(asked.content.decode()) == [("title", "wrong", "right")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revert_confirmation_never_shows_a_masked_value(client, superuser):
+    client.force_login(superuser)
+    account = Account.objects.create(name="ann", api_token="tok-old-1234")
+    account.api_token = "tok-new-5678"
+    account.save()
+    change = AuditEntry.objects.for_object(account).get(action="update")
+
+    asked = client.post(
+        reverse(CHANGELIST), {"action": "revert_entries", "_selected_action": [change.pk]}
+    )
+
+    html = asked.content.decode()
+    assert _plan_rows(html) == [("api_token", "masked", "masked")]
+    assert "tok-old-1234" not in html and "tok-new-5678" not in html
+
+
+AS_OF = "admin:auditq_auditentry_as_of"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_view_as_of_an_entry_shows_the_values_just_after_it(client, superuser):
+    client.force_login(superuser)
+    document = Document.objects.create(title="first")
+    document.title = "second"
+    document.save()
+    document.title = "third"
+    document.save()
+    middle = AuditEntry.objects.for_object(document).filter(action="update").first()
+
+    page = client.get(reverse("admin:auditq_auditentry_change", args=[middle.pk]))
+    shown = client.get(reverse(AS_OF, args=[middle.pk]))
+
+    assert reverse(AS_OF, args=[middle.pk]) in page.content.decode()
+    html = shown.content.decode()
+    assert shown.status_code == 200
+    rows = dict(re.findall(r'<th scope="row">(.*?)</th><td>(.*?)</td>', html))
+    assert rows["title"] == "second"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_view_as_of_a_delete_says_the_object_did_not_exist(client, superuser):
+    client.force_login(superuser)
+    document = Document.objects.create(title="gone")
+    key = document.pk
+    document.delete()
+    deleted = AuditEntry.objects.filter(object_pk=str(key)).get(action="delete")
+
+    shown = client.get(reverse(AS_OF, args=[deleted.pk]))
+
+    assert "The object did not exist then" in shown.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_view_as_of_leaves_masked_fields_out(client, superuser):
+    client.force_login(superuser)
+    account = Account.objects.create(name="ann", api_token="tok-secret-1234")
+    created = AuditEntry.objects.for_object(account).get(action="create")
+
+    html = client.get(reverse(AS_OF, args=[created.pk])).content.decode()
+
+    assert "tok-secret-1234" not in html
+    assert "Not shown, their values are never kept:" in html
+    assert "api_token" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_view_as_of_needs_the_view_permission_of_the_trail(client, staff):
+    staff("view_document")
+    document = Document.objects.create(title="a")
+    created = AuditEntry.objects.for_object(document).get(action="create")
+
+    assert client.get(reverse(AS_OF, args=[created.pk])).status_code == 403

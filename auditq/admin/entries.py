@@ -22,7 +22,7 @@ from django.urls import NoReverseMatch, URLPattern, reverse
 from django.utils.html import format_html
 
 from auditq import diffs
-from auditq.admin import chains, dashboard, exports, figures, reverts
+from auditq.admin import as_of, chains, dashboard, exports, figures, reverts
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter
 from auditq.admin.formatting import when
@@ -189,6 +189,9 @@ class AuditEntryAdmin(ReadOnlyAdmin):
             context["subtitle"] = f"{obj.object_repr} · {when(obj.occurred_at)}"
             context["auditq_diff"] = diffs.diff_rows(obj, link=self._change_url)
             context["auditq_object_trail_url"] = self._object_trail_url(obj)
+            context["auditq_as_of_url"] = reverse(
+                f"{self.admin_site.name}:auditq_auditentry_as_of", args=[quote(obj.pk)]
+            )
             context["auditq_cause"] = self._cause(obj)
             context["auditq_effects"] = self._effects(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
@@ -229,4 +232,9 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         return f"{changelist}?{urlencode(query)}"
 
     def get_urls(self) -> list[URLPattern]:
-        return [*dashboard.urls(self), *exports.urls(self), *super().get_urls()]
+        return [
+            *dashboard.urls(self),
+            *exports.urls(self),
+            *as_of.urls(self),
+            *super().get_urls(),
+        ]

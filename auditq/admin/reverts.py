@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 
 from auditq.errors import RevertConflict
 from auditq.models import AuditEntry
+from auditq.revert import preview
 
 
 def may_revert(request: HttpRequest, entry: AuditEntry) -> bool:
@@ -41,6 +42,7 @@ def revert_entries(
                 "title": "Revert these changes?",
                 "opts": model_admin.opts,
                 "entries": entries,
+                "plans": [(entry, [_shown(row) for row in preview(entry)]) for entry in entries],
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             },
         )
@@ -57,6 +59,17 @@ def revert_entries(
     for reason in refused:
         messages.error(request, reason[:1].upper() + reason[1:])
     return None
+
+
+def _shown(row: tuple[str, Any, Any]) -> tuple[str, str, str]:
+    name, current, after = row
+    return name, _text(current), _text(after)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, set):
+        return ", ".join(sorted(map(str, value))) or "(none)"
+    return "(empty)" if value is None else str(value)
 
 
 def has_revert_permission(model_admin: Any, request: HttpRequest) -> bool:
