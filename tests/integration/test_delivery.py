@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-import redis
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -55,12 +54,16 @@ def silent_url(kind: str, port: int) -> str:
 
 
 def queued(broker=None) -> int:
-    """Messages waiting in the test queue: of ``broker`` (the fixture), or else of the Redis
-    the tests publish to now (the fault suite's own)."""
+    """Messages waiting in the test queue: of ``broker`` (the fixture), or else of the
+    broker the tests publish to now (Redis or RabbitMQ, asked through kombu)."""
     if broker is not None:
         return broker.depth(QUEUE)
-    with redis.Redis.from_url(celery_app.conf.broker_url) as client:
-        return client.llen(QUEUE)
+    with celery_app.connection_for_read() as connection:
+        channel = connection.channel()
+        try:
+            return channel.queue_declare(queue=QUEUE, passive=True).message_count
+        except connection.channel_errors:
+            return 0  # never declared, or empty on Redis: nothing waits
 
 
 def quiet(broker=None) -> bool:
