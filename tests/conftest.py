@@ -320,7 +320,9 @@ class Worker:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
-            "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
+            # pytest-django exports --ds here; settings.SETTINGS_MODULE is None while a
+            # test overrides settings.
+            "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
             "AUDITQ_TEST_BROKER_URL": broker_url,
             "AUDITQ_TEST_EAGER": "0",
             "AUDITQ_TEST_WORKER_DB": str(connection.settings_dict["NAME"]),
