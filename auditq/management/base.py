@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
-from django.db import connections
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections, models, router
 
 
 class AuditqCommand(BaseCommand):
@@ -44,4 +44,31 @@ def database(alias: str) -> str:
     """``--database``: an alias of ``DATABASES``."""
     if alias not in connections:
         raise argparse.ArgumentTypeError(f"unknown database alias {alias!r}")
+    return alias
+
+
+def add_database_argument(parser: CommandParser, what: str) -> None:
+    """``--database``, for a command that reads or writes ``what`` (default: the routers')."""
+    parser.add_argument(
+        "--database",
+        type=database,
+        default=None,
+        help=f"Database alias (default: the one the routers give the {what}).",
+    )
+
+
+def holding(alias: str | None, model: type[models.Model]) -> str:
+    """The database of ``model``'s rows: ``alias`` if its table is there, else the routers'
+    choice when ``alias`` is ``None``.
+
+    Raises:
+        CommandError: ``alias`` holds no such table (a separate audit database, say).
+    """
+    if alias is None:
+        return router.db_for_read(model)
+    if not router.allow_migrate_model(alias, model):
+        raise CommandError(
+            f"Database {alias!r} holds no {model._meta.verbose_name_plural}: they are in "
+            f"{router.db_for_read(model)!r}. Leave out --database, or name that one."
+        )
     return alias

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
-from django.db import models, router
+from django.db import models
 from tqdm import tqdm
 
 from auditq import exports
-from auditq.management.base import AuditqCommand, database
+from auditq.management.base import AuditqCommand, add_database_argument, holding
 from auditq.models import AuditEntry
 
 BATCH = 1000
@@ -61,12 +61,7 @@ class Command(AuditqCommand):
         parser.add_argument(
             "--until", type=moment, metavar="ISO-8601", help="Entries that occurred before this."
         )
-        parser.add_argument(
-            "--database",
-            type=database,
-            default=None,
-            help="Database alias (default: the one the routers give the entries).",
-        )
+        add_database_argument(parser, "entries")
 
     def handle(
         self,
@@ -80,11 +75,7 @@ class Command(AuditqCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        if database is not None and not router.allow_migrate_model(database, AuditEntry):
-            raise CommandError(
-                f"Database {database!r} holds no audit entries: they are in "
-                f"{router.db_for_read(AuditEntry)!r}. Leave out --database, or name that one."
-            )
+        database = holding(database, AuditEntry)
         try:
             entries = exports.select(model=model, since=since, until=until, using=database)
         except ValueError:

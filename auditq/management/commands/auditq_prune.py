@@ -4,12 +4,11 @@ import argparse
 import sys
 from typing import Any
 
-from django.core.management.base import CommandError, CommandParser
-from django.db import router
+from django.core.management.base import CommandParser
 from tqdm import tqdm
 
 from auditq import retention
-from auditq.management.base import AuditqCommand, batch_size, database
+from auditq.management.base import AuditqCommand, batch_size, database, holding
 from auditq.models import AuditEntry, CallbackRun
 
 
@@ -79,11 +78,8 @@ class Command(AuditqCommand):
         **options: Any,
     ) -> None:
         table = CallbackRun if runs else AuditEntry
-        if database is not None and not router.allow_migrate_model(database, table):
-            raise CommandError(
-                f"Database {database!r} holds no {table._meta.verbose_name_plural}: they are "
-                f"in {router.db_for_write(table)!r}. Leave out --database, or name that one."
-            )
+        if database is not None:
+            holding(database, table)  # refuses a database without the table
         before = retention.cutoff(older_than)
         when = f"{older_than} days (before {before:%Y-%m-%d %H:%M:%S %Z})"
         if runs:

@@ -8,13 +8,13 @@ from typing import Any
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import CommandError, CommandParser
-from django.db import connections, router
+from django.db import connections
 from django.utils import dateparse, timezone
 from tqdm import tqdm
 
 from auditq.backends import backend
 from auditq.chain import verify
-from auditq.management.base import AuditqCommand, database
+from auditq.management.base import AuditqCommand, add_database_argument, holding
 from auditq.models import AuditEntry
 
 
@@ -59,12 +59,7 @@ class Command(AuditqCommand):
             help="Only the entries from each chain's first that occurred since then (the "
             "hash before it is taken on trust).",
         )
-        parser.add_argument(
-            "--database",
-            type=database,
-            default=None,
-            help="Database alias (default: the one the routers give the entries).",
-        )
+        add_database_argument(parser, "entries")
 
     def handle(
         self,
@@ -75,13 +70,7 @@ class Command(AuditqCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        if database is None:
-            database = router.db_for_read(AuditEntry)
-        elif not router.allow_migrate_model(database, AuditEntry):
-            raise CommandError(
-                f"Database {database!r} holds no audit entries: they are in "
-                f"{router.db_for_read(AuditEntry)!r}. Leave out --database, or name that one."
-            )
+        database = holding(database, AuditEntry)
         content_type = None
         if model is not None:
             found = apps.get_model(model)
