@@ -412,6 +412,10 @@ def workers(
     start.started = started  # type: ignore[attr-defined]
     yield start
     for worker in started:
+        # Captured, so shown only when the test failed: what each worker last said.
+        alive = worker.process is not None and worker.process.poll() is None
+        print(f"--- {worker.name} ({'running' if alive else 'stopped'}): {worker.log}")
+        print(worker.tail(60))
         worker.stop()
 
 
