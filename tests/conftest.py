@@ -399,7 +399,7 @@ class Worker:
 
 @pytest.fixture
 def workers(
-    broker: RedisServer | RabbitMQ, transactional_db, tmp_path
+    broker: RedisServer | RabbitMQ, transactional_db, tmp_path, request
 ) -> Iterator[Callable[..., Worker]]:
     """Start worker processes on demand: ``workers()`` starts one and returns it."""
     started: list[Worker] = []
@@ -411,12 +411,33 @@ def workers(
 
     start.started = started  # type: ignore[attr-defined]
     yield start
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        explain(started)
     for worker in started:
-        # Captured, so shown only when the test failed: what each worker last said.
-        alive = worker.process is not None and worker.process.poll() is None
-        print(f"--- {worker.name} ({'running' if alive else 'stopped'}): {worker.log}")
-        print(worker.tail(60))
         worker.stop()
+
+
+def explain(started: list[Worker]) -> None:
+    """After a failed test: have each running worker log every thread's stack (Celery's
+    SIGUSR1 handler), then print what each said last (shown with the failure)."""
+    running = [w for w in started if w.process is not None and w.process.poll() is None]
+    for worker in running:
+        os.kill(worker.process.pid, signal.SIGUSR1)
+    time.sleep(1 if running else 0)
+    for worker in started:
+        state = "running" if worker in running else "exited"
+        print(f"--- {worker.name} ({state}), {worker.log}:")
+        print(worker.tail(200))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (``report_call``) for fixtures'
+    teardown to see whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
 
 
 @pytest.fixture
