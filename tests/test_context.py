@@ -37,6 +37,16 @@ def test_extra_values_are_stored_json_safe():
         assert dict(current().extra) == {"key": str(key), "things": [1, 2]}
 
 
+def test_extra_keys_named_like_masked_fields_are_kept_masked(settings):
+    settings.AUDITQ = {**settings.AUDITQ, "MASKED_FIELDS": ["*iban*"]}
+    with audit_context(api_token="tok-1", payer={"IBAN": "DE89", "name": "Ada"}, batch=4):
+        assert dict(current().extra) == {
+            "api_token": "***",
+            "payer": {"IBAN": "***", "name": "Ada"},
+            "batch": 4,
+        }
+
+
 def test_a_copied_context_follows_work_into_a_thread():
     seen = []
     with audit_context(actor=7):

@@ -20,6 +20,7 @@ from django.db import models
 from django.utils.functional import LazyObject
 
 from auditq.stream.encoding import encode
+from auditq.stream.sealing import mask_named
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 HEADER = "auditq_context"
@@ -129,7 +130,9 @@ def audit_context(
         actor: the user who makes the changes (an instance or its primary key).
         remote_addr: the client's IP address.
         request_id: an identifier shared by the block's changes.
-        **extra: JSON-safe values stored in ``AuditEntry.context``.
+        **extra: JSON-safe values stored in ``AuditEntry.context``; a key named like
+            a masked field (``api_token``), at any depth, is kept as the mask, so that
+            its value reaches no outbox row, message or entry.
 
     Raises:
         ValueError: an argument has the wrong type or shape (the message names it).
@@ -139,7 +142,7 @@ def audit_context(
         ...     import_rows(rows)
     """
     outer = _current.get()
-    changes: dict[str, Any] = {"extra": {**outer.extra, **encode(extra)}}
+    changes: dict[str, Any] = {"extra": {**outer.extra, **mask_named(encode(extra))}}
     if actor is not _UNSET:
         changes["actor"] = _check_actor(actor)
     if remote_addr is not _UNSET:

@@ -9,6 +9,7 @@ from django.apps import apps
 from django.db import connection
 from kombu import messaging
 
+from auditq import audit_context
 from auditq.models import CallbackRun
 from tests.conftest import wait_for
 from tests.integration.test_delivery import quiet
@@ -16,7 +17,15 @@ from tests.testapp.models import Account, Vault
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SECRETS = ["pin-4711", "hunter2-pw", "tok-0xdeadbeef", "s3cr3t-client", "combo-31-7", "vault-x9"]
+SECRETS = [
+    "pin-4711",
+    "hunter2-pw",
+    "tok-0xdeadbeef",
+    "s3cr3t-client",
+    "combo-31-7",
+    "vault-x9",
+    "sess-tok-5150",  # a context key named like a masked field
+]
 
 
 def tables_holding(text: str) -> list[str]:
@@ -44,11 +53,12 @@ def test_masked_values_are_in_no_table_message_or_log(workers, tmp_path, caplog,
     monkeypatch.setattr(messaging.Producer, "publish", logged)
     caplog.set_level(logging.DEBUG)
 
-    account = Account.objects.create(
-        name="ada", pin=SECRETS[0], password=SECRETS[1], api_token=SECRETS[2]
-    )
-    account.client_secret = SECRETS[3]
-    account.save()
+    with audit_context(session_token=SECRETS[6]):
+        account = Account.objects.create(
+            name="ada", pin=SECRETS[0], password=SECRETS[1], api_token=SECRETS[2]
+        )
+        account.client_secret = SECRETS[3]
+        account.save()
     Vault.objects.create(label="strongroom", combination=SECRETS[4], secret=SECRETS[5])
     Vault.objects.create(label="leaky", combination=SECRETS[4], secret=SECRETS[5])
 
