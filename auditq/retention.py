@@ -3,6 +3,8 @@ in small batches (each its own short transaction, so workers keep recording). Pe
 and running runs are never touched. Used by ``auditq_prune`` and the periodic tasks
 ``auditq.tasks.prune`` and ``auditq.tasks.prune_runs``. Without a database alias, each
 table is pruned where the routers put it (the entries in ``AUDITQ["DATABASE"]``, if set).
+An operation run's file (its ``values["file"]``, in the default storage: an admin export's)
+is deleted with the run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 from collections.abc import Callable
 
 from celery import shared_task
+from django.core.files.storage import default_storage
 from django.db import models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -69,12 +72,40 @@ def prune_runs(
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """Delete the callback and operation runs that finished before ``before`` (an
-    operation's steps go with it); return how many runs were deleted."""
+    operation's steps and file go with it); return how many runs were deleted."""
+    callback_runs, operation_runs = _old_runs(before, using)
+    files = _files_of(operation_runs)
     deleted = sum(
-        _delete(runs, "finished_at", batch_size, progress) for runs in _old_runs(before, using)
+        _delete(runs, "finished_at", batch_size, progress)
+        for runs in (callback_runs, operation_runs)
     )
+    # A run that turned out not to be deleted (retried meanwhile) keeps its file.
+    kept = set(
+        OperationRun.objects.using(operation_runs.db)
+        .filter(id__in=files)
+        .values_list("id", flat=True)
+    )
+    for run_id, name in files.items():
+        if run_id not in kept:
+            _delete_file(name)
     logger.info("auditq: pruned %d runs that finished before %s", deleted, before)
     return deleted
+
+
+def _files_of(runs: models.QuerySet) -> dict[int, str]:
+    """The default storage's files that the operation ``runs`` name (``values["file"]``)."""
+    return {
+        run_id: values["file"]
+        for run_id, values in runs.values_list("id", "values").iterator()
+        if isinstance(values, dict) and isinstance(values.get("file"), str) and values["file"]
+    }
+
+
+def _delete_file(name: str) -> None:
+    try:
+        default_storage.delete(name)
+    except Exception as exc:  # a storage's outage leaves a file, never a run half pruned
+        logger.warning("auditq: the file %s of a pruned run was not deleted: %s", name, exc)
 
 
 def _old_entries(before: datetime.datetime, using: str | None) -> models.QuerySet:
@@ -90,16 +121,18 @@ def _old_entries(before: datetime.datetime, using: str | None) -> models.QuerySe
     return old.filter(Q(chain_hash="") | Q(id__lt=first_recent))
 
 
-def _old_runs(before: datetime.datetime, using: str | None) -> list[models.QuerySet]:
+def _old_runs(
+    before: datetime.datetime, using: str | None
+) -> tuple[models.QuerySet, models.QuerySet]:
     finished = {"finished_at__lt": before}
-    return [
+    return (
         CallbackRun.objects.using(using or router.db_for_write(CallbackRun))
         .exclude(status=CallbackRun.Status.PENDING)
         .filter(**finished),
         OperationRun.objects.using(using or router.db_for_write(OperationRun))
         .exclude(status__in=[OperationRun.Status.PENDING, OperationRun.Status.RUNNING])
         .filter(**finished),
-    ]
+    )
 
 
 def _delete(

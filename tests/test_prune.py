@@ -13,6 +13,8 @@ import uuid
 from io import StringIO
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -153,6 +155,25 @@ def test_runs_deletes_only_runs_finished_before_the_days_given_with_their_steps(
     ]
     assert StepRun.objects.count() == 2  # the deleted operations' steps went with them
     assert "400 days" in left()  # entries are another prune's
+
+
+def test_runs_take_their_files_with_them(settings, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+    runs_aged(export_old=("succeeded", 40), export_recent=("succeeded", 1))
+    for run in OperationRun.objects.all():
+        run.values = {"file": default_storage.save(f"{run.name}.jsonl", ContentFile(b"{}"))}
+        run.save()
+
+    prune("--runs", "--older-than", "30")
+
+    assert runs_left() == ["export_recent"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["export_recent.jsonl"]
 
 
 def test_runs_dry_run_counts_and_deletes_nothing():
