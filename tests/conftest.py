@@ -334,6 +334,24 @@ class Worker:
 
     def start(self, **extra_env: str) -> Worker:
         self.log.write_text("")
+        self.extra_env = extra_env
+        return self._spawn()
+
+    def exited(self) -> bool:
+        """Whether the process ended by itself (not stopped or killed by the test)."""
+        return self.process is not None and self.process.poll() is not None
+
+    def restart(self) -> Worker:
+        """Start the process again after it ended, as a supervisor would (systemd's
+        ``Restart=always``), with the same name and environment; the log goes on."""
+        with self.log.open("a") as log:
+            log.write(
+                f"--- exited with {self.process.returncode if self.process else None}; restarted\n"
+            )
+        return self._spawn()
+
+    def _spawn(self) -> Worker:
+        extra_env = self.extra_env
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 [

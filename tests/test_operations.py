@@ -383,6 +383,31 @@ def test_a_broker_outage_leaves_the_first_step_to_the_sweeper(undelivered, monke
     assert publishing.publish_due("default") == 0  # claimed: not again until stale
 
 
+def test_a_step_still_due_is_published_again_after_a_wait_that_doubles(
+    undelivered, monkeypatch, settings
+):
+    settings.AUDITQ = {**settings.AUDITQ, "RELAY_AFTER_SECONDS": 60}
+    sent = []
+    monkeypatch.setattr(broker, "send", lambda task, args, **kwargs: sent.append(args))
+    run = ops.orders.start(order=1, amount=1)
+
+    def published(ago: float, waited: float) -> int:
+        """Its last publish ``ago`` seconds back, when it had waited ``waited`` since due."""
+        at = timezone.now() - datetime.timedelta(seconds=ago)
+        OperationRun.objects.filter(pk=run.pk).update(
+            next_attempt_at=at - datetime.timedelta(seconds=waited), published_at=at
+        )
+        sent.clear()
+        return publishing.publish_due("default")
+
+    assert published(ago=61, waited=0) == 1  # its first message was lost: again after 60 s
+    assert published(ago=61, waited=120) == 0  # queued behind a backlog: wait as long again
+    assert published(ago=121, waited=120) == 1
+    assert published(ago=61, waited=10_000) == 0
+    assert published(ago=16 * 60 + 1, waited=10_000) == 1  # never more than 16 x 60 s
+    assert sent == [(run.pk, "default")]
+
+
 def test_auditq_relay_publishes_due_steps(undelivered, monkeypatch, capsys):
     monkeypatch.setattr(broker, "send", lambda *args, **kwargs: None)
     run = ops.orders.start(order=1, amount=1)

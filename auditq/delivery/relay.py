@@ -8,7 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import (
+    DateTimeField,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Q,
+    QuerySet,
+    Value,
+)
 from django.utils import timezone
 
 from auditq import conf, registry
@@ -33,7 +41,8 @@ def publish_rows(
 
     For the ledgers whose rows become tasks (callback runs, operation steps): a row is
     claimed (its ``published_at`` stamped, committed) before it is sent, released if the
-    send fails, and published again if still due ``RELAY_AFTER_SECONDS`` after its claim.
+    send fails, and published again if still due ``RELAY_AFTER_SECONDS`` after its claim
+    (then after twice, four times... as long: :func:`_unpublished_or_lost`).
     With ``task_always_eager`` each row runs here instead (:func:`registry.runner`).
 
     Args:
@@ -52,8 +61,7 @@ def publish_rows(
     Raises:
         broker.BrokerUnavailable: the broker failed; the rows not sent are due again at once.
     """
-    stale = timezone.now() - datetime.timedelta(seconds=conf.get().RELAY_AFTER_SECONDS)
-    due = due.filter(Q(published_at__isnull=True) | Q(published_at__lte=stale))
+    due = due.filter(_unpublished_or_lost(timezone.now(), conf.get().RELAY_AFTER_SECONDS))
     if not due.exists():
         return 0  # no write transaction (on SQLite, no write lock) just to find nothing
     rows = due.model._default_manager.using(using)
@@ -78,6 +86,31 @@ def publish_rows(
         rows.filter(id__in=[pk for pk, _ in claimed[sent:]]).update(published_at=None)
         raise
     return sent
+
+
+REPUBLISH_BACKOFF_CAP = 16
+"""A row is published again at most this many ``RELAY_AFTER_SECONDS`` after its last publish."""
+
+
+def _unpublished_or_lost(now: datetime.datetime, after: float) -> Q:
+    """The rows never published, and those whose last publish looks lost: older than
+    ``after`` seconds and than the time the row had already waited when it was published
+    (``published_at - next_attempt_at``, up to ``REPUBLISH_BACKOFF_CAP`` times ``after``).
+
+    The wait doubles with each publish of a row that stays due, so a row queued behind a
+    long backlog is not sent again every ``after`` seconds (each copy lengthening the
+    queue it waits in); a row whose message was lost is sent again after ``after``,
+    ``2 × after``, ``4 × after``... seconds.
+    """
+    waited = ExpressionWrapper(F("published_at") - F("next_attempt_at"), DurationField())
+    stale = now - datetime.timedelta(seconds=after)
+    return Q(published_at__isnull=True) | (
+        Q(published_at__lte=stale)
+        & (
+            Q(published_at__lte=now - datetime.timedelta(seconds=after * REPUBLISH_BACKOFF_CAP))
+            | Q(published_at__lte=ExpressionWrapper(Value(now) - waited, DateTimeField()))
+        )
+    )
 
 
 def sweep(using: str = DEFAULT_DB_ALIAS, app: Any = None, connection: Any = None) -> int:

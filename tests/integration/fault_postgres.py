@@ -45,8 +45,10 @@ try:
     faults.write(parent, 40, start=60)
     cluster.restart()
     faults.write(parent, 20, start=100)
-    faults.settled(timeout=180)
-    row = faults.measure("PostgreSQL restarted while workers record, twice", parent)
+    restarted = faults.settled(timeout=180, supervised=started)
+    row = faults.measure(
+        "PostgreSQL restarted while workers record, twice", parent, restarted=restarted
+    )
 finally:
     for worker in started:
         worker.stop()

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 
 from auditq.models import AuditEntry, CallbackRun, CounterDelta, OperationRun, Outbox
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, Worker, wait_for
 from tests.integration.test_delivery import quiet
 from tests.testapp.models import Document, Effect, Player, Team, Ticket
 
@@ -35,6 +36,7 @@ COLUMNS = (
     "counters exact",
     "callbacks doubled",
     "steps doubled",
+    "workers restarted",
 )
 
 
@@ -51,6 +53,7 @@ class Row:
     callbacks_doubled: int
     steps_doubled: int | None = None  # only where the scenario runs an operation
     effects: int = 0  # changes whose handler left its effect (at least once)
+    restarted: int = 0  # workers that ended by themselves and were started again
 
     def cells(self) -> list[str]:
         steps = "n/a" if self.steps_doubled is None else str(self.steps_doubled)
@@ -64,6 +67,7 @@ class Row:
             exact,
             str(self.callbacks_doubled),
             steps,
+            str(self.restarted),
         ]
 
     @property
@@ -100,9 +104,22 @@ def write(parent: Team, count: int, start: int = 0, subject: str = "closed") -> 
     return committed
 
 
-def settled(timeout: float = 120) -> None:
+def settled(timeout: float = 120, supervised: Sequence[Worker] = ()) -> int:
     """Wait until nothing is left to do: outbox and queue empty, no task running, no
-    handler run due, no counter delta pending, no operation run unfinished."""
+    handler run due, no counter delta pending, no operation run unfinished.
+
+    Meanwhile, a worker of ``supervised`` that ended by itself is started again, as the
+    README asks of production (Celery ends a worker in some broker faults); return how
+    many restarts that took.
+    """
+    restarts = 0
+
+    def supervise() -> None:
+        nonlocal restarts
+        for worker in supervised:
+            if worker.exited():
+                worker.restart()
+                restarts += 1
 
     def left() -> dict[str, object]:
         return {
@@ -115,13 +132,19 @@ def settled(timeout: float = 120) -> None:
         }
 
     try:
-        wait_for(lambda: not any(left().values()) and quiet(), timeout, "a quiet system")
+        wait_for(
+            lambda: supervise() or (not any(left().values()) and quiet()),
+            timeout,
+            "a quiet system",
+        )
     except AssertionError as error:
         raise AssertionError(f"{error} after the fault; left: {left()}") from None
+    return restarts
 
 
-def measure(scenario: str, parent: Team, handler: str = "closed") -> Row:
-    """Count what the committed workload left, once the system is quiet."""
+def measure(scenario: str, parent: Team, handler: str = "closed", restarted: int = 0) -> Row:
+    """Count what the committed workload left, once the system is quiet (``restarted``:
+    the workers :func:`settled` started again)."""
     committed = Document.objects.count()
     creates = Counter(
         AuditEntry.objects.for_model(Document)
@@ -144,6 +167,7 @@ def measure(scenario: str, parent: Team, handler: str = "closed") -> Row:
         and Ticket.objects.count() == committed,
         callbacks_doubled=sum(n - 1 for n in effects.values() if n > 1),
         effects=len(effects),
+        restarted=restarted,
     )
 
 

@@ -79,8 +79,8 @@ def test_redis_stopped_during_a_burst(broker, workers):
     broker.start()
     faults.write(parent, 20, start=80)
 
-    faults.settled()
-    check(faults.measure(ORDER[0], parent))
+    restarted = faults.settled(supervised=workers.started)
+    check(faults.measure(ORDER[0], parent, restarted=restarted))
 
 
 def test_redis_restarted_with_its_data_lost(broker, workers):
@@ -95,8 +95,8 @@ def test_redis_restarted_with_its_data_lost(broker, workers):
     broker.start()
     faults.write(parent, 20, start=80)
 
-    faults.settled()
-    check(faults.measure(ORDER[1], parent))
+    restarted = faults.settled(supervised=workers.started)
+    check(faults.measure(ORDER[1], parent, restarted=restarted))
 
 
 def test_a_worker_sigkilled_mid_batch_repeatedly(broker, workers):
@@ -108,8 +108,8 @@ def test_a_worker_sigkilled_mid_batch_repeatedly(broker, workers):
         doomed.kill(signal.SIGKILL)  # whatever it held: a batch, a handler, a flush
     workers(**FAST_SWEEP)
 
-    faults.settled()
-    check(faults.measure(ORDER[2], parent))
+    restarted = faults.settled(supervised=workers.started)
+    check(faults.measure(ORDER[2], parent, restarted=restarted))
 
 
 @pytest.mark.parametrize("count", [2, 4])
@@ -119,8 +119,8 @@ def test_several_workers_at_once(broker, workers, count):
         workers(**FAST_SWEEP)
     faults.write(parent, 100)
 
-    faults.settled()
-    check(faults.measure(ORDER[3] if count == 2 else ORDER[4], parent))
+    restarted = faults.settled(supervised=workers.started)
+    check(faults.measure(ORDER[3] if count == 2 else ORDER[4], parent, restarted=restarted))
 
 
 def test_every_message_published_three_times(broker, workers, monkeypatch):
@@ -141,8 +141,8 @@ def test_every_message_published_three_times(broker, workers, monkeypatch):
         relay.relay(older_than=0)  # the only publisher of deliveries here
     monkeypatch.undo()
 
-    faults.settled()
-    check(faults.measure(ORDER[5], parent))
+    restarted = faults.settled(supervised=workers.started)
+    check(faults.measure(ORDER[5], parent, restarted=restarted))
 
 
 def test_the_relay_killed_between_claiming_and_publishing(broker, workers, tmp_path):
@@ -162,8 +162,8 @@ def test_the_relay_killed_between_claiming_and_publishing(broker, workers, tmp_p
     assert Outbox.objects.filter(relayed_at__isnull=False).count() == 60  # claimed, unsent
     workers(**FAST_SWEEP)  # its relay publishes them again once the claim is stale
 
-    faults.settled()
-    check(faults.measure(ORDER[6], parent))
+    restarted = faults.settled(supervised=workers.started)
+    check(faults.measure(ORDER[6], parent, restarted=restarted))
 
 
 def workers_env(workers, broker) -> dict[str, str]:
@@ -179,8 +179,8 @@ def test_a_handler_that_fails_twice_then_succeeds(broker, workers):
     workers(**FAST_SWEEP)
     faults.write(parent, 30, subject="flaky")
 
-    faults.settled()
-    row = faults.measure(ORDER[7], parent, handler="flaky")
+    restarted = faults.settled(supervised=workers.started)
+    row = faults.measure(ORDER[7], parent, handler="flaky", restarted=restarted)
     runs = CallbackRun.objects.filter(handler="tests.testapp.handlers.flaky")
     assert runs.count() == row.committed
     assert set(runs.values_list("status", "attempts")) == {("succeeded", 3)}  # failed twice
@@ -198,8 +198,8 @@ def test_an_operation_step_whose_worker_dies_mid_step(broker, workers, tmp_path)
     workers(**FAST_SWEEP)  # the run's lease (2 s) expires: this worker takes it on
     faults.write(parent, 30, start=30)
 
-    faults.settled()
-    row = faults.measure(ORDER[8], parent)
+    restarted = faults.settled(supervised=workers.started)
+    row = faults.measure(ORDER[8], parent, restarted=restarted)
     done = Counter(
         Effect.objects.filter(object_pk=str(run.pk), handler__startswith="op:").values_list(
             "handler", flat=True
