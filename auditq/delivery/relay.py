@@ -100,7 +100,7 @@ def _unpublished_or_lost(now: datetime.datetime, after: float) -> Q:
     The wait doubles with each publish of a row that stays due, so a row queued behind a
     long backlog is not sent again every ``after`` seconds (each copy lengthening the
     queue it waits in); a row whose message was lost is sent again after ``after``,
-    ``2 × after``, ``4 × after``... seconds.
+    ``2 * after``, ``4 * after``... seconds.
     """
     waited = ExpressionWrapper(F("published_at") - F("next_attempt_at"), DurationField())
     stale = now - datetime.timedelta(seconds=after)
