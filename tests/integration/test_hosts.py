@@ -82,6 +82,8 @@ def database_env(network) -> dict[str, str]:
     forwarder's address; on SQLite nothing (the file is shared)."""
     if connection.vendor != "postgresql":
         return {}
+    if shutil.which("socat") is None:
+        missing("socat is not installed (the hosts' way to PostgreSQL)")
     found = connection.settings_dict
     port = network.forward(found["HOST"] or "127.0.0.1", int(found["PORT"] or 5432))
     user = quote(found["USER"] or "")
@@ -150,11 +152,12 @@ def test_a_host_cut_off_mid_burst_and_restored_loses_and_doubles_nothing(
     "can take it over; leases across hosts run in the PostgreSQL pass",
 )
 def test_a_cut_off_hosts_step_is_leased_to_another_host_and_completes_once(
-    broker, workers, network, database_env, two_hosts, tmp_path
+    broker, workers, network, database_env, two_hosts, tmp_path, request
 ):
     a, b = two_hosts
     parent = faults.team()
     stalled, released = tmp_path / "stalled", tmp_path / "released"
+    request.addfinalizer(released.touch)  # whatever happens, host a's step ends
     # Host a runs the steps and nothing else (no relay thread): at the cut it holds the
     # slow step's transaction, with the step's effect written in it, and no other lock.
     # No session time limit either: its transaction must outlive the cut.
