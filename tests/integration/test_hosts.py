@@ -40,7 +40,8 @@ pytestmark = [
 
 FAST_SWEEP = {"AUDITQ_TEST_RELAY_AFTER_SECONDS": "2"}  # lost work is re-published after 2 s
 # PostgreSQL ends a cut host's session idle in a transaction after 3 s, and with it the
-# locks it holds (a counter's parent row, say), which would stop the other hosts too.
+# locks it holds, which would stop the other hosts too: without it, 3 runs of the first
+# test in 5 stalled (host a cut between claiming handler runs and committing the claim).
 IDLE_LIMIT = {"AUDITQ_TEST_PG_IDLE_SECONDS": "3"}
 
 
