@@ -105,7 +105,11 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
         )
-        wait_for(self.ping, 10, "redis-server to answer")
+        try:
+            wait_for(self.ping, 10, "redis-server to answer")
+        except AssertionError:
+            self.stop()  # not left running behind the failed test
+            raise
 
     def stop(self) -> None:
         if self.process is not None:
