@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -76,11 +76,12 @@ class RedisServer:
 
     kind = "redis"
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, host: str = "127.0.0.1") -> None:
         self.binary = binary
         self.workdir = workdir
+        self.host = host  # the address it listens on (a test's own network's, say)
         self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{host}:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -90,17 +91,25 @@ class RedisServer:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                self.host,
                 "--save",
                 "",
                 "--appendonly",
                 "no",
                 "--dir",
                 str(self.workdir),
+                # Off the loopback, protected mode refuses every client without a
+                # password: here the test's own private network.
+                "--protected-mode",
+                "yes" if self.host == "127.0.0.1" else "no",
             ],
             stdout=subprocess.DEVNULL,
         )
-        wait_for(self.ping, 10, "redis-server to answer")
+        try:
+            wait_for(self.ping, 10, "redis-server to answer")
+        except AssertionError:
+            self.stop()  # not left running behind the failed test
+            raise
 
     def stop(self) -> None:
         if self.process is not None:
@@ -306,13 +315,20 @@ def _forget_connections() -> None:
 
 
 class Worker:
-    """A ``celery worker`` process consuming auditq's test queue."""
+    """A ``celery worker`` process consuming auditq's test queue.
+
+    ``prefix``: a command the worker runs under, e.g. ``ip netns exec <namespace> ...``
+    (tests/integration/hosts.py: a worker on another host).
+    """
 
     count = 0
 
-    def __init__(self, broker_url: str, logdir: Path, pool: str = "solo") -> None:
+    def __init__(
+        self, broker_url: str, logdir: Path, pool: str = "solo", prefix: Sequence[str] = ()
+    ) -> None:
         Worker.count += 1
         self.pool = pool
+        self.prefix = list(prefix)
         self.name = f"w{Worker.count}"
         self.hostname = f"{self.name}@auditq-tests"
         self.log = logdir / f"{self.name}.log"
@@ -355,6 +371,7 @@ class Worker:
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 [
+                    *self.prefix,
                     sys.executable,
                     "-m",
                     "celery",
@@ -419,11 +436,12 @@ class Worker:
 def workers(
     broker: RedisServer | RabbitMQ, transactional_db, tmp_path, request
 ) -> Iterator[Callable[..., Worker]]:
-    """Start worker processes on demand: ``workers()`` starts one and returns it."""
+    """Start worker processes on demand: ``workers()`` starts one and returns it
+    (``workers(prefix=[...])`` under a command, e.g. on another host)."""
     started: list[Worker] = []
 
-    def start(**extra_env: str) -> Worker:
-        worker = Worker(broker.url, tmp_path).start(**extra_env)
+    def start(prefix: Sequence[str] = (), **extra_env: str) -> Worker:
+        worker = Worker(broker.url, tmp_path, prefix=prefix).start(**extra_env)
         started.append(worker)
         return worker
 

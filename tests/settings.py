@@ -81,6 +81,14 @@ if _url.startswith(("postgres://", "postgresql://")):
             "TEST": {"NAME": f"test_auditq_{_run}"},
         }
     }
+    if os.environ.get("AUDITQ_TEST_PG_IDLE_SECONDS"):
+        # Workers on other hosts (tests/integration/test_hosts.py): PostgreSQL ends a
+        # session left idle in a transaction this long (its host cut off mid-transaction),
+        # and its locks go with it.
+        _idle = int(float(os.environ["AUDITQ_TEST_PG_IDLE_SECONDS"]) * 1000)
+        DATABASES["default"]["OPTIONS"] = {
+            "options": f"-c idle_in_transaction_session_timeout={_idle}"
+        }
     INSTALLED_APPS += ["django.contrib.postgres", "tests.pgapp"]
 else:
     DATABASES = {

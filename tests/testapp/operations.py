@@ -108,13 +108,19 @@ broken_step = Operation("tests.broken_step", main=[wrong_step], big=[review])
 
 
 def slow(step):
-    """Writes its effect, then waits: for ``AUDITQ_TEST_STEP_STALL_FILE`` (the test kills
-    the worker meanwhile) or ``seconds``."""
+    """Writes its effect, then waits ``seconds``; or, the first time where
+    ``AUDITQ_TEST_STEP_STALL_FILE`` is set, creates that file and waits: until
+    ``AUDITQ_TEST_STEP_RELEASE_FILE`` exists (the test cuts the worker's host off
+    meanwhile), or for an hour (the test kills the worker)."""
     effect(step, "slow")
     stall = os.environ.get("AUDITQ_TEST_STEP_STALL_FILE")
     if stall and not Path(stall).exists():
         Path(stall).touch()
-        time.sleep(3600)
+        release = os.environ.get("AUDITQ_TEST_STEP_RELEASE_FILE")
+        if release is None:
+            time.sleep(3600)
+        while release is not None and not Path(release).exists():
+            time.sleep(0.05)
     time.sleep(step.get("seconds", 0))
 
 
