@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from auditq.backends import backend
 from auditq.chain.canonical import GENESIS, entry_hash
-from auditq.models import LANES, AuditChainLane, AuditEntry
+from auditq.models import LANES, AuditChain, AuditChainLane, AuditEntry
 
 Rows = list[dict[str, Any]]
 Insert = Callable[[Rows, str, dict[int, str]], set[Any] | None]
@@ -144,6 +144,10 @@ def lock(content_types: list[int], using: str) -> dict[int, Head]:
             if count >= LANES:
                 head = _wait_for_lane(content_type, using)
                 break
+            if not count:  # the model's first entry: its row for the verifications
+                AuditChain.objects.using(using).bulk_create(
+                    [AuditChain(content_type_id=content_type)], ignore_conflicts=True
+                )
             # Another transaction may create the same lane at once: one of the two waits
             # for the other to commit, then skips it and tries the next.
             lanes.bulk_create(

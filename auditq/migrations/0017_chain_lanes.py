@@ -4,13 +4,15 @@
 # the last verification) to AuditChainLane, an existing chain becoming its model's lane 0.
 
 import django.db.models.deletion
-from django.db import migrations, models
+from django.db import migrations, models, router
 
 
 def heads_to_lanes(apps, schema_editor):
     chains = apps.get_model("auditq", "AuditChain")
     lanes = apps.get_model("auditq", "AuditChainLane")
     using = schema_editor.connection.alias
+    if not router.allow_migrate_model(using, chains):
+        return  # the chains live in another database (AUDITQ["DATABASE"])
     lanes.objects.using(using).bulk_create(
         lanes(
             content_type_id=chain.content_type_id,
@@ -29,6 +31,8 @@ def lanes_to_heads(apps, schema_editor):
     chains = apps.get_model("auditq", "AuditChain")
     lanes = apps.get_model("auditq", "AuditChainLane")
     using = schema_editor.connection.alias
+    if not router.allow_migrate_model(using, chains):
+        return
     if lanes.objects.using(using).exclude(lane=0).exists():
         raise RuntimeError(
             "auditq: entries were recorded in several lanes of a chain; going back to one "
