@@ -3,15 +3,15 @@
 Each model's trail is woven of up to :data:`~auditq.models.LANES` chains, its lanes
 (``AuditChainLane``). A recording transaction locks one lane of each model in its batch
 (``SELECT ... FOR UPDATE SKIP LOCKED``: the lowest lane no other transaction holds, a
-new lane when all are held, and when all are held and there are as many as there may
-be, it waits for one), hashes the batch's entries onto it and keeps it locked
-until it commits: concurrent workers and relay threads record one model side by side, each
-on a lane of its own, and each lane's entries follow one another in key order. SQLite's
-write lock already serializes writers: there every batch takes lane 0. Under the lock the
-batch is hashed in order and written, and the heads move on; an event already in the trail
-(a duplicate delivery) never extends a lane. Batch-shaped, whatever the batch's size: on
-PostgreSQL two statements for a batch of one model (lock a lane; write the entries and
-move the head), on SQLite a few more, in process.
+new lane when all are held, and when all are held and there are as many as there may be,
+it waits for one), hashes the batch's entries onto it and keeps it locked until it
+commits: concurrent workers and relay threads record one model side by side, each on a
+lane of its own, and each lane's entries follow one another in key order. SQLite's write
+lock already serializes writers: there every batch takes lane 0. Under the lock the
+batch is hashed in order and written, and the heads move on; an event already in the
+trail (a duplicate delivery) never extends a lane. Batch-shaped, whatever the batch's
+size: on PostgreSQL two statements for a batch of one model (lock a lane; write the
+entries and move the head), on SQLite a few more, in process.
 """
 
 from __future__ import annotations
