@@ -14,7 +14,7 @@ from auditq import conf, registry
 from auditq.capture import bulk
 from auditq.consumers import counters
 from auditq.delivery import broker
-from auditq.models import AuditChain, AuditEntry, OperationRun
+from auditq.models import AuditChain, AuditChainLane, AuditEntry, OperationRun
 from auditq.operations import executor
 from auditq.routers import AuditRouter
 
@@ -119,7 +119,7 @@ def check_audit_database(**kwargs: Any) -> list[checks.CheckMessage]:
             )
         ]
     found: list[checks.CheckMessage] = []
-    audit_models: tuple[type[models.Model], ...] = (AuditEntry, AuditChain)
+    audit_models: tuple[type[models.Model], ...] = (AuditEntry, AuditChain, AuditChainLane)
     for model in audit_models:
         routed = {router.db_for_read(model), router.db_for_write(model)}
         if routed != {database} or not router.allow_migrate_model(database, model):

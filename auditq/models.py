@@ -61,6 +61,12 @@ class AuditEntry(models.Model):
         help_text="SHA-256 (hex) over this entry and the hash before it in its model's "
         "chain; empty on entries recorded before chaining or with AUDITQ['CHAIN'] off.",
     )
+    chain_lane = models.PositiveSmallIntegerField(
+        default=0,
+        db_default=0,
+        editable=False,
+        help_text="Which of its model's chains (lanes) the entry is in.",
+    )
 
     objects = AuditEntryQuerySet.as_manager()
 
@@ -125,19 +131,13 @@ class AuditEntry(models.Model):
 
 
 class AuditChain(models.Model):
-    """One model's hash chain: its head (what the next entry links to), its prune anchor
-    and its last verification. The recording worker locks the row while it extends the
-    chain, so concurrent workers keep one order."""
+    """One model's trail: its last verification. The trail is woven of up to
+    :data:`LANES` hash chains (:class:`AuditChainLane`), so that concurrent workers record
+    one model's entries side by side."""
 
     content_type = models.OneToOneField(
         ContentType, on_delete=models.PROTECT, primary_key=True, related_name="+"
     )
-    last_hash = models.CharField(max_length=64, blank=True, default="")
-    last_entry_id = models.BigIntegerField(null=True, blank=True)
-    anchor_hash = models.CharField(
-        max_length=64, blank=True, default="", help_text="The last pruned entry's hash."
-    )
-    anchor_entry_id = models.BigIntegerField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     verified_entries = models.BigIntegerField(default=0)
     unchained_entries = models.BigIntegerField(
@@ -159,6 +159,36 @@ class AuditChain(models.Model):
     def intact(self) -> bool | None:
         """The last verification's verdict; ``None`` before the first."""
         return None if self.verified_at is None else self.broken_entry_id is None
+
+
+LANES = 8
+"""The chains (lanes) of one model: a recording transaction locks one lane of each of its
+models, a free one if any, so up to this many record one model at once."""
+
+
+class AuditChainLane(models.Model):
+    """One of a model's hash chains: its head (what the next entry links to) and its prune
+    anchor. The recording worker locks the row while it extends the lane, so the lane's
+    entries are in key order."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, related_name="+")
+    lane = models.PositiveSmallIntegerField()
+    last_hash = models.CharField(max_length=64, blank=True, default="")
+    last_entry_id = models.BigIntegerField(null=True, blank=True)
+    anchor_hash = models.CharField(
+        max_length=64, blank=True, default="", help_text="The last pruned entry's hash."
+    )
+    anchor_entry_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "audit chain lane"
+        constraints = (
+            models.UniqueConstraint(fields=["content_type", "lane"], name="auditq_chain_lane"),
+        )
+
+    def __str__(self) -> str:
+        content_type = self.content_type
+        return f"lane {self.lane} of {content_type.app_label}.{content_type.model}"
 
 
 class OutboxQuerySet(models.QuerySet):

@@ -19,7 +19,7 @@ from django.db import models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from auditq.chain.anchor import anchor
+from auditq.chain.anchor import Pruned, anchor
 from auditq.models import AuditEntry, CallbackRun, OperationRun
 
 logger = logging.getLogger("auditq")
@@ -140,13 +140,14 @@ def _delete(
     order: str,
     batch_size: int,
     progress: Callable[[int], object] | None,
-    deleting: Callable[[list[tuple[int, int, str | None]], str], None] | None = None,
+    deleting: Callable[[list[Pruned], str], None] | None = None,
 ) -> int:
     """Delete ``rows`` oldest first, ``batch_size`` at a time, each batch its own
     transaction; count only the rows themselves (not what cascades with them).
 
     ``deleting``: called in each batch's transaction with its entries' ``(id,
-    content_type_id, chain_hash)``, in key order (entries are deleted in key order)."""
+    content_type_id, chain_hash, chain_lane)``, in key order (entries are deleted in key
+    order)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be 1 or more, not {batch_size}")
     deleted = 0
@@ -157,9 +158,11 @@ def _delete(
                 keys = list(ordered.values_list("id", flat=True)[:batch_size])
             else:
                 batch = list(
-                    ordered.values_list("id", "content_type_id", "chain_hash")[:batch_size]
+                    ordered.values_list("id", "content_type_id", "chain_hash", "chain_lane")[
+                        :batch_size
+                    ]
                 )
-                keys = [key for key, _, _ in batch]
+                keys = [key for key, *_ in batch]
             if not keys:
                 break
             _, by_model = rows.filter(id__in=keys).delete()  # still old and finished

@@ -1,14 +1,14 @@
 """``AuditRouter``: the audit entries in a database of their own (``AUDITQ["DATABASE"]``).
 
-Only ``AuditEntry`` and ``AuditChain`` (the chains' heads, locked and moved in the
-transaction that writes the entries) move. The outbox, the callback runs, the counter deltas, the
-operation runs and the heartbeats stay in the database the audited models are written
-to, because what they record must commit with those writes (a handler's writes with its
-run, an outbox row with its change): the router says nothing about them, so your other
-routers, or the default database, decide as before. The worker commits a batch's entries
-in the audit database first and then clears its outbox rows; a worker that dies in
-between leaves the rows, and their next delivery finds the entries there already
-(unique ``event_id``): each change is recorded once.
+Only ``AuditEntry``, ``AuditChain`` and ``AuditChainLane`` (the chains' heads, locked
+and moved in the transaction that writes the entries) move. The outbox, the callback
+runs, the counter deltas, the operation runs and the heartbeats stay in the database the
+audited models are written to, because what they record must commit with those writes (a
+handler's writes with its run, an outbox row with its change): the router says nothing
+about them, so your other routers, or the default database, decide as before. The worker
+commits a batch's entries in the audit database first and then clears its outbox rows; a
+worker that dies in between leaves the rows, and their next delivery finds the entries
+there already (unique ``event_id``): each change is recorded once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from django.db import router
 from auditq import conf
 
 ENTRY = "auditq.auditentry"
-AUDIT_TABLES = frozenset({ENTRY, "auditq.auditchain"})
+AUDIT_TABLES = frozenset({ENTRY, "auditq.auditchain", "auditq.auditchainlane"})
 """The models that live in the audit database."""
 CONTENT_TYPE = "contenttypes.contenttype"
 
@@ -30,7 +30,7 @@ def _label(model: Any) -> str:
 
 
 class AuditRouter:
-    """Routes ``AuditEntry`` and ``AuditChain`` to ``AUDITQ["DATABASE"]``; does nothing
+    """Routes ``AuditEntry`` and its chains to ``AUDITQ["DATABASE"]``; does nothing
     while it is unset.
 
     Add it to ``DATABASE_ROUTERS`` (after routers of your own, which decide first) and

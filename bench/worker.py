@@ -30,7 +30,9 @@ group of its own, ``-P prefork --concurrency 2`` by default (``--pool solo``).
    ``--backlog`` saves drained by a fresh worker with ``AUDITQ["CHAIN"]`` on, then one
    with it off (alternating, so that the machine's drift hits both alike); rate =
    entries / (last - first ``recorded_at`` of the drain). ``--only-chain`` runs this
-   phase alone.
+   phase alone. At the end the unchained drains' entries are deleted and the chained
+   ones verified (what ``auditq_verify`` checks); the report says in how many lanes
+   they were recorded.
 
 A phase whose changes are not all recorded ``--timeout`` seconds after its last save is
 reported as not drained, with the figures of what was recorded; the worker is then
@@ -350,7 +352,27 @@ def chain_comparison(
             )
             rates[mode].append(args.backlog / float(span))
     chained = scalar(f'SELECT count(*) FROM "{entries_table()}" WHERE chain_hash <> %s', [""])
-    return {"rates": rates, "chained_entries": chained}
+    lanes = scalar(
+        f'SELECT count(DISTINCT chain_lane) FROM "{entries_table()}" WHERE chain_hash <> %s', [""]
+    )
+    # The chained drains must verify. The unchained drains' entries belong to no lane,
+    # but verification counts an unchained entry after the chain started as a break:
+    # they go first.
+    from auditq.chain import verify
+
+    scalar(
+        f'WITH gone AS (DELETE FROM "{entries_table()}" WHERE chain_hash = %s '
+        "RETURNING 1) SELECT count(*) FROM gone",
+        [""],
+    )
+    [result] = verify.verify(store=False)
+    return {
+        "rates": rates,
+        "chained_entries": chained,
+        "lanes": lanes,
+        "verified": result.verified,
+        "verify": result.describe(),
+    }
 
 
 def report_chain(comparison: dict[str, Any]) -> list[str]:
@@ -366,6 +388,13 @@ def report_chain(comparison: dict[str, Any]) -> list[str]:
             + f"   best {best[mode]:,.0f}"
         )
     lines.append(f"  chained / unchained (best of each): {ratio:.1%}   target >= 90%: {mark}")
+    means = {mode: sum(values) / len(values) for mode, values in rates.items()}
+    lines.append(f"  chained / unchained (means): {means['chained'] / means['unchained']:.1%}")
+    if "lanes" in comparison:
+        lines.append(
+            f"  {comparison['chained_entries']:,} chained entries in {comparison['lanes']} lanes; "
+            f"verify: {comparison['verify']}"
+        )
     return lines
 
 

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import uuid
 from io import StringIO
 
@@ -25,7 +26,7 @@ from auditq.chain.canonical import GENESIS, entry_hash
 from auditq.checks import check_settings
 from auditq.consumers import audit
 from auditq.delivery import recording
-from auditq.models import AuditChain, AuditEntry, Outbox
+from auditq.models import AuditChain, AuditChainLane, AuditEntry, Outbox
 from tests.conftest import ROOT
 from tests.helpers import entry
 from tests.testapp.models import Chosen, Document
@@ -70,8 +71,12 @@ def test_each_entry_is_chained_to_the_one_before_it_in_its_models_chain():
     entries = chained(Document)
     assert [e.chain_hash for e in entries] == recompute(entries)
     assert len({e.chain_hash for e in entries}) == 2
-    head = AuditChain.objects.get(content_type=ContentType.objects.get_for_model(Document))
-    assert (head.last_hash, head.last_entry_id) == (entries[-1].chain_hash, entries[-1].pk)
+    head = AuditChainLane.objects.get(content_type=ContentType.objects.get_for_model(Document))
+    assert (head.lane, head.last_hash, head.last_entry_id) == (
+        0,
+        entries[-1].chain_hash,
+        entries[-1].pk,
+    )
     [tag] = chained(Chosen)
     assert tag.chain_hash == recompute([tag])[0]
 
@@ -131,7 +136,7 @@ def test_a_deleted_last_entry_is_named():
     out = StringIO()
     with pytest.raises(CommandError, match=f"at entry {last}"):
         call_command("auditq_verify", stdout=out)
-    assert f"entry {last}, the chain's last, is missing" in out.getvalue()
+    assert f"entry {last}, the last of lane 0, is missing" in out.getvalue()
 
 
 def test_an_inserted_entry_breaks_the_chain_at_that_entry():
@@ -199,7 +204,7 @@ def test_since_checks_from_the_first_entry_since_then():
 def test_entries_recorded_before_chaining_are_not_chained_rather_than_broken():
     older = Document.objects.create(title="x")
     AuditEntry.objects.all().delete()
-    AuditChain.objects.all().delete()
+    AuditChainLane.objects.all().delete()
     entry(older, object_repr="before the migration")
     older.title = "y"
     older.save()
@@ -224,13 +229,13 @@ def test_a_duplicate_delivery_does_not_extend_the_chain(undelivered):
     Document.objects.create(title="replayed")
     payload = Outbox.objects.get().payload
     recording.record_waiting()
-    head = AuditChain.objects.get()
+    head = AuditChainLane.objects.get()
     Outbox.objects.create(payload=payload)
 
     recording.record_waiting()
 
     assert AuditEntry.objects.count() == 1
-    again = AuditChain.objects.get()
+    again = AuditChainLane.objects.get()
     assert (again.last_hash, again.last_entry_id) == (head.last_hash, head.last_entry_id)
     assert check().endswith("intact (1 chains).\n")
 
@@ -255,7 +260,7 @@ def test_chain_off_records_unchained_entries(settings):
 
     [found] = AuditEntry.objects.all()
     assert found.chain_hash == ""
-    assert not AuditChain.objects.exists()
+    assert not AuditChainLane.objects.exists()
 
 
 def test_the_result_is_kept_for_the_admin():
@@ -309,7 +314,7 @@ def test_a_pruned_chain_verifies_from_its_anchor():
     prune("90")
 
     assert [e.object_repr for e in chained(Document)] == ["10 days", "0 days"]
-    chain_row = AuditChain.objects.get()
+    chain_row = AuditChainLane.objects.get()
     assert chain_row.anchor_entry_id == chain_row.last_entry_id - 2
     assert check().startswith("testapp.document: intact (2 entries)")
 
@@ -416,3 +421,109 @@ def test_a_broken_trail_exits_1_with_one_line_naming_the_entry():
         f"CommandError: The audit trail is broken: testapp.document at entry {first.pk}."
     )
     assert f"testapp.document: broken at entry {first.pk}: its hash does not match" in done.stdout
+
+
+def document_rows(document: Document, *names: str) -> list[dict]:
+    """Rows as the worker hands them to ``chain.extend``, one per name."""
+    content_type = ContentType.objects.get_for_model(Document)
+    return [
+        {
+            "event_id": uuid.uuid4(),
+            "content_type_id": content_type.pk,
+            "object_pk": str(document.pk),
+            "object_repr": name,
+            "action": "update",
+            "changes": {"title": ["a", name]},
+            "actor_id": None,
+            "actor_repr": "",
+            "remote_addr": None,
+            "request_id": "",
+            "context": {},
+            "occurred_at": timezone.now(),
+        }
+        for name in names
+    ]
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite's write lock lets one transaction write at a time: every batch takes lane 0",
+)
+def test_concurrent_batches_of_one_model_take_a_lane_each_and_the_lanes_verify():
+    document = Document.objects.create(title="lanes")  # its entry creates lane 0
+    holding, done = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                chain.extend(document_rows(document, "a1", "a2"), "default", audit._insert)
+                holding.set()
+                done.wait()  # lane 0 stays locked while the other batch records
+                chain.extend(document_rows(document, "a3"), "default", audit._insert)
+        except BaseException as exc:
+            failures.append(exc)
+            holding.set()
+        finally:
+            connection.close()
+
+    def second() -> None:
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '20s'")  # waiting is the bug
+                chain.extend(document_rows(document, "b1", "b2"), "default", audit._insert)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            done.set()
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    holding.wait()
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+
+    entries = chained(Document)
+    assert [(e.object_repr, e.chain_lane) for e in entries] == [
+        ("lanes", 0),
+        ("a1", 0),
+        ("a2", 0),
+        ("b1", 1),
+        ("b2", 1),
+        ("a3", 0),
+    ]
+    lanes = AuditChainLane.objects.order_by("lane")
+    assert [(lane.lane, lane.last_entry_id) for lane in lanes] == [
+        (0, entries[5].pk),
+        (1, entries[4].pk),
+    ]
+    assert check().startswith("testapp.document: intact (6 entries)")
+
+    AuditEntry.objects.filter(pk=entries[3].pk).delete()  # b1: b2 no longer links
+    with pytest.raises(CommandError, match=f"testapp.document at entry {entries[4].pk}"):
+        check()
+    AuditEntry.objects.filter(pk=entries[5].pk).update(object_repr="edited")
+    [result] = [r for r in verify.verify(store=False) if r.model == "testapp.document"]
+    assert (result.broken_entry_id, result.verified) == (entries[4].pk, 3)
+
+
+def test_an_entry_moved_to_another_lane_breaks_the_chain():
+    documents(3)
+    second = chained(Document)[1]
+    AuditEntry.objects.filter(pk=second.pk).update(chain_lane=1)
+
+    with pytest.raises(CommandError, match=f"testapp.document at entry {second.pk}"):
+        check()
+
+
+def test_an_unchained_entry_in_a_lane_after_the_chain_started_is_a_break():
+    made = documents(2)
+    forged = entry(made[0], object_repr="inserted")
+    AuditEntry.objects.filter(pk=forged.pk).update(chain_lane=3)
+
+    with pytest.raises(CommandError, match=f"testapp.document at entry {forged.pk}"):
+        check()

@@ -121,9 +121,9 @@ class Backend:
         heads: str,
     ) -> set[Any]:
         """:meth:`insert_json_rows` of audit entries (no ``now`` column), and in the same
-        statement move the heads of their chains in table ``chains``: ``heads`` is a
-        JSON array of ``{"content_type_id", "last_hash"}``, and each head's
-        ``last_entry_id`` becomes the last key drawn for its model. Returns the
+        statement move the heads of their lanes in table ``chains``: ``heads`` is a
+        JSON array of ``{"id", "last_hash"}`` (one lane of each model in ``rows``), and
+        each head's ``last_entry_id`` becomes the last key drawn for its model. Returns the
         ``unique`` values of the rows inserted (a row skipped is not among them)."""
         raise NotImplementedError
 

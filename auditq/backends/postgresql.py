@@ -134,8 +134,9 @@ class PostgreSQLBackend(Backend):
         chains: str,
         heads: str,
     ) -> set[Any]:
-        # The entries and their chains' heads in one statement: the heads move to the
-        # hash given and to the last key the insert drew for their model.
+        # The entries and their lanes' heads in one statement: each head moves to the
+        # hash given and to the last key the insert drew for its model (a batch holds one
+        # lane of each of its models).
         quote = connection.ops.quote_name
         names = ", ".join(quote(name) for name, _ in columns)
         typed = ", ".join(f"{quote(name)} {kind}" for name, kind in columns)
@@ -148,8 +149,8 @@ class PostgreSQLBackend(Backend):
                 f"moved AS (UPDATE {quote(chains)} AS c SET last_hash = h.last_hash, "
                 "last_entry_id = coalesce((SELECT max(new.id) FROM new "
                 "WHERE new.content_type_id = c.content_type_id), c.last_entry_id) "
-                "FROM jsonb_to_recordset(%s::jsonb) AS h(content_type_id integer, last_hash text) "
-                f"WHERE c.content_type_id = h.content_type_id) SELECT {quote(unique)} FROM new",
+                "FROM jsonb_to_recordset(%s::jsonb) AS h(id bigint, last_hash text) "
+                f"WHERE c.id = h.id) SELECT {quote(unique)} FROM new",
                 [rows, heads],
             )
             return {row[0] for row in cursor.fetchall()}

@@ -1,13 +1,15 @@
 """The checking side: recompute the chains and say where the first break is.
 
 One pass over the entries in key order (a server-side cursor on PostgreSQL, so memory
-stays flat), in one snapshot with the chains' heads: the entries a worker records
-meanwhile are not seen, nor is the head they move. Per chain, the walk starts from the
-prune anchor (or from nothing), and each entry's hash must be the one recomputed from
-its content and the hash before it. Entries recorded before the chain started (before
-the migration that added chaining) are counted as not chained, not as breaks; an
-unchained entry after the start is a break. At the end each chain must arrive at its
-head: a missing last entry, or entries added after it, are breaks too.
+stays flat), in one snapshot with the lanes' heads: the entries a worker records
+meanwhile are not seen, nor is the head they move. Per lane of each model's chain, the
+walk starts from the lane's prune anchor (or from nothing), and each entry's hash must be
+the one recomputed from its content and the hash before it in its lane. Entries recorded
+before the model's chain started (before the migration that added chaining) are counted
+as not chained, not as breaks; an unchained entry after the start is a break. At the end
+each lane must arrive at its head: a missing last entry, or entries added after it, are
+breaks too. A model's result is its lanes' together: its first break is the lowest entry
+where one of its lanes breaks.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from django.utils import timezone
 
 from auditq.backends import backend
 from auditq.chain.canonical import GENESIS, entry_hash
-from auditq.models import AuditChain, AuditEntry
+from auditq.models import AuditChain, AuditChainLane, AuditEntry
 
 logger = logging.getLogger("auditq")
 
@@ -83,15 +85,30 @@ class ChainResult:
 
 @dataclass
 class _Walk:
-    """One chain's state during the pass."""
+    """One lane's state during the pass."""
 
-    result: ChainResult
     expected: str
     after: int
     head_hash: str
     head_entry_id: int | None
     started: bool
+    verified: int = 0
+    unchained: int = 0
+    broken_entry_id: int | None = None
+    problem: str = ""
     beyond_head: int | None = None
+
+
+@dataclass
+class _Model:
+    """One model's lanes during the pass."""
+
+    result: ChainResult
+    lanes: dict[int, _Walk]
+    started: bool = False
+    """A lane of the model has a chained entry (or an anchor) before the current one."""
+    broken: bool = False
+    """A lane broke: the model's later entries are not checked."""
 
 
 def verify(
@@ -114,22 +131,28 @@ def verify(
         found = backend(connection)
         if found.supports_snapshot_isolation and not outer:
             found.read_one_snapshot(connection)
-        walks = _start(using, content_type, since)
-        # One model's walk may start past its anchor; a whole pass reads every entry.
-        first = min(walk.after for walk in walks.values()) if content_type and walks else 0
+        chains = _start(using, content_type, since)
+        # One model's walk may start past its anchors; a whole pass reads every entry.
+        first = 0
+        if content_type and chains:
+            first = min(walk.after for chain in chains.values() for walk in chain.lanes.values())
         read = 0
         for row in _rows(using, content_type, first):
-            walk = walks.get(row["content_type_id"])
+            key = row["content_type_id"]
+            chain = chains.get(key)
+            if chain is None:
+                chain = chains[key] = _Model(ChainResult(key, _label(key, using)), {})
+            walk = chain.lanes.get(row["chain_lane"])
             if walk is None:
-                walk = walks[row["content_type_id"]] = _new_walk(row["content_type_id"], using)
-            _step(walk, row)
+                walk = chain.lanes[row["chain_lane"]] = _new_walk()
+            _step(chain, walk, row)
             read += 1
             if progress is not None and read == CHUNK:
                 progress(read)
                 read = 0
         if progress is not None and read:
             progress(read)
-        results = [_finish(walk) for walk in walks.values()]
+        results = [_finish(chain) for chain in chains.values()]
     results.sort(key=lambda result: result.model)
     if store:
         _store(results, using)
@@ -138,89 +161,106 @@ def verify(
 
 def _start(
     using: str, content_type: ContentType | None, since: datetime.datetime | None
-) -> dict[int, _Walk]:
-    """Where each known chain's walk starts: its anchor, or the entry before ``since``."""
-    chains = AuditChain.objects.using(using)
+) -> dict[int, _Model]:
+    """Where each known lane's walk starts: its anchor, or the entry before ``since``."""
+    lanes = AuditChainLane.objects.using(using).order_by("content_type_id", "lane")
     if content_type is not None:
-        chains = chains.filter(content_type=content_type)
-    walks = {}
-    for chain in chains:
-        walks[chain.pk] = _Walk(
-            ChainResult(chain.pk, _label(chain.pk, using)),
-            expected=chain.anchor_hash or GENESIS,
-            after=chain.anchor_entry_id or 0,
-            head_hash=chain.last_hash,
-            head_entry_id=chain.last_entry_id,
-            started=bool(chain.anchor_hash),
+        lanes = lanes.filter(content_type=content_type)
+    chains: dict[int, _Model] = {}
+    for lane in lanes:
+        key = lane.content_type_id
+        chain = chains.get(key)
+        if chain is None:
+            chain = chains[key] = _Model(ChainResult(key, _label(key, using)), {})
+        chain.lanes[lane.lane] = _Walk(
+            expected=lane.anchor_hash or GENESIS,
+            after=lane.anchor_entry_id or 0,
+            head_hash=lane.last_hash,
+            head_entry_id=lane.last_entry_id,
+            started=bool(lane.anchor_hash),
         )
     if since is not None:
-        for key, walk in walks.items():
-            entries = AuditEntry.objects.using(using).filter(content_type_id=key)
-            first = entries.filter(occurred_at__gte=since).order_by("id").first()
-            if first is None:
-                walk.after = walk.head_entry_id or walk.after
-                walk.expected, walk.started = walk.head_hash, True
-                continue
-            before = entries.filter(id__lt=first.pk, id__gt=walk.after).order_by("-id").first()
-            if before is not None and before.chain_hash:
-                walk.after, walk.expected, walk.started = before.pk, before.chain_hash, True
-    return walks
+        for key, chain in chains.items():
+            for number, walk in chain.lanes.items():
+                _start_since(walk, key, number, since, using)
+    for chain in chains.values():
+        chain.started = any(walk.started and walk.expected for walk in chain.lanes.values())
+    return chains
 
 
-def _new_walk(content_type_id: int, using: str) -> _Walk:
-    """A model with entries and no chain: all recorded before chaining (or forged)."""
-    return _Walk(
-        ChainResult(content_type_id, _label(content_type_id, using)),
-        expected=GENESIS,
-        after=0,
-        head_hash="",
-        head_entry_id=None,
-        started=False,
-    )
+def _start_since(
+    walk: _Walk, content_type: int, lane: int, since: datetime.datetime, using: str
+) -> None:
+    """Start the lane's walk at its first entry that occurred at or after ``since``,
+    from the hash of the entry before it in the lane."""
+    entries = AuditEntry.objects.using(using).filter(content_type_id=content_type, chain_lane=lane)
+    first = entries.filter(occurred_at__gte=since).order_by("id").first()
+    if first is None:
+        walk.after = walk.head_entry_id or walk.after
+        walk.expected, walk.started = walk.head_hash, True
+        return
+    before = entries.filter(id__lt=first.pk, id__gt=walk.after).order_by("-id").first()
+    if before is not None and before.chain_hash:
+        walk.after, walk.expected, walk.started = before.pk, before.chain_hash, True
 
 
-def _step(walk: _Walk, row: dict[str, Any]) -> None:
-    result = walk.result
+def _new_walk() -> _Walk:
+    """A lane with entries and no row: recorded before chaining (or forged)."""
+    return _Walk(expected=GENESIS, after=0, head_hash="", head_entry_id=None, started=False)
+
+
+def _step(chain: _Model, walk: _Walk, row: dict[str, Any]) -> None:
     key = row["id"]
-    if result.broken_entry_id is not None or key <= walk.after:
+    if chain.broken or key <= walk.after:
         return
     head = walk.head_entry_id
     if walk.beyond_head is None and (head is None or key > head):
         walk.beyond_head = key
     stored = row["chain_hash"]
     if not stored:
-        if walk.started:
-            _break(walk, key, "it has no hash, but the chain had started before it")
+        if walk.started or chain.started:
+            _break(chain, walk, key, "it has no hash, but the chain had started before it")
         else:
-            result.unchained += 1
+            walk.unchained += 1
         return
     if entry_hash(walk.expected, row) != stored:
         _break(
+            chain,
             walk,
             key,
-            "its hash does not match its content and the hash before it (it was edited, "
-            "or an entry before it was deleted or inserted)",
+            "its hash does not match its content and the hash before it in its lane (it "
+            "was edited, or an entry before it was deleted or inserted)",
         )
         return
-    walk.expected, walk.started = stored, True
-    result.verified += 1
+    walk.expected, walk.started, chain.started = stored, True, True
+    walk.verified += 1
 
 
-def _finish(walk: _Walk) -> ChainResult:
-    """Check that an unbroken chain arrives at its head."""
-    result = walk.result
-    if result.broken_entry_id is None and walk.expected != (walk.head_hash or GENESIS):
-        if walk.beyond_head is not None:
-            _break(walk, walk.beyond_head, "it comes after the chain's last recorded entry")
-        else:
-            last = walk.head_entry_id or 0
-            _break(walk, last, f"entry {last}, the chain's last, is missing")
+def _finish(chain: _Model) -> ChainResult:
+    """Check that each unbroken lane arrives at its head; sum up the model's lanes."""
+    result = chain.result
+    broke_on_the_way = chain.broken
+    for number, walk in sorted(chain.lanes.items()):
+        if not broke_on_the_way and walk.expected != (walk.head_hash or GENESIS):
+            if walk.beyond_head is not None:
+                _break(chain, walk, walk.beyond_head, "it comes after its lane's last entry")
+            else:
+                last = walk.head_entry_id or 0
+                _break(chain, walk, last, f"entry {last}, the last of lane {number}, is missing")
+        result.verified += walk.verified
+        result.unchained += walk.unchained
+        broken = walk.broken_entry_id
+        if broken is not None and (
+            result.broken_entry_id is None or broken < result.broken_entry_id
+        ):
+            result.broken_entry_id, result.problem = broken, walk.problem
     return result
 
 
-def _break(walk: _Walk, key: int, problem: str) -> None:
-    walk.result.broken_entry_id = key
-    walk.result.problem = problem
+def _break(chain: _Model, walk: _Walk, key: int, problem: str) -> None:
+    chain.broken = True
+    walk.broken_entry_id = key
+    walk.problem = problem
 
 
 def _rows(using: str, content_type: ContentType | None, after: int) -> Iterator[dict[str, Any]]:
@@ -229,7 +269,8 @@ def _rows(using: str, content_type: ContentType | None, after: int) -> Iterator[
     connection = connections[using]
     quote = connection.ops.quote_name
     table = quote(AuditEntry._meta.db_table)
-    sql = f"SELECT {', '.join(quote(name) for name in COLUMNS)} FROM {table} WHERE id > %s"
+    names = (*COLUMNS, "chain_lane")
+    sql = f"SELECT {', '.join(quote(name) for name in names)} FROM {table} WHERE id > %s"
     params: list[Any] = [after]
     if content_type is not None:
         sql += f" AND {quote('content_type_id')} = %s"
@@ -239,7 +280,7 @@ def _rows(using: str, content_type: ContentType | None, after: int) -> Iterator[
         cursor.execute(sql + " ORDER BY id", params)
         while rows := cursor.fetchmany(CHUNK):
             for values in rows:
-                row = dict(zip(COLUMNS, values, strict=True))
+                row = dict(zip(names, values, strict=True))
                 if row["actor_id"] is not None:
                     row["actor_id"] = actor(row["actor_id"])
                 yield row
@@ -280,17 +321,22 @@ def verify_task(using: str | None = None) -> int:
     """Check every chain (schedule it with beat) in ``using`` (``None``: the database the
     routers give the entries); return how many are broken.
 
-    Logs each chain's head hash at INFO: kept by a log service outside the database,
-    those lines let a later check prove the chain it finds is the one it was then.
-    A break is logged at ERROR.
+    Logs each chain's heads (its lanes' last hashes) at INFO: kept by a log service
+    outside the database, those lines let a later check prove the chain it finds is the
+    one it was then. A break is logged at ERROR.
     """
     using = using or router.db_for_read(AuditEntry)
     results = verify(using)
-    heads = dict(AuditChain.objects.using(using).values_list("pk", "last_hash"))
+    heads: dict[int, list[str]] = {}
+    lanes = AuditChainLane.objects.using(using).exclude(last_hash="").order_by("lane")
+    for content_type, lane, last_hash in lanes.values_list("content_type_id", "lane", "last_hash"):
+        heads.setdefault(content_type, []).append(f"{lane}:{last_hash}")
     for result in results:
         if result.intact:
             logger.info(
-                "auditq: chain %s intact, head %s", result.model, heads.get(result.content_type_id)
+                "auditq: chain %s intact, heads %s",
+                result.model,
+                " ".join(heads.get(result.content_type_id, [])) or "none",
             )
         else:
             logger.error("auditq: chain %s", result.describe())

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from auditq import chain, conf, registry
 from auditq.backends import backend
-from auditq.models import AuditChain, AuditEntry
+from auditq.models import AuditChainLane, AuditEntry
 from auditq.stream.context import AuditContext
 from auditq.stream.encoding import encode, json_bytes
 from auditq.stream.events import REPR_LIMIT, Event, key_text
@@ -103,7 +103,8 @@ def _insert(
     """Write the rows; rows whose event is already in the trail are skipped. A row
     without ``recorded_at`` gets the clock's time (the server's, on PostgreSQL).
 
-    ``heads``: the rows are chained, and these are their chains' new last hashes; where
+    ``heads``: the rows are chained, and these are their lanes' new last hashes (by
+    ``AuditChainLane`` key); where
     the database can, the same statement moves the heads, and the event ids inserted are
     returned (``None``: the caller moves the heads, and skipped nothing it had not
     already left out).
@@ -112,14 +113,14 @@ def _insert(
     found = backend(connection)
     table = AuditEntry._meta.db_table
     if found.supports_json_rows and heads is not None:
-        moved = [{"content_type_id": key, "last_hash": value} for key, value in heads.items()]
+        moved = [{"id": key, "last_hash": value} for key, value in heads.items()]
         return found.insert_chained_rows(
             connection,
             table,
             _columns(connection, _CHAINED),
             _rows_json(rows),
             unique="event_id",
-            chains=AuditChain._meta.db_table,
+            chains=AuditChainLane._meta.db_table,
             heads=orjson.dumps(moved).decode(),
         )
     if found.supports_json_rows:
@@ -153,7 +154,7 @@ _ROW = (
     "occurred_at",
 )
 """The ``AuditEntry`` fields an event fills (``recorded_at`` is the worker's clock)."""
-_CHAINED = (*_ROW, "recorded_at", "chain_hash")
+_CHAINED = (*_ROW, "recorded_at", "chain_lane", "chain_hash")
 """The fields of a chained row: its hash covers its ``recorded_at``."""
 
 

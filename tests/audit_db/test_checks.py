@@ -63,9 +63,10 @@ def test_a_router_before_that_keeps_the_entries_is_an_error(settings):
     settings.DATABASE_ROUTERS = [f"{__name__}.EverythingToDefault", AUDIT_ROUTER]
 
     found = check_audit_database()
-    assert [m.id for m in found] == ["auditq.E013", "auditq.E013"]
+    assert [m.id for m in found] == ["auditq.E013"] * 3
     assert "sends auditq.AuditEntry to ['default']" in found[0].msg
     assert "sends auditq.AuditChain to ['default']" in found[1].msg
+    assert "sends auditq.AuditChainLane to ['default']" in found[2].msg
 
 
 def test_the_writers_own_database_cannot_hold_only_the_entries(settings):
