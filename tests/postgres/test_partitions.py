@@ -4,6 +4,7 @@ partitions made ahead and on demand, every index on every partition, exactly-onc
 converts the test database's table inside its own transaction, rolled back after it."""
 
 import datetime
+import importlib
 import itertools
 import uuid
 from io import StringIO
@@ -263,3 +264,31 @@ def test_event_ids_stay_unique_per_occurrence(document):
     record(row(document, at("2026-11-30T12:00"), event_id=event))
     record(row(document, at("2026-11-30T12:00"), event_id=event))
     assert AuditEntry.objects.filter(event_id=event).count() == 1
+
+
+MIGRATION = importlib.import_module("auditq.migrations.0017_entry_partitions")
+
+
+def test_migrate_partitions_an_empty_trail_when_the_setting_asks(document, settings):
+    schema_editor = connection.schema_editor()
+    MIGRATION.partition_new_trail(None, schema_editor)
+    assert not partitions.is_partitioned()  # no setting: nothing
+
+    settings.AUDITQ = {"PARTITION": "week"}
+    MIGRATION.partition_new_trail(None, schema_editor)
+
+    assert partitions.is_partitioned()
+    assert partitions.listing()[0].name == partitions.partition_name(
+        "week", partitions.period_start("week", timezone.now())
+    )
+    assert not indexes_of(partitions.OLD)  # an empty table is not kept
+
+
+def test_migrate_leaves_a_trail_with_entries_to_the_command(document, settings, caplog):
+    entry(document)
+    settings.AUDITQ = {"PARTITION": "month"}
+
+    MIGRATION.partition_new_trail(None, connection.schema_editor())
+
+    assert not partitions.is_partitioned()
+    assert "run manage.py auditq_partition" in caplog.text
