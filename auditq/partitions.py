@@ -64,6 +64,12 @@ LOCK_TIMEOUT = "2s"
 """How long a DDL statement waits for its lock before it gives up (and is tried again):
 a statement queued behind a long reader would stall every query behind it."""
 
+SWAP_ROWS = 1000
+"""The conversion copies in rounds until at most this many rows are left for the swap,
+which copies them under its exclusive lock: the fewer, the shorter the lock."""
+MAX_ROUNDS = 50
+"""…or until this many rounds: writers that outpace the copy still get their swap."""
+
 UTC = datetime.UTC
 
 
@@ -450,9 +456,10 @@ def convert(
        they are; a partition per period from the oldest entry to ``ahead`` periods
        ahead, and the default partition.
     2. The rows are copied in key order, ``batch_size`` at a time, each batch its own
-       transaction. How far a round may go is read under a brief SHARE lock, which
-       waits for the transactions writing the table to finish: every key up to there is
-       committed (or never will be). Workers keep recording meanwhile.
+       transaction, in rounds until at most :data:`SWAP_ROWS` are left. How far a round
+       may go is read under a brief SHARE lock, which waits for the transactions writing
+       the table to finish: every key up to there is committed (or never will be).
+       Workers keep recording meanwhile.
     3. The swap, in one transaction under an ACCESS EXCLUSIVE lock: the last rows are
        copied, the key sequence moved past them, the old table renamed :data:`OLD` (or
        dropped) and the new one given its name and its indexes' names.
@@ -488,7 +495,7 @@ def convert(
     done.partitions = len(_create(connection, BUILDING, period, oldest, end, []))
 
     started = time.monotonic()
-    copied = 0
+    copied = rounds = 0
     while True:
         paused = time.monotonic()
         with transaction.atomic(using=alias), connection.cursor() as cursor:
@@ -497,7 +504,8 @@ def convert(
             cursor.execute(f"SELECT coalesce(max(id), 0) FROM {quote(TABLE)}")
             high = int(cursor.fetchone()[0])
         done.pause_seconds += time.monotonic() - paused
-        if high - copied <= batch_size:
+        rounds += 1
+        if high - copied <= min(batch_size, SWAP_ROWS) or rounds > MAX_ROUNDS:
             break
         while copied < high:
             upto = min(copied + batch_size, high)

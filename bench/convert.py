@@ -105,10 +105,10 @@ def main() -> int:
         began = time.perf_counter()
         done = partitions.convert("month", batch_size=args.batch_size)
         took = time.perf_counter() - began
-        during = latencies[before:]
-        time.sleep(2)
+        time.sleep(2)  # an insert the swap held up finishes after it
         stop.set()
         thread.join()
+        during = latencies[before:]
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*), count(DISTINCT event_id) FROM auditq_auditentry")
             rows, distinct = cursor.fetchone()
@@ -128,7 +128,7 @@ def main() -> int:
         )
         ordered = sorted(during)
         print(
-            f"writer during the conversion: {len(during):,} inserts, median "
+            f"writer during the conversion (and 2 s each side): {len(during):,} inserts, median "
             f"{statistics.median(during):.1f} ms, p99 {ordered[int(len(ordered) * 0.99)]:.1f} "
             f"ms, max {ordered[-1]:.0f} ms"
         )
