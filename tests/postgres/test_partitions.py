@@ -292,3 +292,15 @@ def test_migrate_leaves_a_trail_with_entries_to_the_command(document, settings, 
 
     assert not partitions.is_partitioned()
     assert "run manage.py auditq_partition" in caplog.text
+
+
+def test_the_relay_command_makes_the_partitions_ahead(document, monkeypatch):
+    partitions.convert("month", ahead=0)
+    monkeypatch.setattr(partitions, "_last", {})  # a fresh process
+
+    with MONTH:
+        call_command("auditq_relay", stdout=StringIO())
+
+    months = [p.start for p in partitions.listing() if not p.default]
+    assert len(months) == partitions.AHEAD + 1
+    assert months[0] == partitions.period_start("month", timezone.now())
