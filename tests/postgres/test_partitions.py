@@ -304,3 +304,28 @@ def test_the_relay_command_makes_the_partitions_ahead(document, monkeypatch):
     months = [p.start for p in partitions.listing() if not p.default]
     assert len(months) == partitions.AHEAD + 1
     assert months[0] == partitions.period_start("month", timezone.now())
+
+
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
+        ("auditq_partition", ["--batch-size", "0"], "must be 1 or more"),
+        ("auditq_partition", ["--ahead", "-1"], "must be 0 or more"),
+        ("auditq_partitions", ["--ahead", "x"], "is not a whole number"),
+        ("auditq_partitions", [], "is not partitioned"),
+    ],
+)
+def test_bad_input_to_the_partition_commands_is_a_command_error(command, args, message):
+    with MONTH, pytest.raises(CommandError, match=message):
+        call_command(command, *args, stdout=StringIO())
+
+
+def test_the_partitions_command_creates_ahead(document):
+    partitions.convert("month", ahead=0)
+    out = StringIO()
+
+    with MONTH:
+        call_command("auditq_partitions", "--create", "--ahead", "2", stdout=out)
+
+    assert out.getvalue().startswith("Made 2 partitions: ")
+    assert len([p for p in partitions.listing() if not p.default]) == 3
