@@ -15,11 +15,12 @@ BENCH_POOL ?= prefork
 BENCH_TIMEOUT ?= 120
 BENCH_CHILDREN ?= 10000
 BENCH_EXPORT_ROWS ?= 10000000
+BENCH_SCALE_ENTRIES ?= 50000000
 SOAK_MINUTES ?= 10
 SOAK_RATE ?= 10
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo lint test bench bench-export soak clean distclean
+.PHONY: help venv demo lint test bench bench-export bench-scale soak clean distclean
 
 help:
 	@echo "auditq - make targets:"
@@ -42,6 +43,9 @@ help:
 	@echo "  make bench-export  bench/export.py: auditq_export and the admin's background export of"
 	@echo "              BENCH_EXPORT_ROWS=$(BENCH_EXPORT_ROWS) entries (and a tenth of them): rows/s, peak RSS"
 	@echo "              (not part of make bench or make test; about 5 GB of PostgreSQL, 40 minutes)"
+	@echo "  make bench-scale  bench/scale.py: the admin pages and a month's prune on"
+	@echo "              BENCH_SCALE_ENTRIES=$(BENCH_SCALE_ENTRIES) entries, partitioned by month and not"
+	@echo "              (not part of make bench or make test; about 30 GB of PostgreSQL at a time, hours)"
 	@echo "  make soak   bench/soak.py: $(SOAK_MINUTES) minutes of mixed writes at $(SOAK_RATE) transactions/s,"
 	@echo "              a worker SIGKILLed every minute, Redis restarted twice; writes docs/soak.md"
 	@echo "              (PostgreSQL at DATABASE_URL; not part of make test)"
@@ -74,6 +78,9 @@ bench: $(BENCH_STAMP)
 
 bench-export: $(BENCH_STAMP)
 	$(VENV)/bin/python bench/export.py --rows $(BENCH_EXPORT_ROWS)
+
+bench-scale: $(BENCH_STAMP)
+	$(VENV)/bin/python bench/scale.py --entries $(BENCH_SCALE_ENTRIES)
 
 soak: venv
 	$(VENV)/bin/python bench/soak.py --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)

@@ -12,7 +12,7 @@ class AuditqConfig(AppConfig):
         """Register the consumers, sweepers and runners, import every app's ``handlers``
         module, and wire capture: the one place where the layers meet."""
         # Imported here: app loading imports this module before any model exists.
-        from auditq import capture, checks, command_context, registry
+        from auditq import capture, checks, command_context, partitions, registry
         from auditq.capture import bulk
         from auditq.consumers import audit, callbacks, counters
         from auditq.delivery import recording, task_context
@@ -29,6 +29,8 @@ class AuditqConfig(AppConfig):
         registry.add_sweeper(callbacks.publish_due)
         registry.add_sweeper(counters.sweep)
         registry.add_sweeper(publishing.publish_due)
+        # Throttled to once an hour per process; nothing without AUDITQ['PARTITION'].
+        registry.add_sweeper(partitions.upkeep)
         registry.add_runner(callbacks.RUN, callbacks.run)
         registry.add_runner(publishing.RUN, executor.run)
         operation_runs_due.connect(publishing.on_runs_due, dispatch_uid="auditq:runs-due")

@@ -8,7 +8,7 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
-from django.db import DEFAULT_DB_ALIAS, models, router
+from django.db import DEFAULT_DB_ALIAS, connections, models, router
 
 from auditq import conf, registry
 from auditq.capture import bulk
@@ -156,6 +156,26 @@ def check_audit_database(**kwargs: Any) -> list[checks.CheckMessage]:
                 )
             )
     return found
+
+
+def check_partition(**kwargs: Any) -> list[checks.CheckMessage]:
+    """auditq.E014: ``AUDITQ["PARTITION"]`` set, but the entries are not on PostgreSQL."""
+    period = None if conf.problems() else conf.get().PARTITION
+    if period is None:
+        return []
+    alias = router.db_for_write(AuditEntry)
+    vendor = connections[alias].vendor
+    if vendor == "postgresql":
+        return []
+    return [
+        checks.Error(
+            f"AUDITQ['PARTITION'] is {period!r}, but the audit entries' database {alias!r} "
+            f"is {vendor}: only PostgreSQL partitions them.",
+            hint="Remove AUDITQ['PARTITION'], or keep the entries on PostgreSQL "
+            "(AUDITQ['DATABASE']).",
+            id="auditq.E014",
+        )
+    ]
 
 
 def check_celery(**kwargs: Any) -> list[checks.CheckMessage]:
@@ -391,6 +411,7 @@ def register() -> None:
         check_counters,
         check_settings,
         check_audit_database,
+        check_partition,
         check_celery,
         check_celery_app,
         check_middleware,

@@ -73,6 +73,11 @@ class Settings:
     """The longest value (characters of its JSON) a change carries: a longer one is kept
     as its first this many characters with a marker, so a huge field never makes a huge
     outbox row, message or entry."""
+    PARTITION: str | None = None
+    """PostgreSQL: ``"month"``, ``"week"`` or ``"day"`` range-partitions the audit entries'
+    table by ``occurred_at`` (UTC periods); the workers create the partitions ahead and
+    ``auditq_prune`` drops whole ones. ``None``: one table. An existing table is converted
+    with ``manage.py auditq_partition``; ``migrate`` partitions a new, empty one."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -94,7 +99,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "EXPORT_LINK_SECONDS": (int, float),
     "CHAIN": (bool,),
     "MAX_VALUE_LENGTH": (int,),
+    "PARTITION": (str, type(None)),
 }
+
+PERIODS = ("month", "week", "day")
+"""The values of ``AUDITQ["PARTITION"]`` (besides ``None``)."""
 
 
 def _raw() -> Any:
@@ -146,6 +155,13 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
                 f"AUDITQ['DATABASE'] is {value!r}, which is not an alias of DATABASES.",
                 f"Add {value!r} to DATABASES, or name one of: "
                 f"{', '.join(map(repr, django_settings.DATABASES))}.",
+            )
+        ]
+    if key == "PARTITION" and value is not None and value not in PERIODS:
+        return [
+            (
+                f"AUDITQ['PARTITION'] is {value!r}, not a period auditq partitions by.",
+                'Use "month", "week" or "day", or None for one table.',
             )
         ]
     positive = (

@@ -1,5 +1,6 @@
 """Retention: delete the audit entries, or the finished runs, older than a number of days,
-in small batches (each its own short transaction, so workers keep recording). Pending
+in small batches (each its own short transaction, so workers keep recording), or, on a
+partitioned trail, by dropping whole partitions. Pending
 and running runs are never touched. Used by ``auditq_prune`` and the periodic tasks
 ``auditq.tasks.prune`` and ``auditq.tasks.prune_runs``. Without a database alias, each
 table is pruned where the routers put it (the entries in ``AUDITQ["DATABASE"]``, if set).
@@ -19,6 +20,7 @@ from django.db import models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from auditq import partitions
 from auditq.chain.anchor import Pruned, anchor
 from auditq.models import AuditEntry, CallbackRun, OperationRun
 
@@ -59,8 +61,15 @@ def prune(
     A chained entry goes only with every entry recorded before it (see
     :func:`_old_entries`); each batch leaves its chains' anchors on the last entry it
     deleted. ``progress`` is called with the size of each deleted batch.
+
+    A partitioned trail (PostgreSQL, ``AUDITQ["PARTITION"]``) first loses the partitions
+    that lie wholly before ``before``, each detached and dropped in a moment
+    (:func:`auditq.partitions.drop_before`); the rows left before ``before`` (in the
+    partition that straddles it) are deleted in batches. Anchors then only move forward.
     """
-    deleted = _delete(_old_entries(before, using), "id", batch_size, progress, anchor)
+    dropped = partitions.drop_before(before, using, progress)
+    moved = partitions.forward_anchors if dropped else anchor
+    deleted = dropped + _delete(_old_entries(before, using), "id", batch_size, progress, moved)
     logger.info("auditq: pruned %d audit entries that occurred before %s", deleted, before)
     return deleted
 

@@ -111,7 +111,9 @@ class PostgreSQLBackend(Backend):
         now: str,
     ) -> None:
         # One statement for the whole batch: the server unpacks the JSON document
-        # (jsonb_to_recordset), several times faster than bulk_create.
+        # (jsonb_to_recordset), several times faster than bulk_create. ON CONFLICT names
+        # no target: the table's unique index on `unique` serves, alone or with the
+        # partition key (a partitioned trail is unique on (event_id, occurred_at)).
         quote = connection.ops.quote_name
         names = ", ".join(quote(name) for name, _ in columns)
         typed = ", ".join(f"{quote(name)} {kind}" for name, kind in columns)
@@ -119,7 +121,7 @@ class PostgreSQLBackend(Backend):
             cursor.execute(
                 f"INSERT INTO {quote(table)} ({names}, {quote(now)}) "
                 f"SELECT {names}, clock_timestamp() FROM jsonb_to_recordset(%s::jsonb) "
-                f"AS r({typed}) ON CONFLICT ({quote(unique)}) DO NOTHING",
+                f"AS r({typed}) ON CONFLICT DO NOTHING",
                 [rows],
             )
 
@@ -136,7 +138,7 @@ class PostgreSQLBackend(Backend):
     ) -> set[Any]:
         # The entries and their lanes' heads in one statement: each head moves to the
         # hash given and to the last key the insert drew for its model (a batch holds one
-        # lane of each of its models).
+        # lane of each of its models). ON CONFLICT names no target, as in insert_json_rows.
         quote = connection.ops.quote_name
         names = ", ".join(quote(name) for name, _ in columns)
         typed = ", ".join(f"{quote(name)} {kind}" for name, kind in columns)
@@ -144,7 +146,7 @@ class PostgreSQLBackend(Backend):
             cursor.execute(
                 f"WITH new AS (INSERT INTO {quote(table)} ({names}) "
                 f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS r({typed}) "
-                f"ON CONFLICT ({quote(unique)}) DO NOTHING "
+                "ON CONFLICT DO NOTHING "
                 f"RETURNING id, content_type_id, {quote(unique)}), "
                 f"moved AS (UPDATE {quote(chains)} AS c SET last_hash = h.last_hash, "
                 "last_entry_id = coalesce((SELECT max(new.id) FROM new "
@@ -162,14 +164,18 @@ class PostgreSQLBackend(Backend):
         return f"{quote(table)}.{quote(column)} = ANY(%s)", [keys]
 
     def estimate_rows(self, connection: Any, table: str) -> int | None:
+        # A partitioned table's own reltuples stays -1: the sum of its leaf partitions'.
+        # -1: a table never analysed, left out; none analysed: no estimate.
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                "SELECT coalesce((SELECT sum(p.reltuples) FROM pg_partition_tree(c.oid) t "
+                "JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf AND p.reltuples >= 0), "
+                "CASE WHEN c.relkind <> 'p' AND c.reltuples >= 0 THEN c.reltuples END)::bigint "
+                "FROM pg_class c WHERE c.oid = to_regclass(%s)",
                 [connection.ops.quote_name(table)],
             )
             row = cursor.fetchone()
-        # -1: the table was never analysed.
-        return int(row[0]) if row and row[0] >= 0 else None
+        return int(row[0]) if row and row[0] is not None else None
 
     def read_one_snapshot(self, connection: Any) -> None:
         with connection.cursor() as cursor:

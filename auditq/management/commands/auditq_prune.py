@@ -31,8 +31,9 @@ class Command(AuditqCommand):
     help = (
         "Delete the audit entries that occurred more than DAYS days ago (with --runs: the "
         "callback and operation runs that finished more than DAYS days ago), in small "
-        "batches that never lock the table for long. Never asks for confirmation: try "
-        "--dry-run."
+        "batches that never lock the table for long (a partitioned trail first loses the "
+        "partitions wholly before the cutoff, each detached and dropped in a moment). Never "
+        "asks for confirmation: try --dry-run."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
