@@ -20,7 +20,7 @@ from django.db.models.base import ModelState
 
 from auditq import registry
 from auditq.backends import backend
-from auditq.capture.receivers import capture_save, on_save
+from auditq.capture.receivers import capture_updates, on_save
 from auditq.capture.shape import shape_of, tracked_parents
 from auditq.capture.snapshot import LOADED
 
@@ -168,10 +168,12 @@ def _update(
         fresh = {}
         if computed:
             fresh = {found[0]: found[1:] for found in these.values_list(pk, *computed)}
+        instances = []
         for row in batch:
             old = dict(zip(attnames, row, strict=True))
             new = {**old, **plain, **dict(zip(computed, fresh.get(old[pk], ()), strict=False))}
-            capture_save(model, _instance(model, using, new, old), False, connection, names)
+            instances.append(_instance(model, using, new, old))
+        capture_updates(model, instances, connection, names)
     return count
 
 
