@@ -156,20 +156,27 @@ def capture_save(
             outbox.add(connection, change)
 
 
-def capture_updates(
+def capture_many(
     sender: type[models.Model],
     instances: list[models.Model],
+    created: bool,
     connection: Any,
-    update_fields: frozenset[str],
+    update_fields: frozenset[str] | None,
+    then: Callable[[models.Model], None] | None = None,
 ) -> None:
-    """Hold the changes of many rows updated by one statement (``QuerySet.update()``), as
-    :func:`capture_save` would one by one: the same changes, in one marker."""
+    """Hold the changes of many rows written by one bulk call (``update()``,
+    ``bulk_create()``, ``bulk_update()``), as :func:`capture_save` would one by one: the
+    same changes, held as one marker. ``then(instance)`` runs after each row's capture
+    (a new snapshot, before the next row: the same object may come twice)."""
     tracking = registry.tracking(sender)
     if tracking is None or tracked_parents(sender):
         for instance in instances:
-            capture_save(sender, instance, False, connection, update_fields)
+            capture_save(sender, instance, created, connection, update_fields)
+            if then is not None:
+                then(instance)
         return
     current = context.current()
+    action = "create" if created else "update"
     found = []
     # The reprs are taken with statements refused once for all rows (see object_repr).
     wrappers = connection.execute_wrappers
@@ -177,13 +184,18 @@ def capture_updates(
     wrappers.append(_refuse)
     try:
         for instance in instances:
-            changes = diff(tracking, instance, update_fields)
+            if created:
+                changes = every_value(tracking, instance, deleted=False)
+            else:
+                changes = diff(tracking, instance, update_fields)
             describe = functools.partial(_repr_refused, instance, log)
             change = ask_consumers(
-                tracking, instance, encode(instance.pk), describe, "update", changes, current
+                tracking, instance, encode(instance.pk), describe, action, changes, current
             )
             if change is not None:
                 found.append(change)
+            if then is not None:
+                then(instance)
     finally:
         wrappers.remove(_refuse)
     if found:
