@@ -88,6 +88,19 @@ def test_bulk_update_records_what_changed_on_each_loaded_object():
     assert [e.action for e in trail(second)] == ["create"]
 
 
+def test_bulk_update_of_an_object_given_twice_records_its_change_once(settings):
+    # Each object's new snapshot is taken right after its capture: the second time the
+    # object comes, nothing has changed since. SQUASH off, so nothing folds them later.
+    settings.AUDITQ = {**settings.AUDITQ, "SQUASH": False}
+    Document.objects.create(title="a")
+    document = Document.objects.get()
+    document.title = "a, edited"
+
+    Document.objects.bulk_update([document, document], ["title"])
+
+    assert [e.changes for e in trail(document)][1:] == [{"title": ["a", "a, edited"]}]
+
+
 # --------------------------------------------------------------------------- update()
 
 

@@ -20,9 +20,9 @@ from django.db.models.base import ModelState
 
 from auditq import registry
 from auditq.backends import backend
-from auditq.capture.receivers import capture_save, on_save
+from auditq.capture.receivers import capture_many
 from auditq.capture.shape import shape_of, tracked_parents
-from auditq.capture.snapshot import LOADED
+from auditq.capture.snapshot import LOADED, saved
 
 GUARDED = "__auditq_bulk__"
 _WRITING: ContextVar[bool] = ContextVar("auditq_bulk_writing", default=False)
@@ -56,9 +56,9 @@ def _guard_bulk_create(bulk_create: Callable[..., Any]) -> Callable[..., Any]:
         objs = list(objs)
         with transaction.atomic(using=using, savepoint=False):
             created = bulk_create(self, objs, *args, **kwargs)
-            for obj in created:
-                if obj.pk is not None:  # the database returned its key
-                    on_save(model, obj, True, False, using, None)
+            rows = [obj for obj in created if obj.pk is not None]  # the key came back
+            connection = connections[using]
+            capture_many(model, rows, True, connection, None, lambda o: saved(model, o, True, None))
         return created
 
     setattr(guarded, GUARDED, True)
@@ -86,8 +86,11 @@ def _guard_bulk_update(bulk_update: Callable[..., Any]) -> Callable[..., Any]:
                 rows = bulk_update(self, objs, fields, *args, **kwargs)
             finally:
                 _WRITING.reset(token)
-            for obj in objs:  # each against the values it was loaded with, as save() does
-                on_save(model, obj, False, False, using, names)
+            # Each against the values it was loaded with, as save() does.
+            connection = connections[using]
+            capture_many(
+                model, objs, False, connection, names, lambda o: saved(model, o, False, names)
+            )
         return rows
 
     setattr(guarded, GUARDED, True)
@@ -168,10 +171,12 @@ def _update(
         fresh = {}
         if computed:
             fresh = {found[0]: found[1:] for found in these.values_list(pk, *computed)}
+        instances = []
         for row in batch:
             old = dict(zip(attnames, row, strict=True))
             new = {**old, **plain, **dict(zip(computed, fresh.get(old[pk], ()), strict=False))}
-            capture_save(model, _instance(model, using, new, old), False, connection, names)
+            instances.append(_instance(model, using, new, old))
+        capture_many(model, instances, False, connection, names)
     return count
 
 

@@ -68,12 +68,15 @@ def ask_consumers(
     describe: Callable[[], str | None] | None,
     action: str,
     changes: dict[str, Any],
+    current: context.AuditContext | None = None,
 ) -> Change | None:
     """Ask the model's consumers what they want of this change; ``None`` if nothing.
 
     ``describe()`` gives the object's repr, taken only for a change someone wants.
+    ``current`` is the context in force (looked up if not given).
     """
-    current = context.current()
+    if current is None:
+        current = context.current()
     loaded = EMPTY if instance is None else loaded_values(instance)
     wanted = {}
     for consumer in tracking.consumers:
@@ -151,6 +154,63 @@ def capture_save(
         change = ask_consumers(found, instance, key, describe, action, changes)
         if change is not None:
             outbox.add(connection, change)
+
+
+def capture_many(
+    sender: type[models.Model],
+    instances: list[models.Model],
+    created: bool,
+    connection: Any,
+    update_fields: frozenset[str] | None,
+    then: Callable[[models.Model], None] | None = None,
+) -> None:
+    """Hold the changes of many rows written by one bulk call (``update()``,
+    ``bulk_create()``, ``bulk_update()``), as :func:`capture_save` would one by one: the
+    same changes, held as one marker. ``then(instance)`` runs after each row's capture
+    (a new snapshot, before the next row: the same object may come twice)."""
+    tracking = registry.tracking(sender)
+    if tracking is None or tracked_parents(sender):
+        for instance in instances:
+            capture_save(sender, instance, created, connection, update_fields)
+            if then is not None:
+                then(instance)
+        return
+    current = context.current()
+    action = "create" if created else "update"
+    found = []
+    # The reprs are taken with statements refused once for all rows (see object_repr).
+    wrappers = connection.execute_wrappers
+    log = connection.queries_log
+    wrappers.append(_refuse)
+    try:
+        for instance in instances:
+            if created:
+                changes = every_value(tracking, instance, deleted=False)
+            else:
+                changes = diff(tracking, instance, update_fields)
+            describe = functools.partial(_repr_refused, instance, log)
+            change = ask_consumers(
+                tracking, instance, encode(instance.pk), describe, action, changes, current
+            )
+            if change is not None:
+                found.append(change)
+            if then is not None:
+                then(instance)
+    finally:
+        wrappers.remove(_refuse)
+    if found:
+        outbox.add_many(connection, found)
+
+
+def _repr_refused(instance: models.Model, log: Any) -> str | None:
+    """``str(instance)`` while statements are refused (:func:`object_repr`'s inside)."""
+    logged = len(log)
+    try:
+        return str(instance)[:REPR_LIMIT]
+    except Exception:
+        while len(log) > logged:
+            log.pop()
+        return None
 
 
 def on_delete(

@@ -23,8 +23,12 @@ LOADED = "_auditq_loaded"
 """Instance attribute holding ``{attname: value}`` as last read from or written to the DB."""
 ROW = "_auditq_row"
 """Instance attribute holding the row as ``from_db()`` got it (concrete fields in order,
-mutable values copied): :func:`loaded_values` turns it into ``LOADED`` at the first need,
-so that loading rows that are never saved costs one attribute store each."""
+the values list itself): :func:`loaded_values` turns it into ``LOADED`` at the first need,
+so that loading rows that are never saved costs next to nothing."""
+KEPT = "_auditq_kept"
+"""Instance attribute holding, beside ``ROW``, the loaded form of the row's mutable values
+(a JSON column's encoded text, a copy of an array), in the order of ``_Columns.kept``:
+the instance's own objects may be edited in place before a save."""
 
 
 def _copy(value: Any) -> Any:
@@ -55,17 +59,23 @@ def loaded_values(instance: models.Model) -> dict[str, Any]:
     loaded = values.get(LOADED)
     if loaded is None:
         row = values.pop(ROW, None)
-        loaded = values[LOADED] = {} if row is None else _read(type(instance), row)
+        kept = values.pop(KEPT, ())
+        if type(kept) is str:  # one JSON column's encoded value, alone
+            kept = (kept,)
+        loaded = values[LOADED] = {} if row is None else _read(type(instance), row, kept)
     return loaded
 
 
-def _read(model: type[models.Model], row: tuple[Any, ...]) -> dict[str, Any]:
+def _read(model: type[models.Model], row: Any, kept: tuple[Any, ...]) -> dict[str, Any]:
     columns = _columns(model)
-    loaded = dict(zip(columns.attnames, row, strict=True))
-    for i in columns.json:
-        frozen = row[i]
-        value = frozen.value if type(frozen) is _Copied else orjson.loads(frozen)
-        loaded[columns.attnames[i]] = value
+    attnames = columns.attnames
+    loaded = dict(zip(attnames, row, strict=True))
+    json = len(columns.json)
+    for n, (i, frozen) in enumerate(zip(columns.kept, kept, strict=True)):
+        if n >= json:  # a copy of another mutable value
+            loaded[attnames[i]] = frozen
+        else:  # a JSON column's encoded value
+            loaded[attnames[i]] = frozen.value if type(frozen) is _Copied else orjson.loads(frozen)
     return loaded
 
 
@@ -141,8 +151,9 @@ class _Columns(NamedTuple):
     mutable: tuple[int, ...]
     """Positions of other fields whose values may be mutable (arrays, custom fields):
     copied at load, or an edit in place would reach the snapshot too."""
-    copied: bool
-    """Whether any position is kept as text or a copy rather than as loaded."""
+    kept: tuple[int, ...]
+    """``json``, then ``mutable``: the positions whose loaded form is kept apart (JSON as
+    its encoded text)."""
 
 
 _IMMUTABLE_FIELDS = (
@@ -179,39 +190,88 @@ def _columns(model: type[models.Model]) -> _Columns:
         attnames=tuple(f.attname for f in fields),
         json=json,
         mutable=mutable,
-        copied=bool(json or mutable),
+        kept=(*json, *mutable),
     )
+
+
+_BY_MODEL: dict[type[models.Model], tuple[int, int, _Columns]] = {}
+""":func:`_plan` by model, read with one dict lookup per loaded row."""
+
+
+class _ByModelCache:
+    cache_clear = _BY_MODEL.clear
+
+
+registry.derived(_ByModelCache)
 
 
 def guard_from_db(from_db: Callable) -> classmethod:
     """Keep the row an instance was loaded with (instances built in code need none).
 
-    One attribute store per row: the snapshot is built from it only when a save, a
-    delete or a refresh needs it (:func:`loaded_values`).
+    The values list as it came, and the loaded form of its mutable values (JSON as its
+    encoded text): the snapshot is built from them only when a save, a delete or a
+    refresh needs it (:func:`loaded_values`). With Django's own ``from_db()`` the
+    instance is built here, as it does (one call less per row).
     """
+    default = from_db is _DEFAULT_FROM_DB
+    by_model = _BY_MODEL
 
     def loaded(cls: type[models.Model], db: str, field_names: Any, values: Any) -> Any:
-        instance = from_db(cls, db, field_names, values)
-        columns = _columns(cls)
-        if len(values) == columns.width:  # every field loaded (width is -1 if untracked)
-            if columns.copied:
-                values = list(values)
-                for i in columns.json:
-                    try:
-                        values[i] = dumps(values[i]).decode()
-                    except TypeError:  # orjson's: an integer beyond 64 bits, say
-                        values[i] = _Copied(values[i])
-                for i in columns.mutable:
-                    if type(values[i]) not in SHARED:
-                        values[i] = _copy(values[i])
-            # A tuple of atomic items (the JSON is text): the collector stops tracking
-            # it, so a thousand loaded rows cost the collector nothing.
-            instance.__dict__[ROW] = tuple(values)
-        elif columns.width >= 0:  # deferred fields: the rare case
-            snapshot(instance, snapshot_attnames(cls))
+        found = by_model.get(cls)
+        if found is None:
+            found = by_model[cls] = _plan(cls)
+        width, one, columns = found
+        if len(values) != width:  # deferred fields, or an untracked subclass
+            instance = from_db(cls, db, field_names, values)
+            if width >= 0:
+                snapshot(instance, snapshot_attnames(cls))
+            return instance
+        if default:
+            instance = cls(*values)
+            state = instance._state
+            state.adding = False
+            state.db = db
+        else:
+            instance = from_db(cls, db, field_names, values)
+        kept = instance.__dict__
+        kept[ROW] = values
+        if one >= 0:  # the common case: one JSON column, nothing else mutable
+            try:
+                # Decoded: the bytes orjson returns keep the whole buffer it wrote into.
+                kept[KEPT] = dumps(values[one]).decode()
+            except TypeError:  # orjson's: an integer beyond 64 bits, say
+                kept[KEPT] = _kept(columns, values)
+        elif one == -2:
+            kept[KEPT] = _kept(columns, values)
         return instance
 
     return classmethod(functools.wraps(from_db)(loaded))
+
+
+def _plan(model: type[models.Model]) -> tuple[int, int, _Columns]:
+    """What ``from_db()`` does with ``model``'s rows: their width, and ``one``: the
+    position of the one JSON column kept alone, -1 if nothing is kept, -2 otherwise."""
+    columns = _columns(model)
+    json = columns.json
+    one = json[0] if len(json) == 1 and not columns.mutable else -2 if columns.kept else -1
+    return columns.width, one, columns
+
+
+_DEFAULT_FROM_DB = models.Model.from_db.__func__  # type: ignore[attr-defined]
+
+
+def _kept(columns: _Columns, values: Any) -> tuple[Any, ...]:
+    """The loaded form of a row's mutable values, in the order of ``columns.kept``."""
+    kept: list[Any] = []
+    for i in columns.json:
+        try:
+            kept.append(dumps(values[i]).decode())
+        except TypeError:  # orjson's: an integer beyond 64 bits, say
+            kept.append(_Copied(values[i]))
+    for i in columns.mutable:
+        value = values[i]
+        kept.append(value if type(value) in SHARED else _copy(value))
+    return tuple(kept)
 
 
 def guard_refresh(refresh_from_db: Callable) -> Callable:

@@ -160,6 +160,13 @@ def dumps(changes: Sequence[Change]) -> str:
 
 def _cut(change: Change, limit: int) -> Change:
     """``change`` with each ``[old, new]`` value longer than ``limit`` truncated."""
+    try:
+        # No value is longer than the JSON of all of them: the common case (a payload long
+        # because it holds many changes), decided in one call.
+        if len(orjson.dumps(change.changes, default=encode)) <= limit:
+            return change
+    except orjson.JSONEncodeError:
+        pass
     changes, cut = {}, False
     for name, pair in change.changes.items():
         if type(pair) is list and len(pair) == 2:

@@ -35,6 +35,19 @@ class Pending:
         """Do nothing: the commit hook has already written the change to the outbox."""
 
 
+class PendingMany:
+    """The changes of many rows written by one statement (``QuerySet.update()``), waiting
+    together as one marker: they commit or roll back together."""
+
+    __slots__ = ("changes",)
+
+    def __init__(self, changes: list[Change]) -> None:
+        self.changes = changes
+
+    def __call__(self) -> None:
+        """Do nothing: the commit hook has already written the changes to the outbox."""
+
+
 class Write:
     """A save or delete of a tracked row in flight on a connection, set only when its
     statement is a transaction of its own (:func:`alone`, on PostgreSQL): the execute wrapper
@@ -106,12 +119,28 @@ def add(connection: Any, change: Change) -> Pending:
     return pending
 
 
+def add_many(connection: Any, changes: list[Change]) -> None:
+    """:func:`add` for the changes of one statement, held as one marker."""
+    state(connection)
+    if connection.in_atomic_block:
+        connection.on_commit(PendingMany(changes))
+    else:
+        _write(connection, changes, commit=False)
+        committed(connection)
+
+
 def _install(connection: Any, found: State) -> None:
     commit = connection.commit
 
     def commit_with_outbox() -> None:
         if not connection.in_atomic_block and connection.run_on_commit:
-            changes = [f.change for _, f, _ in connection.run_on_commit if type(f) is Pending]
+            changes = []
+            for _, f, _ in connection.run_on_commit:
+                kind = type(f)
+                if kind is Pending:
+                    changes.append(f.change)
+                elif kind is PendingMany:
+                    changes += f.changes
             if len(changes) > 1 and conf.get().SQUASH:
                 changes = squash(changes)  # one change per object
             if changes:
