@@ -1,5 +1,6 @@
 """Small helpers the tests share: reading and writing the trail, running commands."""
 
+import datetime
 import os
 import subprocess
 import sys
@@ -101,3 +102,23 @@ def assert_retry_all_guarded(django_user_model, url_name: str, *perms: str) -> N
     token_client = Client()
     token_client.force_login(viewer)
     assert token_client.post(reverse(url_name)).status_code == 403  # no permission
+
+
+def worker_row(obj, occurred_at: datetime.datetime | None = None, **fields) -> dict:
+    """An ``AuditEntry`` row of an update of ``obj`` as the worker builds it (for
+    ``auditq.chain.extend`` and the backends' inserts); ``fields`` override columns."""
+    return {
+        "event_id": uuid.uuid4(),
+        "content_type_id": ContentType.objects.get_for_model(obj).pk,
+        "object_pk": str(obj.pk),
+        "object_repr": str(obj),
+        "action": "update",
+        "changes": {"title": ["a", "b"]},
+        "actor_id": None,
+        "actor_repr": "",
+        "remote_addr": "127.0.0.1",
+        "request_id": "",
+        "context": {},
+        "occurred_at": occurred_at or timezone.now(),
+        **fields,
+    }

@@ -9,7 +9,7 @@ from auditq import audit_context, disable_auditing
 from auditq.capture import snapshot
 from auditq.models import AuditEntry, Outbox
 from tests.helpers import trail
-from tests.testapp.models import Account, Chosen, Document, Tag
+from tests.testapp.models import Account, Chosen, Document, Everything, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,6 +61,17 @@ def test_saving_a_loaded_instance_issues_no_select(undelivered):
     assert "SELECT" not in statements
     assert any("auditq_outbox" in q["sql"] for q in queries.captured_queries)
     assert Outbox.objects.last().events[0].changes == {"title": ["Report", "Final"]}
+
+
+def test_a_value_set_as_text_that_saves_as_the_loaded_one_is_no_change():
+    thing = Everything.objects.create(amount="5.00", big=7, day="2026-12-06")
+    thing = Everything.objects.get(pk=thing.pk)  # Decimal("5.00"), 7, date(2026, 12, 6)
+    thing.amount, thing.big, thing.day = "5", "7", "2026-12-06"  # as a form or a script sets them
+    thing.save()
+    thing.amount = "5.5"
+    thing.save()
+
+    assert [e.changes for e in trail(thing)][1:] == [{"amount": ["5", "5.5"]}]
 
 
 def test_successive_saves_diff_against_the_previous_save():

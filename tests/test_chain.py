@@ -11,7 +11,6 @@ import subprocess
 import sys
 import termios
 import threading
-import uuid
 from io import StringIO
 
 import pytest
@@ -28,7 +27,7 @@ from auditq.consumers import audit
 from auditq.delivery import recording
 from auditq.models import AuditChain, AuditChainLane, AuditEntry, Outbox
 from tests.conftest import ROOT
-from tests.helpers import entry
+from tests.helpers import entry, worker_row
 from tests.testapp.models import Chosen, Document
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -283,22 +282,9 @@ def test_the_result_is_kept_for_the_admin():
 def record_at(obj, *ages_in_days: float) -> None:
     """Entries that occurred that many days ago, recorded now, one batch each, as the
     worker records them."""
-    content_type = ContentType.objects.get_for_model(obj)
     for age in ages_in_days:
-        row = {
-            "event_id": uuid.uuid4(),
-            "content_type_id": content_type.pk,
-            "object_pk": str(obj.pk),
-            "object_repr": f"{age} days",
-            "action": "update",
-            "changes": {"title": ["a", "b"]},
-            "actor_id": None,
-            "actor_repr": "",
-            "remote_addr": "127.0.0.1",
-            "request_id": "",
-            "context": {},
-            "occurred_at": timezone.now() - datetime.timedelta(days=age),
-        }
+        at = timezone.now() - datetime.timedelta(days=age)
+        row = worker_row(obj, at, object_repr=f"{age} days")
         chain.extend([row], "default", audit._insert)
 
 
@@ -425,22 +411,8 @@ def test_a_broken_trail_exits_1_with_one_line_naming_the_entry():
 
 def document_rows(document: Document, *names: str) -> list[dict]:
     """Rows as the worker hands them to ``chain.extend``, one per name."""
-    content_type = ContentType.objects.get_for_model(Document)
     return [
-        {
-            "event_id": uuid.uuid4(),
-            "content_type_id": content_type.pk,
-            "object_pk": str(document.pk),
-            "object_repr": name,
-            "action": "update",
-            "changes": {"title": ["a", name]},
-            "actor_id": None,
-            "actor_repr": "",
-            "remote_addr": None,
-            "request_id": "",
-            "context": {},
-            "occurred_at": timezone.now(),
-        }
+        worker_row(document, object_repr=name, changes={"title": ["a", name]}, remote_addr=None)
         for name in names
     ]
 

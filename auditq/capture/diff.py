@@ -26,6 +26,21 @@ def _changed(old: Any, new: Any) -> tuple[Any, Any] | None:
     return None if old == new else (old, new)
 
 
+def _as_saved(
+    instance: models.Model, name: str, old: Any, new: Any, pair: tuple[Any, Any]
+) -> tuple[Any, Any] | None:
+    """``pair``, unless ``new`` (of another type than the loaded value: ``"5"`` set on a
+    ``DecimalField`` that loaded ``Decimal("5.00")``) equals ``old`` once the field turns
+    it into what it saves: then the row did not change. Only on this rare path, so a
+    save whose values keep their types pays nothing for it."""
+    field = type(instance)._meta.get_field(name)
+    try:
+        saved = field.to_python(new)  # type: ignore[union-attr]  # a column: a Field
+    except Exception:  # a value the field refuses: the save itself will say so
+        return pair
+    return None if _changed(old, saved) is None else pair
+
+
 def _same_json(old: Any, new: Any) -> bool:
     """Equal as JSON columns keep them: ``True`` is not ``1``, ``1`` is not ``1.0``."""
     kind = type(old)
@@ -84,6 +99,8 @@ def diff(
             pair = _changed_json(old, new, shape.coders.get(attname))
         else:
             pair = _changed(old, new)
+            if pair is not None and kind is not type(old) and old is not None:
+                pair = _as_saved(instance, field.name, old, new, pair)
         if pair is not None:
             changes[field.name] = [MASK, MASK] if field.masked else list(pair)
     return changes

@@ -4,9 +4,7 @@ inside the test (and converted back, or rolled back with the test's transaction)
 from __future__ import annotations
 
 import datetime
-import uuid
 
-from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 
 from auditq import chain, partitions
@@ -34,25 +32,6 @@ def indexes_of(table: str) -> dict[str, str]:
 def shape(definition: str) -> str:
     """An index's definition without its name and table: what it indexes, and how."""
     return definition.split(" USING ", 1)[1]
-
-
-def row(obj, occurred_at: datetime.datetime, **fields) -> dict:
-    """An ``AuditEntry`` row as the worker builds it."""
-    return {
-        "event_id": fields.pop("event_id", None) or uuid.uuid4(),
-        "content_type_id": ContentType.objects.get_for_model(obj).pk,
-        "object_pk": str(obj.pk),
-        "object_repr": fields.pop("object_repr", str(obj)),
-        "action": "update",
-        "changes": {"title": ["a", "b"]},
-        "actor_id": None,
-        "actor_repr": "",
-        "remote_addr": "127.0.0.1",
-        "request_id": "",
-        "context": {},
-        "occurred_at": occurred_at,
-        **fields,
-    }
 
 
 def record(*rows: dict) -> None:

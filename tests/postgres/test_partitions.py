@@ -20,14 +20,13 @@ from auditq.backends import backend
 from auditq.chain import verify
 from auditq.checks import check_partition, check_settings
 from auditq.models import AuditChainLane, AuditEntry
-from tests.helpers import entry
+from tests.helpers import entry, worker_row
 from tests.postgres.partitioning import (
     UTC,
     check_pending,
     indexes_of,
     partition_of,
     record,
-    row,
     shape,
 )
 from tests.testapp.models import Document
@@ -132,12 +131,12 @@ def test_periods_and_their_names(period, when, name):
 def test_the_same_event_twice_either_side_of_a_month_edge_is_recorded_once(document):
     partitions.convert("month")
     partitions.create("month", at("2026-11-01"), at("2026-12-31"))
-    before = row(document, at("2026-11-30T23:59:59.999999"))
-    after = row(document, at("2026-12-01T00:00:00"))
+    before = worker_row(document, at("2026-11-30T23:59:59.999999"))
+    after = worker_row(document, at("2026-12-01T00:00:00"))
 
     record(before, after)
     record(before, after)  # delivered again: both skipped
-    record(after, row(document, at("2026-12-01T00:00:01")))  # one new among them
+    record(after, worker_row(document, at("2026-12-01T00:00:01")))  # one new among them
 
     entries = list(AuditEntry.objects.order_by("id"))
     assert len(entries) == 3
@@ -189,7 +188,10 @@ def test_prune_drops_the_months_wholly_before_the_cutoff_and_deletes_the_rest_by
     now = timezone.now()
     ages = (400, 120, 95, 0)
     record(
-        *[row(document, now - datetime.timedelta(days=age), object_repr=f"{age}") for age in ages]
+        *[
+            worker_row(document, now - datetime.timedelta(days=age), object_repr=f"{age}")
+            for age in ages
+        ]
     )
     partitions.convert("month")
     cutoff = now - datetime.timedelta(days=90)
@@ -210,9 +212,9 @@ def test_prune_drops_the_months_wholly_before_the_cutoff_and_deletes_the_rest_by
 
 def test_prune_leaves_a_partition_holding_a_late_chained_entry(document):
     now = timezone.now()
-    record(row(document, now - datetime.timedelta(days=400), object_repr="old"))
-    record(row(document, now - datetime.timedelta(days=10), object_repr="recent"))
-    record(row(document, now - datetime.timedelta(days=300), object_repr="late"))
+    record(worker_row(document, now - datetime.timedelta(days=400), object_repr="old"))
+    record(worker_row(document, now - datetime.timedelta(days=10), object_repr="recent"))
+    record(worker_row(document, now - datetime.timedelta(days=300), object_repr="late"))
     partitions.convert("month")
     check_pending()
 
@@ -261,8 +263,8 @@ def test_a_bad_period_is_a_settings_error_and_a_period_off_postgresql_a_check(se
 def test_event_ids_stay_unique_per_occurrence(document):
     partitions.convert("month")
     event = uuid.uuid4()
-    record(row(document, at("2026-11-30T12:00"), event_id=event))
-    record(row(document, at("2026-11-30T12:00"), event_id=event))
+    record(worker_row(document, at("2026-11-30T12:00"), event_id=event))
+    record(worker_row(document, at("2026-11-30T12:00"), event_id=event))
     assert AuditEntry.objects.filter(event_id=event).count() == 1
 
 
