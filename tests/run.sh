@@ -31,24 +31,31 @@ pg_reachable() {
         "$PG_URL" 2>/dev/null
 }
 
-# Which passes the path arguments concern: tests/audit_db runs only in its own passes.
-main=1
-audit=1
+# Which passes each path argument concerns: tests/audit_db runs only in its own passes,
+# tests/postgres only in the PostgreSQL pass. Options go to every pass; a pass that none
+# of the paths given concern is not run.
 audit_dir="$(realpath tests/audit_db)"
+postgres_dir="$(realpath tests/postgres)"
+options=() main_paths=() sqlite_paths=() audit_paths=()
 paths=0
+under() { [[ "$1" == "$2" || "$1" == "$2"/* ]]; }
 for arg in "$@"; do
     path="${arg%%::*}"
-    [[ "$arg" == -* || ! -e "$path" ]] && continue
-    ((paths++ == 0)) && main=0 && audit=0
-    full="$(realpath "$path")"
-    if [[ "$full" == "$audit_dir" || "$full" == "$audit_dir"/* ]]; then
-        audit=1
-    elif [[ "$audit_dir" == "$full"/* ]]; then
-        main=1 audit=1
-    else
-        main=1
+    if [[ "$arg" == -* || ! -e "$path" ]]; then
+        options+=("$arg")
+        continue
     fi
+    ((paths++))
+    full="$(realpath "$path")"
+    if under "$full" "$audit_dir"; then
+        audit_paths+=("$arg")
+        continue
+    fi
+    main_paths+=("$arg")
+    under "$full" "$postgres_dir" || sqlite_paths+=("$arg")
+    [[ "$audit_dir" == "$full"/* ]] && audit_paths+=("$arg")
 done
+wanted() { ((paths == 0 || $1 > 0)); }
 
 if pg_reachable || [[ "${CI:-}" == "true" ]]; then
     postgres=1
@@ -56,16 +63,21 @@ else
     postgres=0
     echo "==> PostgreSQL: not reachable at $PG_URL; its passes skipped (with CI=true they fail)" >&2
 fi
-if ((main)); then
-    ((postgres)) && run_pass "PostgreSQL" env DATABASE_URL="$PG_URL" AUDITQ_REQUIRE_POSTGRES=1 \
-        "$PY" -m pytest "$@"
-    run_pass "SQLite" env -u DATABASE_URL "$PY" -m pytest --ignore=tests/postgres "$@"
+if ((postgres)) && wanted ${#main_paths[@]}; then
+    run_pass "PostgreSQL" env DATABASE_URL="$PG_URL" AUDITQ_REQUIRE_POSTGRES=1 \
+        "$PY" -m pytest "${options[@]}" "${main_paths[@]}"
 fi
-if ((audit && postgres)); then
+if wanted ${#sqlite_paths[@]}; then
+    run_pass "SQLite" env -u DATABASE_URL "$PY" -m pytest --ignore=tests/postgres \
+        "${options[@]}" "${sqlite_paths[@]}"
+fi
+if ((postgres)) && wanted ${#audit_paths[@]}; then
     run_pass "PostgreSQL + audit database" env DATABASE_URL="$PG_URL" AUDITQ_REQUIRE_POSTGRES=1 \
-        AUDITQ_TEST_AUDIT_DATABASE_URL="$PG_URL" "$PY" -m pytest --ds tests.settings_audit_db "$@"
+        AUDITQ_TEST_AUDIT_DATABASE_URL="$PG_URL" "$PY" -m pytest --ds tests.settings_audit_db \
+        "${options[@]}" "${audit_paths[@]}"
     run_pass "SQLite + audit database on PostgreSQL" env -u DATABASE_URL \
-        AUDITQ_TEST_AUDIT_DATABASE_URL="$PG_URL" "$PY" -m pytest --ds tests.settings_audit_db "$@"
+        AUDITQ_TEST_AUDIT_DATABASE_URL="$PG_URL" "$PY" -m pytest --ds tests.settings_audit_db \
+        "${options[@]}" "${audit_paths[@]}"
 fi
 
 exit $failed
