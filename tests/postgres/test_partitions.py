@@ -20,6 +20,7 @@ from auditq.backends import backend
 from auditq.chain import verify
 from auditq.checks import check_partition, check_settings
 from auditq.models import AuditChainLane, AuditEntry
+from auditq.partitions import ahead
 from tests.helpers import entry, worker_row
 from tests.postgres.partitioning import (
     UTC,
@@ -149,7 +150,7 @@ def test_the_same_event_twice_either_side_of_a_month_edge_is_recorded_once(docum
 
 def test_upkeep_makes_partitions_ahead_at_most_once_an_hour(document, monkeypatch):
     partitions.convert("month", ahead=1)
-    monkeypatch.setattr(partitions, "_last", {})
+    monkeypatch.setattr(ahead, "_last", {})
     with MONTH:
         partitions.upkeep("default")
         names = [p.name for p in partitions.listing()]
@@ -159,13 +160,13 @@ def test_upkeep_makes_partitions_ahead_at_most_once_an_hour(document, monkeypatc
         partitions.upkeep("default")  # within the hour: no DDL
         assert names[-2] not in [p.name for p in partitions.listing()]
 
-        monkeypatch.setattr(partitions, "_last", {})  # an hour later
+        monkeypatch.setattr(ahead, "_last", {})  # an hour later
         partitions.upkeep("default")
         assert [p.name for p in partitions.listing()] == names
 
 
 def test_upkeep_does_nothing_without_the_setting_or_on_an_unpartitioned_table(monkeypatch):
-    monkeypatch.setattr(partitions, "_last", {})
+    monkeypatch.setattr(ahead, "_last", {})
     assert partitions.upkeep("default") == 0
     with MONTH:
         assert partitions.upkeep("default") == 0  # logs: run auditq_partition
@@ -298,7 +299,7 @@ def test_migrate_leaves_a_trail_with_entries_to_the_command(document, settings, 
 
 def test_the_relay_command_makes_the_partitions_ahead(document, monkeypatch):
     partitions.convert("month", ahead=0)
-    monkeypatch.setattr(partitions, "_last", {})  # a fresh process
+    monkeypatch.setattr(ahead, "_last", {})  # a fresh process
 
     with MONTH:
         call_command("auditq_relay", stdout=StringIO())
