@@ -105,7 +105,9 @@ def _files_of(runs: models.QuerySet) -> dict[int, str]:
     """The default storage's files that the operation ``runs`` name (``values["file"]``)."""
     return {
         run_id: values["file"]
-        for run_id, values in runs.values_list("id", "values").iterator()
+        for run_id, values in runs.filter(values__has_key="file")
+        .values_list("id", "values")
+        .iterator()
         if isinstance(values, dict) and isinstance(values.get("file"), str) and values["file"]
     }
 
