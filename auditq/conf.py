@@ -78,6 +78,13 @@ class Settings:
     table by ``occurred_at`` (UTC periods); the workers create the partitions ahead and
     ``auditq_prune`` drops whole ones. ``None``: one table. An existing table is converted
     with ``manage.py auditq_partition``; ``migrate`` partitions a new, empty one."""
+    ADMIN_SEARCH_DAYS: int | None = 90
+    """On a trail of more than ``ADMIN_SEARCH_DAYS_ABOVE`` entries, a search in the admin's
+    list of entries covers the last this many days unless a period is chosen; the results
+    offer "all time". ``None``: every search covers all time."""
+    ADMIN_SEARCH_DAYS_ABOVE: int = 1_000_000
+    """The size (the database's estimate, PostgreSQL only) past which
+    ``ADMIN_SEARCH_DAYS`` applies; ``0``: always, on every database."""
 
 
 DEFAULT_MASKED_FIELDS: tuple[str, ...] = ("password", "*password*", "*token*", "*secret*")
@@ -100,6 +107,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "CHAIN": (bool,),
     "MAX_VALUE_LENGTH": (int,),
     "PARTITION": (str, type(None)),
+    "ADMIN_SEARCH_DAYS": (int, type(None)),
+    "ADMIN_SEARCH_DAYS_ABOVE": (int,),
 }
 
 PERIODS = ("month", "week", "day")
@@ -162,6 +171,15 @@ def _value_problems(key: str, value: Any) -> list[tuple[str, str]]:
             (
                 f"AUDITQ['PARTITION'] is {value!r}, not a period auditq partitions by.",
                 'Use "month", "week" or "day", or None for one table.',
+            )
+        ]
+    if key == "ADMIN_SEARCH_DAYS_ABOVE" and value < 0:
+        return [(f"AUDITQ[{key!r}] must be 0 or more.", f"Got {value!r}.")]
+    if key == "ADMIN_SEARCH_DAYS" and value is not None and not 0 < value <= 36_500:
+        return [
+            (
+                f"AUDITQ[{key!r}] must be a number of days from 1 to 36500, or None.",
+                f"Got {value!r}.",
             )
         ]
     positive = (

@@ -1,14 +1,21 @@
 """The admin's search runs on indexes: the exact object key on every database, parts of
 names through pg_trgm on PostgreSQL (migration 0003)."""
 
+import html
+import re
+from datetime import timedelta
 from importlib import import_module
 
 import pytest
 from django.contrib import admin
 from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
 
 from auditq.admin import AuditEntryAdmin
 from auditq.models import AuditEntry
+from tests.helpers import entry
+from tests.testapp.models import Document
 
 pytestmark = pytest.mark.django_db
 
@@ -43,3 +50,72 @@ def test_the_exact_object_key_search_has_an_index():
 
 def test_the_trigram_indexes_are_for_postgresql_only():
     assert bool(set(TRIGRAM) & indexes()) == (connection.vendor == "postgresql")
+
+
+CHANGELIST = "admin:auditq_auditentry_changelist"
+
+
+def listed(client, **params) -> set[str]:
+    response = client.get(reverse(CHANGELIST), params)
+    assert response.status_code == 200, response
+    return {e.object_repr for e in response.context["cl"].result_list}
+
+
+@pytest.fixture
+def old_and_new():
+    """An invoice changed today and one changed 200 days ago."""
+    entry(Document(pk=1), object_repr="Invoice 1 (today)")
+    entry(
+        Document(pk=2), object_repr="Invoice 2 (in March)", at=timezone.now() - timedelta(days=200)
+    )
+
+
+def test_a_small_trail_is_searched_over_all_time(admin_client, old_and_new):
+    assert listed(admin_client, q="invoice") == {"Invoice 1 (today)", "Invoice 2 (in March)"}
+
+
+def test_a_big_trail_is_searched_over_the_last_days_with_all_time_a_click_away(
+    admin_client, settings, old_and_new
+):
+    settings.AUDITQ = {"ADMIN_SEARCH_DAYS": 90, "ADMIN_SEARCH_DAYS_ABOVE": 0}
+
+    response = admin_client.get(reverse(CHANGELIST), {"q": "invoice"})
+
+    assert {e.object_repr for e in response.context["cl"].result_list} == {"Invoice 1 (today)"}
+    page = response.content.decode()
+    since = (timezone.now() - timedelta(days=90)).strftime("%-d %b %Y")
+    assert f"in the entries since {since}" in page
+    all_time = re.search(r'href="([^"]*)" id="auditq-search-all"', page)
+    assert all_time, page
+    found = admin_client.get(reverse(CHANGELIST) + html.unescape(all_time.group(1)))
+    assert {e.object_repr for e in found.context["cl"].result_list} == {
+        "Invoice 1 (today)",
+        "Invoice 2 (in March)",
+    }
+    assert "auditq-search-all" not in found.content.decode()
+
+
+def test_a_chosen_period_or_no_search_is_not_narrowed(admin_client, settings, old_and_new):
+    settings.AUDITQ = {"ADMIN_SEARCH_DAYS": 90, "ADMIN_SEARCH_DAYS_ABOVE": 0}
+    a_year_ago = (timezone.now() - timedelta(days=365)).isoformat()
+
+    assert listed(admin_client, q="invoice", occurred_at__gte=a_year_ago) == {
+        "Invoice 1 (today)",
+        "Invoice 2 (in March)",
+    }
+    assert listed(admin_client) == {"Invoice 1 (today)", "Invoice 2 (in March)"}
+
+
+def test_no_window_when_the_setting_is_none(admin_client, settings, old_and_new):
+    settings.AUDITQ = {"ADMIN_SEARCH_DAYS": None, "ADMIN_SEARCH_DAYS_ABOVE": 0}
+
+    assert listed(admin_client, q="invoice") == {"Invoice 1 (today)", "Invoice 2 (in March)"}
+
+
+def test_a_bad_searched_value_answers_like_djangos_own_filters(admin_client, settings):
+    settings.AUDITQ = {"ADMIN_SEARCH_DAYS_ABOVE": 0}
+
+    response = admin_client.get(reverse(CHANGELIST), {"q": "x", "searched": "forever"})
+
+    assert response.status_code == 302
+    assert response.url.endswith("?e=1")

@@ -138,3 +138,21 @@ def test_no_audit_database_by_default(settings):
     settings.AUDITQ = {}
 
     assert conf.get().DATABASE is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("ADMIN_SEARCH_DAYS", 0, "must be a number of days from 1 to 36500, or None"),
+        ("ADMIN_SEARCH_DAYS", 10**6, "must be a number of days from 1 to 36500, or None"),
+        ("ADMIN_SEARCH_DAYS", 7.5, "must be int or None, not float"),
+        ("ADMIN_SEARCH_DAYS_ABOVE", -1, "must be 0 or more"),
+        ("ADMIN_SEARCH_DAYS_ABOVE", None, "must be int, not NoneType"),
+    ],
+)
+def test_the_admin_search_window_is_checked(settings, key, value, message):
+    settings.AUDITQ = {key: value}
+
+    [(problem, _hint)] = conf.problems()
+    assert key in problem
+    assert message in problem

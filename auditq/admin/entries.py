@@ -24,7 +24,7 @@ from django.utils.html import format_html
 from auditq import diffs
 from auditq.admin import as_of, chains, dashboard, exports, figures, reverts
 from auditq.admin.date_hierarchy import YearsFromIndex
-from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter
+from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter, SearchedPeriodFilter
 from auditq.admin.formatting import when
 from auditq.admin.paginators import CappedCountPaginator
 from auditq.admin.readonly import ReadOnlyAdmin
@@ -44,7 +44,14 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         "actor_repr_display",
         "changed_fields_display",
     )
-    list_filter = ("action", ModelFilter, ActorFilter, ObjectFilter, "occurred_at")
+    list_filter = (
+        "action",
+        ModelFilter,
+        ActorFilter,
+        ObjectFilter,
+        "occurred_at",
+        SearchedPeriodFilter,
+    )
     list_select_related = ("content_type",)
     search_fields = ("object_pk", "object_repr", "actor_repr")  # see get_search_results()
     search_help_text = "Exact object key, or part of the object's or the actor's name."
@@ -90,12 +97,20 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         return (*self.list_display, chains.mark_column(found))
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
-        changelist = super().get_changelist_instance(request)
+        changelist: Any = super().get_changelist_instance(request)
         changelist.queryset.__class__ = YearsFromIndex
         if changelist.query:
             # No date hierarchy on search results: its MIN/MAX of a rare match makes
             # PostgreSQL walk the time index past most of the table (0.3 s on 1M rows).
             changelist.date_hierarchy = None
+        # The search form says when a search covers only the recent entries.
+        changelist.auditq_searched_since = None
+        for spec in changelist.filter_specs:
+            if isinstance(spec, SearchedPeriodFilter) and spec.since and spec.value() is None:
+                changelist.auditq_searched_since = spec.since
+                changelist.auditq_search_all_url = changelist.get_query_string(
+                    {spec.parameter_name: spec.ALL}
+                )
         return changelist
 
     def get_search_results(
