@@ -39,6 +39,7 @@ Exit 0 when it measured (targets met or not), 2 when the set-up failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -322,6 +323,16 @@ def prune_month(run: Run, start: datetime.datetime, budget: float) -> None:
     run.prune_rows = deleted[0]
 
 
+def configured(layout: str) -> Any:
+    """The settings a site with this layout runs with (``AUDITQ["PARTITION"]``)."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    if layout != "partitioned":
+        return contextlib.nullcontext()
+    return override_settings(AUDITQ={**getattr(settings, "AUDITQ", {}), "PARTITION": "month"})
+
+
 def measure_again(run: Run, args: argparse.Namespace) -> Run:
     """Time the pages on a database an earlier ``--keep`` run filled (no fill, no prune)."""
     from django.contrib.auth import get_user_model
@@ -333,7 +344,9 @@ def measure_again(run: Run, args: argparse.Namespace) -> Run:
         [(run.entries,)] = sql("SELECT count(*) FROM auditq_auditentry")
         print(f"[{run.layout}] {args.reuse}: {run.entries:,} entries; measuring ...", flush=True)
         run.pages = pages_for(subjects_of(cts))
-        measure(run.pages, args.repeat, args.warmup, get_user_model().objects.get(username="admin"))
+        with configured(run.layout):
+            superuser = get_user_model().objects.get(username="admin")
+            measure(run.pages, args.repeat, args.warmup, superuser)
     except Exception as exc:
         traceback.print_exc()
         run.error = first_line(exc)
@@ -367,7 +380,8 @@ def one_layout(layout: str, args: argparse.Namespace, url: str) -> Run:
             flush=True,
         )
         run.pages = pages_for(subjects)
-        measure(run.pages, args.repeat, args.warmup, superuser)
+        with configured(layout):
+            measure(run.pages, args.repeat, args.warmup, superuser)
         print(f"[{layout}] pruning the oldest month ...", flush=True)
         prune_month(run, subjects["start"], args.prune_budget)
     except Exception as exc:

@@ -14,19 +14,25 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import SEARCH_VAR
+from django.core.paginator import Paginator
 from django.db import models
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, URLPattern, reverse
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 from auditq import diffs
 from auditq.admin import as_of, chains, dashboard, exports, figures, reverts
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter, SearchedPeriodFilter
 from auditq.admin.formatting import when
-from auditq.admin.paginators import CappedCountPaginator
+from auditq.admin.newest_first import SEARCH_ORDERING, newest_first
+from auditq.admin.paginators import CappedCountPaginator, SearchResultsPaginator
 from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.models import AuditEntry
 
@@ -58,6 +64,7 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     date_hierarchy = "occurred_at"
     ordering = ("-occurred_at", "-id")
     paginator = CappedCountPaginator
+    list_per_page = 50
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     actions = (reverts.revert_entries,)
@@ -103,6 +110,8 @@ class AuditEntryAdmin(ReadOnlyAdmin):
             # No date hierarchy on search results: its MIN/MAX of a rare match makes
             # PostgreSQL walk the time index past most of the table (0.3 s on 1M rows).
             changelist.date_hierarchy = None
+            # A search's page: from the newest partition alone when it holds the page.
+            changelist.result_list = newest_first(changelist.result_list)
         # The search form says when a search covers only the recent entries.
         changelist.auditq_searched_since = None
         for spec in changelist.filter_specs:
@@ -112,6 +121,34 @@ class AuditEntryAdmin(ReadOnlyAdmin):
                     {spec.parameter_name: spec.ALL}
                 )
         return changelist
+
+    def get_ordering(self, request: HttpRequest) -> Any:
+        if request.GET.get(SEARCH_VAR, "").strip():
+            return SEARCH_ORDERING  # the same order, from the search indexes
+        return self.ordering
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: models.QuerySet,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
+        searched = request.GET.get(SEARCH_VAR, "").strip()
+        kind = SearchResultsPaginator if searched else self.paginator
+        return kind(queryset, per_page, orphans, allow_empty_first_page)
+
+    def action_checkbox(self, obj: AuditEntry) -> SafeString:
+        # Django's, written out: its form widget renders a template per row, about a
+        # fifth of a 100-entry page's time.
+        label = format_html(_("Select this object for an action - {}"), str(obj))
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            label,
+        )
 
     def get_search_results(
         self, request: HttpRequest, queryset: models.QuerySet, search_term: str
