@@ -226,6 +226,7 @@ def fill(run: Run, rows: int, months: int) -> dict[str, Any]:
     if run.layout == "partitioned":  # the parent's own statistics (autovacuum skips it)
         sql("ANALYZE auditq_auditentry")
     run.analyze_s = time.perf_counter() - began
+    settle()
     [(table, indexes)] = sql(
         "SELECT sum(pg_table_size(relid)), sum(pg_indexes_size(relid)) FROM "
         "pg_partition_tree('auditq_auditentry') WHERE isleaf"
@@ -235,6 +236,16 @@ def fill(run: Run, rows: int, months: int) -> dict[str, Any]:
     run.table_mb, run.indexes_mb = table / 2**20, indexes / 2**20
     run.entries = rows
     return {**subjects_of(cts), "start": start}
+
+
+def settle() -> None:
+    """Write the bulk load's dirty pages out now (``CHECKPOINT``), as a settled server
+    would have: otherwise the checkpoint that follows a load of gigabytes runs under the
+    pages timed and the prune, and slows them (a prune of 1.2 s instead of 0.4 s)."""
+    try:
+        sql("CHECKPOINT")
+    except Exception as exc:  # not a superuser (nor pg_checkpoint): measured unsettled
+        print(f"  CHECKPOINT refused ({first_line(exc)}): measuring without it", flush=True)
 
 
 def subjects_of(cts: list[Any]) -> dict[str, Any]:
