@@ -168,6 +168,29 @@ def test_a_rolled_back_savepoint_drops_only_its_own_change():
     )
 
 
+def test_two_update_calls_in_one_transaction_fold_into_one_change_per_row():
+    documents = Document.objects.bulk_create([Document(title=t) for t in ("a", "b")])
+    with transaction.atomic():
+        Document.objects.update(status="live")
+        Document.objects.update(status="archived")
+
+    for document in documents:
+        assert entries(Document, document.pk)[1:] == [("update", {"status": ["draft", "archived"]})]
+
+
+def test_an_update_call_folds_with_a_save_of_one_of_its_rows():
+    first, second = Document.objects.bulk_create([Document(title=t) for t in ("a", "b")])
+    with transaction.atomic():
+        first.title = "a, edited"
+        first.save()
+        Document.objects.update(status="live")
+
+    assert entries(Document, first.pk)[1:] == [
+        ("update", {"title": ["a", "a, edited"], "status": ["draft", "live"]})
+    ]
+    assert entries(Document, second.pk)[1:] == [("update", {"status": ["draft", "live"]})]
+
+
 def test_squash_off_records_every_save(settings):
     settings.AUDITQ = {**settings.AUDITQ, "SQUASH": False}
     with transaction.atomic():

@@ -58,7 +58,15 @@ def _guard_bulk_create(bulk_create: Callable[..., Any]) -> Callable[..., Any]:
             created = bulk_create(self, objs, *args, **kwargs)
             rows = [obj for obj in created if obj.pk is not None]  # the key came back
             connection = connections[using]
-            capture_many(model, rows, True, connection, None, lambda o: saved(model, o, True, None))
+            capture_many(
+                model,
+                rows,
+                True,
+                connection,
+                None,
+                lambda o: saved(model, o, True, None),
+                distinct=True,
+            )
         return created
 
     setattr(guarded, GUARDED, True)
@@ -171,25 +179,31 @@ def _update(
         fresh = {}
         if computed:
             fresh = {found[0]: found[1:] for found in these.values_list(pk, *computed)}
-        instances = []
-        for row in batch:
-            old = dict(zip(attnames, row, strict=True))
-            new = {**old, **plain, **dict(zip(computed, fresh.get(old[pk], ()), strict=False))}
-            instances.append(_instance(model, using, new, old))
-        capture_many(model, instances, False, connection, names)
+        instances = [_instance(model, using, row, attnames, plain) for row in batch]
+        if computed:
+            for instance in instances:
+                values = instance.__dict__
+                values.update(zip(computed, fresh.get(values[pk], ()), strict=False))
+        capture_many(model, instances, False, connection, names, distinct=True)
     return count
 
 
-def _instance(model: Any, using: str, values: dict[str, Any], old: dict[str, Any]) -> models.Model:
-    """The row as the update left it, built as ``from_db()`` would but without
-    ``__init__`` (thousands of rows): what consumers see; ``old`` is its snapshot. A field
-    not read is deferred, as with ``only()``."""
+def _instance(
+    model: Any, using: str, row: Sequence[Any], attnames: Sequence[str], new: dict[str, Any]
+) -> models.Model:
+    """The row as the update left it (``row`` as read, ``new`` on top), built as
+    ``from_db()`` would but without ``__init__`` (thousands of rows): what consumers see;
+    ``row`` is its snapshot. A field not read is deferred, as with ``only()``."""
     instance = model.__new__(model)
-    instance._state = ModelState()
-    instance._state.adding = False
-    instance._state.db = using
-    instance.__dict__.update(values)
-    instance.__dict__[LOADED] = old
+    state = ModelState()
+    state.adding = False
+    state.db = using
+    old = dict(zip(attnames, row, strict=True))
+    values = instance.__dict__
+    values.update(old)
+    values.update(new)
+    values["_state"] = state
+    values[LOADED] = old
     return instance
 
 

@@ -66,26 +66,45 @@ def _changed_json(old: Any, new: Any, code: Callable[[Any], Any] | None) -> tupl
     return (old, new) if code is not None else (encode(old), encode(new))
 
 
+def saved_fields(
+    tracking: registry.Tracking,
+    model: type[models.Model],
+    update_fields: Iterable[str] | None,
+) -> tuple[registry.TrackedField, ...]:
+    """The tracked fields a save of ``update_fields`` (``None``: all) may change: those
+    named, and the generated columns, which the database sets at every save. Resolved once
+    per bulk call, not once per row."""
+    if update_fields is None:
+        return tracking.fields
+    saved = frozenset(update_fields)
+    generated = shape_of(model).generated
+    return tuple(
+        field
+        for field in tracking.fields
+        if field.name in saved or field.attname in saved or field.attname in generated
+    )
+
+
 def diff(
     tracking: registry.Tracking,
     instance: models.Model,
     update_fields: Iterable[str] | None = None,
 ) -> dict[str, list[Any]]:
     """Return ``{name: [old, new]}`` for the tracked fields that differ from the snapshot."""
+    return diff_fields(saved_fields(tracking, type(instance), update_fields), instance)
+
+
+def diff_fields(
+    fields: Iterable[registry.TrackedField], instance: models.Model
+) -> dict[str, list[Any]]:
+    """:func:`diff` of the given fields (from :func:`saved_fields`)."""
     values = instance.__dict__
     loaded = loaded_values(instance)
-    saved = None if update_fields is None else frozenset(update_fields)
     shape = shape_of(type(instance))
-    exact, generated = shape.exact, shape.generated
+    exact = shape.exact
     changes = {}
-    for field in tracking.fields:
+    for field in fields:
         attname = field.attname
-        if (
-            saved is not None
-            and not (field.name in saved or attname in saved)
-            and attname not in generated
-        ):
-            continue
         new = values.get(attname, MISSING)
         old = loaded.get(attname, MISSING)
         if new is MISSING or old is MISSING:

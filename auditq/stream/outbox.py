@@ -39,10 +39,12 @@ class PendingMany:
     """The changes of many rows written by one statement (``QuerySet.update()``), waiting
     together as one marker: they commit or roll back together."""
 
-    __slots__ = ("changes",)
+    __slots__ = ("changes", "distinct")
 
-    def __init__(self, changes: list[Change]) -> None:
+    def __init__(self, changes: list[Change], distinct: bool) -> None:
         self.changes = changes
+        self.distinct = distinct
+        """Each object once: alone in its transaction, nothing to squash."""
 
     def __call__(self) -> None:
         """Do nothing: the commit hook has already written the changes to the outbox."""
@@ -119,11 +121,12 @@ def add(connection: Any, change: Change) -> Pending:
     return pending
 
 
-def add_many(connection: Any, changes: list[Change]) -> None:
-    """:func:`add` for the changes of one statement, held as one marker."""
+def add_many(connection: Any, changes: list[Change], *, distinct: bool = False) -> None:
+    """:func:`add` for the changes of one statement, held as one marker; ``distinct``: each
+    object once among them."""
     state(connection)
     if connection.in_atomic_block:
-        connection.on_commit(PendingMany(changes))
+        connection.on_commit(PendingMany(changes, distinct))
     else:
         _write(connection, changes, commit=False)
         committed(connection)
@@ -135,13 +138,18 @@ def _install(connection: Any, found: State) -> None:
     def commit_with_outbox() -> None:
         if not connection.in_atomic_block and connection.run_on_commit:
             changes = []
+            markers = 0
+            distinct = True
             for _, f, _ in connection.run_on_commit:
                 kind = type(f)
                 if kind is Pending:
                     changes.append(f.change)
+                    markers += 1
                 elif kind is PendingMany:
                     changes += f.changes
-            if len(changes) > 1 and conf.get().SQUASH:
+                    markers += 1
+                    distinct = distinct and f.distinct
+            if len(changes) > 1 and not (markers == 1 and distinct) and conf.get().SQUASH:
                 changes = squash(changes)  # one change per object
             if changes:
                 try:
