@@ -425,6 +425,36 @@ def test_date_hierarchy_years_come_from_the_index_not_a_scan(client, superuser):
     assert not [q for q in queries if "DISTINCT" in q["sql"].upper()]
 
 
+def test_date_hierarchy_months_and_days_come_from_the_index_not_a_scan(client, superuser):
+    client.force_login(superuser)
+    document = Document.objects.create(title="doc")
+    for month, day in ((3, 9), (3, 30), (11, 2)):
+        entry(document, at=datetime.datetime(2021, month, day, 12, tzinfo=datetime.UTC))
+    entry(document, at=datetime.datetime(2022, 1, 5, 12, tzinfo=datetime.UTC))
+
+    with CaptureQueriesContext(connection) as queries:
+        year = client.get(reverse(CHANGELIST), {"occurred_at__year": 2021}).content.decode()
+        month = client.get(
+            reverse(CHANGELIST), {"occurred_at__year": 2021, "occurred_at__month": 3}
+        ).content.decode()
+
+    assert re.findall(r"occurred_at__month=(\d+)", year) == ["3", "11"]
+    assert re.findall(r"occurred_at__day=(\d+)", month) == ["9", "30"]
+    assert not [q for q in queries if "DISTINCT" in q["sql"].upper()]
+
+
+def test_date_hierarchy_reads_the_first_and_last_dates_once_a_page(client, superuser):
+    client.force_login(superuser)
+    document = Document.objects.create(title="doc")
+    for year in (2019, 2021):
+        entry(document, at=datetime.datetime(year, 6, 1, tzinfo=datetime.UTC))
+
+    with CaptureQueriesContext(connection) as queries:
+        client.get(reverse(CHANGELIST))
+
+    assert len([q for q in queries if "MIN(" in q["sql"].upper()]) == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_revert_asks_then_puts_the_change_back(client, superuser):
     client.force_login(superuser)
