@@ -27,8 +27,9 @@ class YearsFromIndex(AuditEntryQuerySet):
     Django lists them with ``SELECT DISTINCT date_trunc(...)``, which reads and sorts every
     row in range (a year of a big trail: most of it). Here the first and last dates come
     from the index, and each year, month or day in between is kept if one entry of it
-    exists (one index probe each: 12 months, or up to 31 days). The first and last dates are read once per
-    page: Django's own ``MIN``/``MAX`` (which picks the level to show) is reused.
+    exists (one index probe each: 12 months, or up to 31 days). The first and last dates
+    are read once per page: Django's own ``MIN``/``MAX`` (which picks the level to show)
+    is reused.
     """
 
     def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
