@@ -266,6 +266,7 @@ def subjects_of(cts: list[Any]) -> dict[str, Any]:
         "key": "200",
         "repr": cold_repr,
         "actor": f"user{N_USERS // 2:03d}",
+        "year": datetime.date.today().year - 1,  # whole in the data (the last 24 months)
     }
 
 
@@ -287,6 +288,18 @@ def pages_for(subjects: dict[str, Any]) -> list[Page]:
             "model",
             "filter by model",
             f"{CHANGELIST}?{urlencode({'content_type__id__exact': subjects['model']})}",
+        ),
+        # The date hierarchy's drill-down: a year's months, then a month's days.
+        page(
+            "year",
+            "date hierarchy, a year",
+            f"{CHANGELIST}?{urlencode({'occurred_at__year': subjects['year']})}",
+        ),
+        page(
+            "month",
+            "date hierarchy, a month",
+            f"{CHANGELIST}?"
+            + urlencode({"occurred_at__year": subjects["year"], "occurred_at__month": 6}),
         ),
         # As the admin searches a big trail: the last ADMIN_SEARCH_DAYS days (the target).
         *(
