@@ -136,6 +136,21 @@ def test_search_results_are_newest_first_from_the_search_indexes(admin_client):
     assert [q for q in queries if "ORDER BY COALESCE" in q["sql"]]
 
 
+def test_search_results_sorted_by_time_keep_off_the_time_index(admin_client):
+    for days in (3, 1, 2):
+        entry(Document(pk=days), object_repr=f"Report {days}", at=timezone.now() - timedelta(days))
+
+    with CaptureQueriesContext(connection) as queries:
+        oldest_first = page(admin_client, q="report", o="1").result_list  # the time column
+        names = [e.object_repr for e in oldest_first]
+
+    assert names == ["Report 3", "Report 2", "Report 1"]
+    searches = [q["sql"] for q in queries if "LIKE" in q["sql"]]
+    orders = [sql.split("ORDER BY ")[1] for sql in searches if "ORDER BY" in sql]
+    assert [o for o in orders if o.startswith("COALESCE")]
+    assert not [o for o in orders if o.startswith('"auditq_auditentry"."occurred_at"')]
+
+
 def test_a_search_counts_its_results_up_to_a_cap(admin_client, monkeypatch):
     monkeypatch.setattr(SearchResultsPaginator, "CAP", 2)
     for pk in (1, 2, 3):

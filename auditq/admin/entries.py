@@ -31,7 +31,7 @@ from auditq.admin import as_of, chains, dashboard, exports, figures, reverts
 from auditq.admin.date_hierarchy import YearsFromIndex
 from auditq.admin.filters import ActorFilter, ModelFilter, ObjectFilter, SearchedPeriodFilter
 from auditq.admin.formatting import when
-from auditq.admin.newest_first import SEARCH_ORDERING, newest_first
+from auditq.admin.newest_first import SEARCH_ORDERING, SearchChangeList, newest_first
 from auditq.admin.paginators import CappedCountPaginator, SearchResultsPaginator
 from auditq.admin.readonly import ReadOnlyAdmin
 from auditq.models import AuditEntry
@@ -102,6 +102,9 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         if not found:
             return self.list_display
         return (*self.list_display, chains.mark_column(found))
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[SearchChangeList]:
+        return SearchChangeList
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         changelist: Any = super().get_changelist_instance(request)
