@@ -4,6 +4,8 @@ their page, and the dashboard shows the last verification and its result."""
 import pytest
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from auditq.chain import verify
@@ -59,6 +61,15 @@ def test_the_list_has_no_chain_column_while_every_chain_is_intact(client, superu
 
     assert "column-chain_mark" not in html
     assert marked_rows(html) == 0
+
+
+def test_the_list_reads_the_chains_once_a_page(client, superuser):
+    Document.objects.create(title="fine")
+
+    with CaptureQueriesContext(connection) as queries:
+        client.get(reverse(CHANGELIST))
+
+    assert len([q for q in queries if "auditq_auditchain" in q["sql"]]) == 1
 
 
 def test_an_entry_page_says_whether_it_comes_after_a_break(client, superuser, broken):

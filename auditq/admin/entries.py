@@ -97,8 +97,11 @@ class AuditEntryAdmin(ReadOnlyAdmin):
         return super().changelist_view(request, context)
 
     def get_list_display(self, request: HttpRequest) -> Any:
-        # The chain column only while a chain is found broken (one query on a small table).
-        found = chains.breaks()
+        # The chain column only while a chain is found broken (one query on a small
+        # table, once a request: Django asks for the columns twice a page).
+        found = getattr(request, "_auditq_chain_breaks", None)
+        if found is None:
+            found = request._auditq_chain_breaks = chains.breaks()  # type: ignore[attr-defined]
         if not found:
             return self.list_display
         return (*self.list_display, chains.mark_column(found))
