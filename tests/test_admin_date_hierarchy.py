@@ -64,3 +64,15 @@ def test_days_over_years_are_left_to_django():
         datetime.datetime(2023, 3, 11, tzinfo=datetime.UTC),
     ]
     assert len(queries) == 2  # the bounds, then Django's one query (not 800 probes)
+
+
+def test_only_the_periods_between_the_first_and_the_last_are_probed():
+    document = Document.objects.create(title="doc")
+    for year in (2018, 2021):
+        entry(document, at=datetime.datetime(year, 6, 1, tzinfo=datetime.UTC))
+
+    with CaptureQueriesContext(connection) as queries:
+        years = probed(AuditEntry.objects.all()).datetimes("occurred_at", "year")
+
+    assert [year.year for year in years] == [2018, 2021]
+    assert len(queries) == 3  # the bounds, then 2019 and 2020

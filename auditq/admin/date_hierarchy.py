@@ -27,9 +27,9 @@ class YearsFromIndex(AuditEntryQuerySet):
     Django lists them with ``SELECT DISTINCT date_trunc(...)``, which reads and sorts every
     row in range (a year of a big trail: most of it). Here the first and last dates come
     from the index, and each year, month or day in between is kept if one entry of it
-    exists (one index probe each: 12 months, or up to 31 days). The first and last dates
-    are read once per page: Django's own ``MIN``/``MAX`` (which picks the level to show)
-    is reused.
+    exists: one index probe each, but for the first and the last, which hold those dates
+    (at most 10 months, or 29 days). The first and last dates are read once per page:
+    Django's own ``MIN``/``MAX`` (which picks the level to show) is reused.
     """
 
     def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -62,7 +62,8 @@ class YearsFromIndex(AuditEntryQuerySet):
         found = []
         for start, end in periods:
             span = {f"{field_name}__gte": start, f"{field_name}__lt": end}
-            if self.filter(**span).exists():
+            # The first and last periods hold the first and last entries: no probe.
+            if start is periods[0][0] or end is periods[-1][1] or self.filter(**span).exists():
                 found.append(start)
         return found
 
