@@ -20,6 +20,12 @@ over the blocks, with p10-p90 as the spread, and the ratio is median / median of
   ``100/txn`` (the block is one ``transaction.atomic()``, commit included);
 - ops: ``create`` (``Model(**values).save()``), ``update`` (a loaded instance, two fields
   changed, ``save()``), ``delete`` (``obj.delete()`` of a loaded instance);
+- bulk: ``bulk_create()`` of 1,000 rows, then ``QuerySet.update()`` of them all, each
+  contender in turn, 12 rounds after a warm-up one; beside them "auditq's SQL alone":
+  the statements auditq's ``update()`` sends (the ``SELECT`` of the keys and old values,
+  ``FOR UPDATE`` on PostgreSQL, the ``UPDATE`` of those keys, the outbox row with
+  auditq's payload of that round, the commit), sent by hand on the plain model: what
+  the database alone makes an audited ``update()`` cost, with none of auditq's Python;
 - queries per op: one more block per cell, untimed, under ``CaptureQueriesContext``
   (every statement, ``BEGIN``, ``COMMIT`` and savepoint; not what triggers do inside
   PostgreSQL);
@@ -447,12 +453,43 @@ def measure_reads(
     return cells
 
 
+def statements_alone(model: type, value: str, payload: str) -> None:
+    """auditq's statements for ``model.objects.update(title=value)``, with none of its
+    Python: the ``SELECT`` of the keys and old values (``FOR UPDATE`` where the database
+    has it), the ``UPDATE`` of exactly those keys, and the outbox row (``payload``) with
+    the commit. What the database alone makes an audited ``update()`` cost."""
+    from django.db import connection, transaction
+
+    from auditq.backends import backend
+
+    found = backend(connection)
+    name = model._meta.db_table
+    table = connection.ops.quote_name(name)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id, title FROM {table}{lock}")
+            keys = [row[0] for row in cursor.fetchall()]
+            where, params = found.keys_where(connection, name, "id", keys)
+            cursor.execute(f"UPDATE {table} SET title = %s WHERE {where}", [value, *params])
+        found.write_outbox(connection, payload, commit=True, notify=False)
+
+
+STATEMENTS_ALONE = "auditq's SQL alone"
+
+
 def measure_bulk(players: Sequence[Contender], owners: Sequence[int]) -> dict[str, dict]:
     """``bulk_create()`` of BULK_ROWS rows, then ``QuerySet.update()`` of all of them, per
-    contender, in turns (the rows deleted, untimed, after each round)."""
+    contender, in turns (the rows deleted, untimed, after each round); then
+    :func:`statements_alone` on the plain model, with the payload auditq wrote."""
+    from auditq.models import Outbox
+
     cells: dict[str, dict[str, Cell]] = {
         op: {c.name: Cell() for c in players} for op in BULK_TARGETS
     }
+    cells["update"][STATEMENTS_ALONE] = Cell()
+    plain = next(c for c in players if c.name == "plain")
+    payload = ""
     clock = time.perf_counter_ns
     for k in range(1 + BULK_ROUNDS):
         shift = k % len(players)
@@ -466,10 +503,21 @@ def measure_bulk(players: Sequence[Contender], owners: Sequence[int]) -> dict[st
             wall = clock() - start
             if updated != BULK_ROWS:
                 raise BenchError(f"{c.name}: update() changed {updated} rows, not {BULK_ROWS}")
+            if c.name == "auditq":  # untimed: the row its update() wrote
+                payload = Outbox.objects.order_by("-id").values_list("payload", flat=True)[0]
             c.model.objects.all().delete()
             if k:
                 cells["bulk_create"][c.name].blocks.append(Block(created, 0, ops=1))
                 cells["update"][c.name].blocks.append(Block(wall, 0, ops=1))
+        plain.model.objects.bulk_create(
+            [plain.model(**row_values(i, owners)) for i in range(BULK_ROWS)]
+        )
+        start = clock()
+        statements_alone(plain.model, f"round {k}", payload)
+        wall = clock() - start
+        plain.model.objects.all().delete()
+        if k:
+            cells["update"][STATEMENTS_ALONE].blocks.append(Block(wall, 0, ops=1))
     return {op: {name: cell_json(cell) for name, cell in ops.items()} for op, ops in cells.items()}
 
 
