@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
+from django.db.models.functions import Upper
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext, isolate_apps
 
@@ -113,6 +114,24 @@ def test_a_composite_key_has_one_text_form_for_capture_for_object_and_the_admin_
     assert not Seat.objects.filter(row=1, number=-54).exists()
     delete = AuditEntry.objects.for_model(Seat).get(action="delete")
     assert (delete.object_pk, delete.changes["holder"]) == ("[1, -54]", ["Bob", None])
+
+
+def test_bulk_writes_of_a_composite_key_model_are_recorded_under_its_key():
+    Seat.objects.bulk_create([Seat(row=2, number=n, holder="Ada") for n in (1, 2)])
+    Seat.objects.filter(number=1).update(holder="Bob")
+    seat = Seat.objects.get(pk=(2, 2))
+    seat.holder = "Cy"
+    Seat.objects.bulk_update([seat], ["holder"])
+    Seat.objects.filter(number=1).update(holder=Upper("holder"))  # computed by the database
+
+    entries = AuditEntry.objects.for_model(Seat).order_by("id")
+    assert [(e.object_pk, e.action, e.changes["holder"]) for e in entries] == [
+        ("[2, 1]", "create", [None, "Ada"]),
+        ("[2, 2]", "create", [None, "Ada"]),
+        ("[2, 1]", "update", ["Ada", "Bob"]),
+        ("[2, 2]", "update", ["Ada", "Cy"]),
+        ("[2, 1]", "update", ["Bob", "BOB"]),
+    ]
 
 
 # --------------------------------------------------------------------------- object_repr

@@ -141,11 +141,11 @@ def _update(
     whole = (tracking is not None and tracking.whole_rows) or any(
         found.whole_rows for _, found in tracked_parents(model)
     )
-    pk = meta.pk.attname
+    key = [f.attname for f in meta.pk_fields]  # one column, or a composite key's
     if whole:
         attnames = [f.attname for f in meta.concrete_fields]
     else:
-        attnames = list(dict.fromkeys([pk, *(f.attname for f in fields.values())]))
+        attnames = list(dict.fromkeys([*key, *(f.attname for f in fields.values())]))
     computed, plain = [], {}
     for name, value in kwargs.items():
         field = fields[name]
@@ -160,11 +160,11 @@ def _update(
     rows = list(_locked(queryset, connection).values_list(*attnames))
     names = frozenset(f.name for f in fields.values())
     base = model._base_manager.using(using)
-    at = attnames.index(pk)
+    at = [attnames.index(a) for a in key]
+    keys = [_key(row, at) for row in rows]
     count = 0
-    keys = [row[at] for row in rows]
     one = None
-    if keys and all(type(key) is int for key in keys):
+    if keys and all(type(found) is int for found in keys):
         one = backend(connection).keys_where(connection, meta.db_table, meta.pk.column, keys)
     size = len(rows) if one else _batch_size(connection)
     for start in range(0, len(rows), size or 1):
@@ -176,16 +176,23 @@ def _update(
             else base.filter(pk__in=keys[start : start + size])
         )
         count += update(these, **kwargs)
-        fresh = {}
-        if computed:
-            fresh = {found[0]: found[1:] for found in these.values_list(pk, *computed)}
         instances = [_instance(model, using, row, attnames, plain) for row in batch]
         if computed:
-            for instance in instances:
-                values = instance.__dict__
-                values.update(zip(computed, fresh.get(values[pk], ()), strict=False))
+            width = len(key)
+            read = these.values_list(*key, *computed)
+            fresh = {_key(found, range(width)): found[width:] for found in read}
+            for instance, its in zip(instances, keys[start : start + size], strict=True):
+                instance.__dict__.update(zip(computed, fresh.get(its, ()), strict=False))
         capture_many(model, instances, False, connection, names, distinct=True)
     return count
+
+
+def _key(row: Sequence[Any], at: Sequence[int]) -> Any:
+    """The primary key in ``row`` (its columns at ``at``): a value, or a composite key's
+    tuple."""
+    if len(at) == 1:
+        return row[at[0]]
+    return tuple(row[i] for i in at)
 
 
 def _instance(

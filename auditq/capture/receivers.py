@@ -183,7 +183,6 @@ def capture_many(
     action = "create" if created else "update"
     model, label, consumers = tracking.model, tracking.label, tracking.consumers
     fields = saved_fields(tracking, sender, update_fields)
-    pk = sender._meta.pk.attname
     at = time.time()  # one statement: one moment
     found = []
     # The reprs are taken with statements refused once for all rows (see object_repr).
@@ -215,7 +214,7 @@ def capture_many(
                 if data is not None:
                     wanted[consumer.name] = data
             if wanted:
-                key = encode(instance.__dict__[pk])
+                key = encode(instance.pk)
                 repr_ = _repr_refused(instance, log)
                 found.append(Change(label, key, repr_, action, changes, at, current, wanted))
             if then is not None:
