@@ -77,6 +77,22 @@ def ask_consumers(
     """
     if current is None:
         current = context.current()
+    wanted = _wanted(tracking, instance, pk, action, changes, current)
+    if not wanted:
+        return None
+    repr_ = None if describe is None else describe()
+    return Change(tracking.label, pk, repr_, action, changes, time.time(), current, wanted)
+
+
+def _wanted(
+    tracking: registry.Tracking,
+    instance: models.Model | None,
+    pk: Any,
+    action: str,
+    changes: dict[str, Any],
+    current: context.AuditContext,
+) -> dict[str, Any]:
+    """``{consumer name: what it wants}`` of this change, for the consumers that want it."""
     loaded = EMPTY if instance is None else loaded_values(instance)
     wanted = {}
     for consumer in tracking.consumers:
@@ -96,10 +112,7 @@ def ask_consumers(
             continue
         if data is not None:
             wanted[consumer.name] = data
-    if not wanted:
-        return None
-    repr_ = None if describe is None else describe()
-    return Change(tracking.label, pk, repr_, action, changes, time.time(), current, wanted)
+    return wanted
 
 
 def on_save(
@@ -181,7 +194,7 @@ def capture_many(
         return
     current = context.current()
     action = "create" if created else "update"
-    model, label, consumers = tracking.model, tracking.label, tracking.consumers
+    label = tracking.label
     fields = saved_fields(tracking, sender, update_fields)
     at = time.time()  # one statement: one moment
     found = []
@@ -195,26 +208,9 @@ def capture_many(
                 changes = every_value(tracking, instance, deleted=False)
             else:
                 changes = diff_fields(fields, instance)
-            # ask_consumers(), inlined: a thousand rows per call.
-            loaded = loaded_values(instance)
-            wanted = {}
-            for consumer in consumers:
-                try:
-                    data = consumer.capture(model, instance, action, changes, current, loaded)
-                except Exception:
-                    logger.exception(
-                        "auditq: the %s consumer could not capture the %s of %s %r; the "
-                        "change is recorded without it",
-                        consumer.name,
-                        action,
-                        label,
-                        instance.pk,
-                    )
-                    continue
-                if data is not None:
-                    wanted[consumer.name] = data
+            key = encode(instance.pk)
+            wanted = _wanted(tracking, instance, key, action, changes, current)
             if wanted:
-                key = encode(instance.pk)
                 repr_ = _repr_refused(instance, log)
                 found.append(Change(label, key, repr_, action, changes, at, current, wanted))
             if then is not None:
