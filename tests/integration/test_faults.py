@@ -191,8 +191,10 @@ def test_an_operation_step_whose_worker_dies_mid_step(broker, workers, tmp_path)
     parent = faults.team()
     stall = tmp_path / "stalled"
     doomed = workers(AUDITQ_TEST_STEP_STALL_FILE=str(stall), **FAST_SWEEP)
-    run = ops.slow_going.start()
     faults.write(parent, 30)
+    # Started after the burst: on SQLite the stalled step's open transaction holds the
+    # database's write lock until its worker dies, and the burst would wait on it.
+    run = ops.slow_going.start()
     wait_for(stall.exists, 60, "the worker to be inside the slow step")
     doomed.kill(signal.SIGKILL)
     workers(**FAST_SWEEP)  # the run's lease (2 s) expires: this worker takes it on
