@@ -1,7 +1,12 @@
 """Capture: what a save, a delete or a many-to-many change records, and what it costs."""
 
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from django.db import connection, transaction
+from django.db.models import JSONField
+from django.db.models.fields.json import KeyTransform
 from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 
@@ -135,6 +140,68 @@ def test_in_place_changes_to_json_of_a_loaded_row_are_seen(data, edit, after):
     document.save()
 
     assert trail(document)[-1].changes == {"data": [before, after]}
+
+
+def test_a_loaded_json_value_is_kept_as_the_text_the_database_sent(monkeypatch):
+    created = Document.objects.create(title="Report", data={"tags": ["a"], "n": 2**70})
+
+    def encoded_again(value):
+        raise AssertionError(f"encoded at load: {value!r}")
+
+    monkeypatch.setattr(snapshot, "_text", encoded_again)
+    [document] = Document.objects.filter(pk=created.pk)
+    document.data["tags"].append("b")
+    document.save()
+
+    assert trail(document)[-1].changes == {
+        "data": [{"tags": ["a"], "n": 2**70}, {"tags": ["a", "b"], "n": 2**70}]
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expression"),
+    [
+        ('{"a": [1, 2.5, null]}', "data"),
+        ('"text"', "data"),
+        ("123456789012345678901234567890", "data"),
+        ("not JSON", "data"),
+        (None, "data"),
+        (5, KeyTransform("n", "data")),  # SQLite's number for a key
+    ],
+)
+def test_the_json_converter_decodes_as_djangos_own(value, expression):
+    field = Document._meta.get_field("data")
+    if isinstance(expression, str):
+        expression = Document.objects.all().query.resolve_ref(expression)
+
+    assert "from_db_value" in field.__dict__  # auditq's, which keeps the text
+    ours = field.from_db_value(value, expression, connection)
+    assert ours == JSONField.from_db_value(field, value, expression, connection)
+    assert type(ours) is type(JSONField.from_db_value(field, value, expression, connection))
+
+
+def test_rows_loaded_in_two_threads_keep_their_own_json():
+    Document.objects.bulk_create(
+        [Document(title=str(n), data={"n": n, "tags": [n]}) for n in range(200)]
+    )
+
+    def load():
+        try:
+            for _ in range(15):
+                for document in Document.objects.all():
+                    n = int(document.title)
+                    assert snapshot.loaded_values(document)["data"] == {"n": n, "tags": [n]}
+        finally:
+            connection.close()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads swap often: between a converter and from_db()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for loaded in [pool.submit(load) for _ in range(2)]:
+                loaded.result()
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def test_loading_rows_builds_no_snapshot_until_a_save_needs_one():

@@ -23,6 +23,7 @@ from tests.shapesapp.models import (
     Folder,
     Label,
     Note,
+    Outline,
     Place,
     Reminder,
     Restaurant,
@@ -363,6 +364,24 @@ def test_json_values_equal_in_python_but_not_in_the_column_are_a_change(old, new
 
     assert after == new
     assert trail(blob)[-1].changes == {"data": [old, after]}
+
+
+def test_a_row_loaded_with_its_parent_keeps_each_ones_json():
+    root = Outline.objects.create(data={"title": "root", "tags": []})
+    leaf = Outline.objects.create(parent=root, data={"title": "leaf", "tags": []})
+
+    leaf = Outline.objects.select_related("parent").get(pk=leaf.pk)  # data twice in a row
+    leaf.data["tags"].append("a")
+    leaf.parent.data["tags"].append("b")
+    leaf.save()
+    leaf.parent.save()
+
+    assert trail(leaf)[-1].changes == {
+        "data": [{"title": "leaf", "tags": []}, {"title": "leaf", "tags": ["a"]}]
+    }
+    assert trail(root)[-1].changes == {
+        "data": [{"title": "root", "tags": []}, {"title": "root", "tags": ["b"]}]
+    }
 
 
 def test_an_unchanged_json_value_records_nothing():

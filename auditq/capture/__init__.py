@@ -5,6 +5,7 @@ changes, in memory, held for the commit (see docs/delivery.md).
 | --- | --- |
 | ``shape`` | what a model's fields need, resolved once per model |
 | ``snapshot`` | the values an instance was loaded with |
+| ``json_text`` | a JSON column's text as the database sent it, for the snapshot |
 | ``diff`` | a save's changes against the snapshot |
 | ``receivers`` | Django's signals -> changes asked of each consumer |
 | ``m2m`` | many-to-many changes |
@@ -22,6 +23,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from auditq import registry
 from auditq.capture import guards, m2m
+from auditq.capture.json_text import keep_text
 from auditq.capture.receivers import on_delete, on_save
 from auditq.capture.snapshot import guard_from_db, guard_refresh
 
@@ -46,10 +48,12 @@ def connect(model: type[models.Model]) -> None:
             dispatch_uid=f"auditq:m2m:{through._meta.label_lower}",
             weak=False,
         )
+    for concrete in model._meta.concrete_fields:
+        keep_text(concrete)
     if not getattr(model.save_base, guards.GUARDED, False):
         setattr(model, "save_base", guards.guard_save(model.save_base))  # noqa: B010
         setattr(model, "refresh_from_db", guard_refresh(model.refresh_from_db))  # noqa: B010
-        setattr(model, "from_db", guard_from_db(cast(Any, model.from_db).__func__))  # noqa: B010
+        setattr(model, "from_db", guard_from_db(model, cast(Any, model.from_db).__func__))  # noqa: B010
     if model.delete is models.Model.delete:
         # The one-statement delete stands in for Django's own delete() only: a delete()
         # of the model's or of a base class (a soft delete, a permission check, a file

@@ -8,14 +8,15 @@ import functools
 import json as json_module
 import uuid
 from collections.abc import Callable, Iterable
+from json import loads as json_loads
 from typing import Any, NamedTuple
 
-import orjson
 from django.db import models
 from django.db.models.fields.files import FieldFile
 from orjson import dumps
 
 from auditq import registry
+from auditq.capture.json_text import slot_of
 from auditq.capture.shape import shape_of, snapshot_attnames
 from auditq.stream.encoding import PLAIN
 
@@ -24,11 +25,15 @@ LOADED = "_auditq_loaded"
 ROW = "_auditq_row"
 """Instance attribute holding the row as ``from_db()`` got it (concrete fields in order,
 the values list itself): :func:`loaded_values` turns it into ``LOADED`` at the first need,
-so that loading rows that are never saved costs next to nothing."""
+so that loading rows that are never saved costs next to nothing. Set by name
+(``instance._auditq_row``) where rows are loaded: an attribute store costs less than a
+``__dict__`` one."""
 KEPT = "_auditq_kept"
 """Instance attribute holding, beside ``ROW``, the loaded form of the row's mutable values
-(a JSON column's encoded text, a copy of an array), in the order of ``_Columns.kept``:
-the instance's own objects may be edited in place before a save."""
+(a JSON column's text, a copy of an array), in the order of ``_Columns.kept``: the
+instance's own objects may be edited in place before a save. ``None`` where the loaded
+value is immutable; with one JSON column and nothing else mutable, its text alone, or no
+attribute at all."""
 
 
 def _copy(value: Any) -> Any:
@@ -59,23 +64,27 @@ def loaded_values(instance: models.Model) -> dict[str, Any]:
     loaded = values.get(LOADED)
     if loaded is None:
         row = values.pop(ROW, None)
-        kept = values.pop(KEPT, ())
-        if type(kept) is str:  # one JSON column's encoded value, alone
-            kept = (kept,)
+        kept = values.pop(KEPT, None)
         loaded = values[LOADED] = {} if row is None else _read(type(instance), row, kept)
     return loaded
 
 
-def _read(model: type[models.Model], row: Any, kept: tuple[Any, ...]) -> dict[str, Any]:
+def _read(model: type[models.Model], row: Any, kept: Any) -> dict[str, Any]:
     columns = _columns(model)
     attnames = columns.attnames
     loaded = dict(zip(attnames, row, strict=True))
+    if kept is None:  # nothing mutable was loaded
+        return loaded
+    if type(kept) is not tuple:  # one JSON column's text, alone
+        kept = (kept,)
     json = len(columns.json)
     for n, (i, frozen) in enumerate(zip(columns.kept, kept, strict=True)):
+        if frozen is None:  # the value in the row is immutable
+            continue
         if n >= json:  # a copy of another mutable value
             loaded[attnames[i]] = frozen
-        else:  # a JSON column's encoded value
-            loaded[attnames[i]] = frozen.value if type(frozen) is _Copied else orjson.loads(frozen)
+        else:  # a JSON column's text, decoded as Django decodes it
+            loaded[attnames[i]] = frozen.value if type(frozen) is _Copied else json_loads(frozen)
     return loaded
 
 
@@ -153,7 +162,10 @@ class _Columns(NamedTuple):
     copied at load, or an edit in place would reach the snapshot too."""
     kept: tuple[int, ...]
     """``json``, then ``mutable``: the positions whose loaded form is kept apart (JSON as
-    its encoded text)."""
+    its text)."""
+    slots: tuple[list[tuple[Any, Any]], ...]
+    """The slots the ``json`` columns' converters leave their text in
+    (:mod:`auditq.capture.json_text`)."""
 
 
 _IMMUTABLE_FIELDS = (
@@ -191,86 +203,154 @@ def _columns(model: type[models.Model]) -> _Columns:
         json=json,
         mutable=mutable,
         kept=(*json, *mutable),
+        slots=tuple(slot_of(fields[i]) for i in json),
     )
 
 
-_BY_MODEL: dict[type[models.Model], tuple[int, int, _Columns]] = {}
+_BY_MODEL: dict[type[models.Model], tuple[int, int, list[tuple[Any, Any]], _Columns]] = {}
 """:func:`_plan` by model, read with one dict lookup per loaded row."""
 
+_UNRESOLVED = -3
+"""A guard's own model's row width before its first load (and after a registry change)."""
 
-class _ByModelCache:
-    cache_clear = _BY_MODEL.clear
+_FORGET: list[Callable[[], None]] = []
+"""What makes each guard resolve its own model's plan again."""
 
 
-registry.derived(_ByModelCache)
+class _PlanCache:
+    @staticmethod
+    def cache_clear() -> None:
+        _BY_MODEL.clear()
+        for forget in _FORGET:
+            forget()
 
 
-def guard_from_db(from_db: Callable) -> classmethod:
+registry.derived(_PlanCache)
+
+
+def guard_from_db(model: type[models.Model], from_db: Callable) -> classmethod:
     """Keep the row an instance was loaded with (instances built in code need none).
 
-    The values list as it came, and the loaded form of its mutable values (JSON as its
-    encoded text): the snapshot is built from them only when a save, a delete or a
-    refresh needs it (:func:`loaded_values`). With Django's own ``from_db()`` the
-    instance is built here, as it does (one call less per row).
+    The values list as it came, and the loaded form of its mutable values (a JSON dict
+    or list as the text the database sent): the snapshot is built from them only when a
+    save, a delete or a refresh needs it (:func:`loaded_values`). With Django's own
+    ``from_db()``, a row of ``model`` itself, fully loaded, takes the fast path: the
+    instance built here as Django does, the plan held in the closure (no lookup per row).
+    Proxies, subclasses and deferred loads take the general one.
     """
     default = from_db is _DEFAULT_FROM_DB
     by_model = _BY_MODEL
+    containers = _CONTAINERS
+    width = _UNRESOLVED
+    one = -1
+    slot: list[tuple[Any, Any]] = []
 
-    def loaded(cls: type[models.Model], db: str, field_names: Any, values: Any) -> Any:
+    def forget() -> None:
+        nonlocal width
+        width = _UNRESOLVED
+
+    _FORGET.append(forget)
+
+    def general(cls: type[models.Model], db: str, field_names: Any, values: Any) -> Any:
         found = by_model.get(cls)
         if found is None:
             found = by_model[cls] = _plan(cls)
-        width, one, columns = found
+        width, one, slot, columns = found
         if len(values) != width:  # deferred fields, or an untracked subclass
             instance = from_db(cls, db, field_names, values)
             if width >= 0:
                 snapshot(instance, snapshot_attnames(cls))
             return instance
-        if default:
-            instance = cls(*values)
-            state = instance._state
-            state.adding = False
-            state.db = db
-        else:
-            instance = from_db(cls, db, field_names, values)
-        kept = instance.__dict__
-        kept[ROW] = values
+        instance = from_db(cls, db, field_names, values)
+        _keep(instance, values, one, slot, columns)
+        return instance
+
+    def loaded(cls: type[models.Model], db: str, field_names: Any, values: Any) -> Any:
+        nonlocal width, one, slot
+        if len(values) != width or cls is not model:
+            if width == _UNRESOLVED and cls is model and default:
+                width, one, slot, _ = _plan(model)
+                return loaded(cls, db, field_names, values)
+            return general(cls, db, field_names, values)
+        # Django's from_db(), inline: one call less per row.
+        instance: Any = cls(*values)
+        state = instance._state
+        state.adding = False
+        state.db = db
+        # Attribute stores, not __dict__ ones: Python keeps an instance's attributes
+        # inline until its __dict__ is asked for, and asking builds it.
+        instance._auditq_row = values
         if one >= 0:  # the common case: one JSON column, nothing else mutable
-            try:
-                # Decoded: the bytes orjson returns keep the whole buffer it wrote into.
-                kept[KEPT] = dumps(values[one]).decode()
-            except TypeError:  # orjson's: an integer beyond 64 bits, say
-                kept[KEPT] = _kept(columns, values)
+            value = values[one]
+            if type(value) in containers:
+                pair = slot[0]
+                instance._auditq_kept = pair[1] if pair[0] is value else _text(value)
         elif one == -2:
-            kept[KEPT] = _kept(columns, values)
+            instance._auditq_kept = _kept(_columns(model), values)
         return instance
 
     return classmethod(functools.wraps(from_db)(loaded))
 
 
-def _plan(model: type[models.Model]) -> tuple[int, int, _Columns]:
-    """What ``from_db()`` does with ``model``'s rows: their width, and ``one``: the
-    position of the one JSON column kept alone, -1 if nothing is kept, -2 otherwise."""
+def _keep(
+    instance: models.Model,
+    values: Any,
+    one: int,
+    slot: list[tuple[Any, Any]],
+    columns: _Columns,
+) -> None:
+    """Keep the row ``instance`` was fully loaded from, and its mutable values' loaded form
+    (what :func:`guard_from_db`'s fast path does inline)."""
+    instance._auditq_row = values  # type: ignore[attr-defined]
+    if one >= 0:
+        value = values[one]
+        if type(value) in _CONTAINERS:
+            loaded = slot[0]
+            instance._auditq_kept = loaded[1] if loaded[0] is value else _text(value)  # type: ignore[attr-defined]
+    elif one == -2:
+        instance._auditq_kept = _kept(columns, values)  # type: ignore[attr-defined]
+
+
+def _plan(
+    model: type[models.Model],
+) -> tuple[int, int, list[tuple[Any, Any]], _Columns]:
+    """What ``from_db()`` does with ``model``'s rows: their width; ``one``: the position
+    of the one JSON column kept alone, -1 if nothing is kept, -2 otherwise; that column's
+    slot."""
     columns = _columns(model)
     json = columns.json
     one = json[0] if len(json) == 1 and not columns.mutable else -2 if columns.kept else -1
-    return columns.width, one, columns
+    return columns.width, one, columns.slots[0] if one >= 0 else [], columns
 
 
 _DEFAULT_FROM_DB = models.Model.from_db.__func__  # type: ignore[attr-defined]
+
+_CONTAINERS = frozenset({dict, list})
+"""What a JSON column decodes to that may be edited in place."""
+
+
+def _text(value: Any) -> Any:
+    """A JSON value's text, encoded here (its converter did not keep the database's)."""
+    try:
+        # Decoded: the bytes orjson returns keep the whole buffer it wrote into.
+        return dumps(value).decode()
+    except TypeError:  # orjson's: an integer beyond 64 bits, say
+        return _Copied(value)
 
 
 def _kept(columns: _Columns, values: Any) -> tuple[Any, ...]:
     """The loaded form of a row's mutable values, in the order of ``columns.kept``."""
     kept: list[Any] = []
-    for i in columns.json:
-        try:
-            kept.append(dumps(values[i]).decode())
-        except TypeError:  # orjson's: an integer beyond 64 bits, say
-            kept.append(_Copied(values[i]))
+    for i, slot in zip(columns.json, columns.slots, strict=True):
+        value = values[i]
+        if type(value) in _CONTAINERS:
+            loaded = slot[0]
+            kept.append(loaded[1] if loaded[0] is value else _text(value))
+        else:
+            kept.append(None)
     for i in columns.mutable:
         value = values[i]
-        kept.append(value if type(value) in SHARED else _copy(value))
+        kept.append(None if type(value) in SHARED else _copy(value))
     return tuple(kept)
 
 

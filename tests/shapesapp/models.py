@@ -149,6 +149,19 @@ class Blob(models.Model):
         return f"blob {self.pk}"
 
 
+@audited
+class Outline(models.Model):
+    """A tree: a row loaded with its parent carries the same JSON column twice."""
+
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    data = models.JSONField(default=dict)
+
+    def __str__(self):
+        return f"outline {self.pk}"
+
+
 # --------------------------------------------------------------------------- delete() overrides
 
 
