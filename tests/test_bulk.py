@@ -2,10 +2,12 @@
 ``bulk_update()`` record one change per row, for every consumer, in the transaction's one
 outbox row."""
 
+import contextlib
+import gc
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
@@ -208,6 +210,71 @@ def test_bulk_writes_mixed_with_saves_and_a_rolled_back_savepoint():
     ]
     assert actions(Document).count("create") == 2
     assert "gone" not in str([e.changes for e in AuditEntry.objects.all()])
+
+
+# --------------------------------------------------------------------------- the garbage collector
+
+
+@contextlib.contextmanager
+def collections():
+    """The cyclic garbage collections that start in the block (their generations)."""
+    started = []
+
+    def count(phase, info):
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.collect()  # what came before is not the block's
+    gc.callbacks.append(count)
+    try:
+        yield started
+    finally:
+        gc.callbacks.remove(count)
+
+
+def test_bulk_writes_start_no_garbage_collection(undelivered):
+    new = [Document(title=str(n)) for n in range(3000)]
+
+    with collections() as during:
+        documents = Document.objects.bulk_create(new)
+    for document in documents:
+        document.status = "live"
+    with collections() as during_too:
+        Document.objects.bulk_update(documents, ["status"])
+        Document.objects.update(title="all the same")
+    with collections() as after:
+        garbage = [[] for _ in range(5000)]  # a few thousand new objects
+
+    # Without the pause, dozens (a change per row allocates objects by the thousand); the
+    # one left is the pass over the objects the caller keeps (the instances' snapshots).
+    assert during in ([], [0])
+    assert during_too in ([], [0])
+    assert Outbox.objects.count() == 3
+    assert after and len(garbage) == 5000  # the collector runs again
+
+
+def test_a_bulk_write_leaves_a_collector_turned_off_as_it_was():
+    Document.objects.bulk_create([Document(title="a")])
+    gc.disable()
+    try:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Document.objects.update(title="b")
+            raise RuntimeError
+        Document.objects.update(title="c")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_failed_bulk_write_turns_the_collector_back_on():
+    Document.objects.bulk_create([Document(title="a")])
+
+    with pytest.raises(ValueError, match="Batch size"):
+        Document.objects.bulk_update(Document.objects.all(), ["title"], batch_size=-1)
+    with pytest.raises(IntegrityError):
+        Document.objects.update(status=None)
+
+    assert gc.isenabled()
 
 
 # --------------------------------------------------------------------------- bulk=False

@@ -9,8 +9,10 @@ write's transaction and ride in its one outbox row, as a save's do.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterable, Sequence
+import gc
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -28,6 +30,25 @@ GUARDED = "__auditq_bulk__"
 _WRITING: ContextVar[bool] = ContextVar("auditq_bulk_writing", default=False)
 """Set while a wrapped bulk method runs: Django's ``bulk_update()`` calls ``update()``,
 whose rows it has captured itself."""
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """Hold the cyclic garbage collector off while a bulk write captures its rows.
+
+    A change per row allocates thousands of objects that reference counting frees when
+    the write is done: counted as new allocations, they would start collections over the
+    whole heap (measured: a 1,000-row ``update()`` spent half its time there) for no
+    garbage at all. Left as it was if something else had turned it off.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _captured(model: Any) -> bool:
@@ -54,7 +75,7 @@ def _guard_bulk_create(bulk_create: Callable[..., Any]) -> Callable[..., Any]:
             return bulk_create(self, objs, *args, **kwargs)
         using = _using(self)
         objs = list(objs)
-        with transaction.atomic(using=using, savepoint=False):
+        with _no_collection(), transaction.atomic(using=using, savepoint=False):
             created = bulk_create(self, objs, *args, **kwargs)
             rows = [obj for obj in created if obj.pk is not None]  # the key came back
             connection = connections[using]
@@ -88,7 +109,7 @@ def _guard_bulk_update(bulk_update: Callable[..., Any]) -> Callable[..., Any]:
         using = _using(self)
         objs = list(objs)
         names = frozenset(fields)
-        with transaction.atomic(using=using, savepoint=False):
+        with _no_collection(), transaction.atomic(using=using, savepoint=False):
             token = _WRITING.set(True)
             try:
                 rows = bulk_update(self, objs, fields, *args, **kwargs)
@@ -119,7 +140,7 @@ def _guard_update(update: Callable[..., Any]) -> Callable[..., Any]:
         except Exception:
             return update(self, **kwargs)  # Django says what is wrong
         using = _using(self)
-        with transaction.atomic(using=using, savepoint=False):
+        with _no_collection(), transaction.atomic(using=using, savepoint=False):
             return _update(self, update, fields, kwargs, using)
 
     setattr(guarded, GUARDED, True)
