@@ -11,7 +11,7 @@ from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 
 from auditq import audit_context, disable_auditing
-from auditq.capture import snapshot
+from auditq.capture import json_text, snapshot
 from auditq.models import AuditEntry, Outbox
 from tests.helpers import trail
 from tests.testapp.models import Account, Chosen, Document, Everything, Tag
@@ -156,6 +156,15 @@ def test_a_loaded_json_value_is_kept_as_the_text_the_database_sent(monkeypatch):
     assert trail(document)[-1].changes == {
         "data": [{"tags": ["a"], "n": 2**70}, {"tags": ["a", "b"], "n": 2**70}]
     }
+
+
+def test_the_json_text_is_not_kept_beyond_the_row_it_was_loaded_with():
+    Document.objects.create(title="Report", data={"big": "x" * 10_000})
+    [document] = Document.objects.all()
+
+    slot = json_text.slot_of(Document._meta.get_field("data"))
+    assert slot[0] is json_text.EMPTY  # taken by the row: nothing else holds the value
+    assert document.data == {"big": "x" * 10_000}
 
 
 @pytest.mark.parametrize(

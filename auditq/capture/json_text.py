@@ -21,7 +21,11 @@ SLOT = "auditq_slot"
 """Attribute of the installed converter: its one-item list holding the last
 ``(decoded value, text)``, replaced in one store (another thread never sees half of it)."""
 
-_NO_SLOT: list[tuple[Any, Any]] = [(None, None)]
+EMPTY: tuple[Any, Any] = (None, None)
+"""A slot's content before a row, and after ``from_db()`` took the text (the slot does not
+keep the last value alive)."""
+
+_NO_SLOT: list[tuple[Any, Any]] = [EMPTY]
 """The slot of a field with Django's converter: its decoded values are never in it."""
 
 _DJANGO = models.JSONField.from_db_value
@@ -38,7 +42,7 @@ def keep_text(field: models.Field) -> None:
     ):
         return
     django = field.from_db_value
-    slot: list[tuple[Any, Any]] = [(None, None)]
+    slot: list[tuple[Any, Any]] = [EMPTY]
     loads = json.loads
     decode_error = json.JSONDecodeError
 

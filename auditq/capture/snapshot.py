@@ -16,7 +16,7 @@ from django.db.models.fields.files import FieldFile
 from orjson import dumps
 
 from auditq import registry
-from auditq.capture.json_text import slot_of
+from auditq.capture.json_text import EMPTY, slot_of
 from auditq.capture.shape import shape_of, snapshot_attnames
 from auditq.stream.encoding import PLAIN
 
@@ -284,7 +284,11 @@ def guard_from_db(model: type[models.Model], from_db: Callable) -> classmethod:
             value = values[one]
             if type(value) in containers:
                 pair = slot[0]
-                instance._auditq_kept = pair[1] if pair[0] is value else _text(value)
+                if pair[0] is value:
+                    instance._auditq_kept = pair[1]
+                    slot[0] = EMPTY
+                else:
+                    instance._auditq_kept = _text(value)
         elif one == -2:
             instance._auditq_kept = _kept(_columns(model), values)
         return instance
@@ -305,8 +309,7 @@ def _keep(
     if one >= 0:
         value = values[one]
         if type(value) in _CONTAINERS:
-            loaded = slot[0]
-            instance._auditq_kept = loaded[1] if loaded[0] is value else _text(value)  # type: ignore[attr-defined]
+            instance._auditq_kept = _taken(slot, value)  # type: ignore[attr-defined]
     elif one == -2:
         instance._auditq_kept = _kept(columns, values)  # type: ignore[attr-defined]
 
@@ -338,14 +341,23 @@ def _text(value: Any) -> Any:
         return _Copied(value)
 
 
+def _taken(slot: list[tuple[Any, Any]], value: Any) -> Any:
+    """A loaded JSON value's text: the database's, if its converter left it in ``slot``
+    (the slot emptied), or encoded here."""
+    pair = slot[0]
+    if pair[0] is value:
+        slot[0] = EMPTY
+        return pair[1]
+    return _text(value)
+
+
 def _kept(columns: _Columns, values: Any) -> tuple[Any, ...]:
     """The loaded form of a row's mutable values, in the order of ``columns.kept``."""
     kept: list[Any] = []
     for i, slot in zip(columns.json, columns.slots, strict=True):
         value = values[i]
         if type(value) in _CONTAINERS:
-            loaded = slot[0]
-            kept.append(loaded[1] if loaded[0] is value else _text(value))
+            kept.append(_taken(slot, value))
         else:
             kept.append(None)
     for i in columns.mutable:
