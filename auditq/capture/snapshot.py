@@ -269,7 +269,9 @@ def guard_from_db(model: type[models.Model], from_db: Callable) -> classmethod:
         nonlocal width, one, slot
         if len(values) != width or cls is not model:
             if width == _UNRESOLVED and cls is model and default:
-                width, one, slot, _ = _plan(model)
+                found = _plan(model)
+                one, slot = found[1], found[2]
+                width = found[0]  # last: a thread that sees it sees the others
                 return loaded(cls, db, field_names, values)
             return general(cls, db, field_names, values)
         # Django's from_db(), inline: one call less per row.
